@@ -1,0 +1,50 @@
+# image_poser: every job is one target. The README's quick start is `make demo` and `make test`.
+SHELL := /bin/bash
+PYTHON ?= python3
+VENV := .venv
+BIN := $(VENV)/bin
+STAMP := $(VENV)/.installed
+export HF_HUB_OFFLINE := 1
+export TRANSFORMERS_OFFLINE := 1
+export WANDB_MODE ?= disabled
+
+.PHONY: demo test test-fast install export clean-nbs check-sync docs readme data bench clean
+
+# Create the venv and install the package with its dev tools (CPU-only torch, pinned).
+$(STAMP): pyproject.toml
+	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install -q --upgrade pip
+	$(BIN)/python -m pip install -q -e ".[dev]"
+	@touch $(STAMP)
+
+install: $(STAMP)
+
+# The main job on the embedded shapes world; prints where the results are.
+demo: $(STAMP)
+	$(BIN)/image-poser demo
+
+# Every test, offline: pytest over tests/ and one item per notebook in nbs/.
+test: $(STAMP)
+	$(BIN)/python -m pytest tests -q
+
+test-fast: $(STAMP)
+	$(BIN)/python -m pytest tests -q -m "not slow"
+
+export: $(STAMP)
+	$(BIN)/nbdev-export
+
+clean-nbs: $(STAMP)
+	$(BIN)/nbdev-clean
+
+# Fail if the notebooks are not clean or the library is not what nbdev-export makes of them.
+check-sync: $(STAMP)
+	bash tools/check_sync.sh
+
+docs: $(STAMP)
+	$(BIN)/python tools/build_docs.py
+
+readme: $(STAMP)
+	$(BIN)/python tools/build_docs.py --readme-only
+
+clean:
+	rm -rf _proc _docs .pytest_cache
