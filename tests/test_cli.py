@@ -32,3 +32,33 @@ def test_unknown_subcommand_fails_cleanly():
     r = cli("frobnicate", check=False)
     assert r.returncode != 0
     assert "Traceback" not in r.stderr
+
+
+def test_parse_json_is_a_valid_task():
+    from image_poser.core import Task
+    r = cli("parse", "three small yellow stars below a large blue square; then make the square red", "--json")
+    task = Task.from_json(r.stdout)
+    assert [q.kind for q in task.requirements].count("edit") == 1
+    assert [c.kind for c in task.commands] == ["generate", "edit"]
+
+
+def test_parse_empty_prompt_is_a_clean_error():
+    r = cli("parse", "  ", check=False)
+    assert r.returncode == 2 and "empty prompt" in r.stderr and "Traceback" not in r.stderr
+
+
+def test_render_writes_the_exact_scene(tmp_path):
+    from PIL import Image
+    from image_poser.shapes.perception import perceive
+    out = tmp_path / "x.png"
+    cli("render", "two red circles left of a blue square on a black background", "-o", str(out))
+    pc = perceive(Image.open(out))
+    assert sorted((o.shape, o.color) for o in pc.objects) == [("circle", "red"), ("circle", "red"), ("square", "blue")]
+    assert pc.background == "black"
+
+
+def test_data_is_reproducible_and_matches_the_committed_split(tmp_path):
+    cli("data", "--out-dir", str(tmp_path), "--train", "2", "--val", "2", "--test", "12")
+    fresh = (tmp_path / "test.jsonl").read_text(encoding="utf-8").splitlines()
+    committed = (ROOT / "data" / "shapes" / "test.jsonl").read_text(encoding="utf-8").splitlines()[:12]
+    assert fresh == committed
