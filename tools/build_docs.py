@@ -75,7 +75,7 @@ def build(readme_only: bool = False) -> Path:
     root, nbs, docs = cfg.config_path, Path(cfg.nbs_path), Path(cfg.doc_path)
     refresh_quarto_yml()
     nbdev_sidebar()
-    proc = proc_nbs(n_workers=0, file_glob="index.ipynb" if readme_only else "")
+    proc = proc_nbs(n_workers=0, force=True, file_glob="index.ipynb" if readme_only else "")
     # README.md from the processed index notebook
     idx = _clean(nbformat.read(proc / "index.ipynb", as_version=4))
     md, _ = MarkdownExporter().from_notebook_node(idx)
