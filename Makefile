@@ -11,11 +11,14 @@ export WANDB_MODE ?= disabled
 .PHONY: demo test test-fast install export clean-nbs check-sync docs readme data bench clean
 
 # Create the venv and install the package with its dev tools (CPU-only torch, pinned).
+# The stamp holds pyproject.toml's hash: nbdev-export rewrites the file (same content, new mtime), which must not reinstall.
+PYPROJECT_HASH = $$(sha256sum pyproject.toml | cut -d' ' -f1)
 $(STAMP): pyproject.toml
-	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
-	$(BIN)/python -m pip install -q --upgrade pip
-	$(BIN)/python -m pip install -q -e ".[dev]"
-	@touch $(STAMP)
+	@if [ -x $(BIN)/python ] && [ "$$(cat $(STAMP) 2>/dev/null)" = "$(PYPROJECT_HASH)" ]; then touch $(STAMP); else \
+	  set -e; test -x $(BIN)/python || $(PYTHON) -m venv $(VENV); \
+	  $(BIN)/python -m pip install -q --upgrade pip; \
+	  $(BIN)/python -m pip install -q -e ".[dev]"; \
+	  echo "$(PYPROJECT_HASH)" > $(STAMP); fi
 
 install: $(STAMP)
 
