@@ -8,7 +8,7 @@ export HF_HUB_OFFLINE := 1
 export TRANSFORMERS_OFFLINE := 1
 export WANDB_MODE ?= disabled
 
-.PHONY: demo test test-fast install export clean-nbs check-sync docs readme data bench clean
+.PHONY: demo reproduce test test-fast install export clean-nbs check-sync docs readme data bench clean
 
 # Create the venv and install the package with its dev tools (CPU-only torch, pinned).
 # The stamp holds pyproject.toml's hash: nbdev-export rewrites the file (same content, new mtime), which must not reinstall.
@@ -22,9 +22,14 @@ $(STAMP): pyproject.toml
 
 install: $(STAMP)
 
-# The main job on the embedded shapes world; prints where the results are.
+# The main job on the embedded shapes world: train PPO and DQN, evaluate them against every baseline, ablations, figures
+# (~10 minutes on 2 cores); prints the main table and where the report and pictures are (paper/quick/).
 demo: $(STAMP)
-	$(BIN)/image-poser demo
+	$(BIN)/image-poser reproduce --quick
+
+# The full report in paper/ (~1 hour on 2 cores).
+reproduce: $(STAMP)
+	$(BIN)/image-poser reproduce
 
 # Every test, offline: pytest over tests/ and one item per notebook in nbs/.
 test: $(STAMP)

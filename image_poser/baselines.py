@@ -7,18 +7,17 @@ Docs: https://image-poser.github.io/image_poser/baselines.html.md"""
 # %% ../nbs/50_baselines.ipynb #c5ebf037
 from __future__ import annotations
 
-import re
 from dataclasses import dataclass, field
 
 # %% auto #0
-__all__ = ['EDITOR_FOR', 'Policy', 'edit_op', 'SingleExpert', 'RandomPolicy', 'FixedPipeline', 'ThresholdLoop', 'GreedyLookahead',
+__all__ = ['EDITOR_FOR', 'Policy', 'SingleExpert', 'RandomPolicy', 'FixedPipeline', 'ThresholdLoop', 'GreedyLookahead',
            'OracleSearch', 'make_policy', 'baseline_names']
 
 # %% ../nbs/50_baselines.ipynb #58c70fa0
 import numpy as np
 
 # %% ../nbs/50_baselines.ipynb #8154f765
-from .env import ImagePoserEnv, valid_actions
+from .env import ImagePoserEnv, edit_op, valid_actions
 
 # %% ../nbs/50_baselines.ipynb #93ea1db6
 class Policy:
@@ -29,18 +28,6 @@ class Policy:
         self.env = env
         self.search_cost, self.search_calls = 0.0, 0  # expert calls a planner makes that the episode itself does not count
     def act(self, obs:np.ndarray, info:dict) -> int: raise NotImplementedError
-
-# %% ../nbs/50_baselines.ipynb #2979f694
-_OPS = [("background", r"\bbackground\b"), ("remove", r"\b(remove|delete|erase|get rid of|take (away|out))\b"),
-        ("move", r"\b(move|shift|slide|relocate)\b"), ("add", r"\b(add|insert|put|include|place|draw)\b"),
-        ("retexture", r"\b(striped|dotted|polka|spotted|stripes|dots|solid|plain)\b"), ("resize", r"\b(small|smaller|little|tiny|medium|large|larger|big|bigger|huge)\b"),
-        ("recolor", r"\b(make|turn|paint|colou?r|recolou?r|change)\b")]
-
-def edit_op(text:str) -> str | None:
-    "The edit operation a command names (recolor, retexture, resize, remove, add, move, background), or None."
-    for op, pat in _OPS:
-        if re.search(pat, text, re.I): return op
-    return None
 
 # %% ../nbs/50_baselines.ipynb #97aef9f8
 def _first_valid(info, names:list[str], env) -> int | None:

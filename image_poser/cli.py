@@ -15,12 +15,13 @@ from pathlib import Path
 from typing import Annotated, Literal, Sequence
 
 # %% auto #0
-__all__ = ['app', 'JsonFlag', 'cmd_version', 'cmd_parse', 'cmd_render', 'cmd_data', 'cmd_bench', 'cmd_eval', 'cmd_run',
-           'cmd_train', 'cmd_experts', 'cmd_demo', 'main']
+__all__ = ['app', 'JsonFlag', 'command', 'cmd_version', 'cmd_parse', 'cmd_render', 'cmd_data', 'cmd_bench', 'cmd_eval', 'cmd_run',
+           'cmd_train', 'cmd_experts', 'cmd_demo', 'cmd_reproduce', 'main']
 
 # %% ../nbs/90_cli.ipynb #ec79f654
 import tyro
 from tyro.extras import SubcommandApp
+from fastcore.docments import docments
 
 # %% ../nbs/90_cli.ipynb #9016f81c
 from . import __version__
@@ -29,19 +30,27 @@ from . import __version__
 app = SubcommandApp()
 JsonFlag = Annotated[bool, tyro.conf.arg(name="json")]
 
+def command(name:str):
+    "Register a function as subcommand `name`; its inline argument comments (nbdev's docments) become the `--help` of its flags."
+    def deco(f):
+        docs = {k: v for k, v in docments(f).items() if v and k != "return"}
+        if docs: f.__doc__ = (f.__doc__ or "").rstrip() + "\n\nArgs:\n" + "\n".join(f"    {k}: {v}" for k, v in docs.items())
+        return app.command(name=name)(f)
+    return deco
+
 def _fail(msg:str, code:int=2):
     "Print a one-line error (no traceback) and exit."
     print(f"image-poser: error: {msg}", file=sys.stderr)
     raise SystemExit(code)
 
-@app.command(name="version")
+@command("version")
 def cmd_version(as_json: JsonFlag = False,  # print {"version": ...} as JSON
            ) -> None:
     "Print the installed image_poser version."
     print(json.dumps({"version": __version__}) if as_json else __version__)
 
 # %% ../nbs/90_cli.ipynb #5f5f953d
-@app.command(name="parse")
+@command("parse")
 def cmd_parse(prompt: tyro.conf.Positional[str],  # the prompt to decompose
           as_json: JsonFlag = False,  # print the Task as JSON
           ) -> None:
@@ -57,7 +66,7 @@ def cmd_parse(prompt: tyro.conf.Positional[str],  # the prompt to decompose
     if task.meta.get("unparsed"): print("not understood:", "; ".join(task.meta["unparsed"]))
     if task.meta.get("problems"): print("problems:", "; ".join(task.meta["problems"]))
 
-@app.command(name="render")
+@command("render")
 def cmd_render(prompt: tyro.conf.Positional[str],  # the prompt to draw
            output: Annotated[Path, tyro.conf.arg(aliases=["-o"])] = Path("out.png"),  # where to write the PNG
            seed: int = 0,  # layout seed
@@ -76,7 +85,7 @@ def cmd_render(prompt: tyro.conf.Positional[str],  # the prompt to draw
     print(output)
 
 # %% ../nbs/90_cli.ipynb #d88389fa
-@app.command(name="data")
+@command("data")
 def cmd_data(out_dir: Path = Path("data/shapes"),  # where to write the splits
          train: int = 1000,  # records in the train split
          val: int = 300,  # records in the val split
@@ -87,7 +96,7 @@ def cmd_data(out_dir: Path = Path("data/shapes"),  # where to write the splits
     paths = write_splits(out_dir, {"test": test, "val": val, "train": train})
     for s, p in paths.items(): print(f"{s}: {p}")
 
-@app.command(name="bench")
+@command("bench")
 def cmd_bench(what: tyro.conf.Positional[Literal["world", "experts", "critic", "trainer"]],  # which benchmark
           as_json: JsonFlag = False,  # print one JSON object
           quick: bool = False,  # smaller samples (about 1 minute instead of several)
@@ -118,7 +127,7 @@ def cmd_bench(what: tyro.conf.Positional[Literal["world", "experts", "critic", "
         res = bench_critic(n_mutations=2000, n_val=100 if quick else 300, n_test=200 if quick else 500, seed=seed)
     print(json.dumps(res, indent=None if as_json else 2))
 
-@app.command(name="eval")
+@command("eval")
 def cmd_eval(policy: str = "baseline:fixed",  # 'baseline:NAME' (single:<expert>, random, fixed, threshold, greedy, oracle) or 'baselines' for all
              split: str = "test",  # prompt split
              n: int = 300,  # prompts (the first n of the split)
@@ -166,7 +175,7 @@ def cmd_eval(policy: str = "baseline:fixed",  # 'baseline:NAME' (single:<expert>
         (out_dir / "baselines.json").write_text(json.dumps(summaries, indent=1))
     print(json.dumps(summaries if len(names) > 1 else next(iter(summaries.values())), indent=None) if as_json else table)
 
-@app.command(name="run")
+@command("run")
 def cmd_run(prompt: tyro.conf.Positional[str],  # the prompt
             policy: str = "baseline:greedy",  # a baseline ('baseline:NAME') or a checkpoint (file or run folder)
             output: Annotated[Path, tyro.conf.arg(aliases=["-o"])] = Path("runs/prompt"),  # output folder
@@ -178,7 +187,7 @@ def cmd_run(prompt: tyro.conf.Positional[str],  # the prompt
     except (ValueError, FileNotFoundError) as e: _fail(str(e))
     print(json.dumps(res, indent=1))
 
-@app.command(name="train")
+@command("train")
 def cmd_train(algo: Literal["ppo", "dqn"] = "ppo",  # the algorithm; its own flags follow (see `image-poser train --algo ppo --help`)
               ) -> None:
     "Train an orchestration policy: `image-poser train --algo ppo|dqn [algorithm flags]`."
@@ -190,7 +199,7 @@ def _train(algo:str, rest:list[str]):
     run = mod.train(args)
     print(f"run folder: {run} (metrics.jsonl, checkpoint.pt)")
 
-@app.command(name="experts")
+@command("experts")
 def cmd_experts(action: tyro.conf.Positional[Literal["list"]] = "list",  # what to do
                 config: Path | None = None,  # registry file (default configs/experts/shapes.toml)
                 as_json: JsonFlag = False,  # print the table as JSON
@@ -202,7 +211,7 @@ def cmd_experts(action: tyro.conf.Positional[Literal["list"]] = "list",  # what 
     print(json.dumps(reg.table(), indent=1) if as_json else reg.markdown())
 
 # %% ../nbs/90_cli.ipynb #d2c5676b
-@app.command(name="demo")
+@command("demo")
 def cmd_demo(out_dir: Path = Path("paper/demo"),  # where the pictures and the summary go
          n: int = 8,  # prompts from the test split to show
          n_eval: int = 20,  # test prompts the policies are compared on
@@ -210,6 +219,23 @@ def cmd_demo(out_dir: Path = Path("paper/demo"),  # where the pictures and the s
     "The main job on the embedded shapes world: data splits; decompose, render and check test prompts; compare policies."
     from image_poser.demo import run_demo
     run_demo(out_dir, n, n_eval=n_eval)
+
+# %% ../nbs/90_cli.ipynb #204dfd46
+@command("reproduce")
+def cmd_reproduce(quick: bool = False,  # the ~10-minute profile (writes paper/quick/); same as --profile quick
+                  profile: Literal["full", "quick", "smoke"] = "full",  # full: the report (~1 h on 2 cores); smoke: every stage at toy size
+                  out: Path | None = None,  # output folder (default paper/, or paper/<profile>/)
+                  run_dir: Path | None = None,  # training runs (default runs/reproduce-<profile>/; finished identical runs are reused)
+                  workers: int | None = None,  # parallel processes (default: the profile's, 2)
+                  ) -> None:
+    "Regenerate the report: train PPO and DQN, evaluate them next to every baseline, run the ablations, draw the figures, write README.md."
+    from dataclasses import replace
+    from image_poser.reproduce import PROFILES, reproduce
+    p = PROFILES["quick" if quick else profile]
+    if workers is not None:
+        if workers < 1: _fail("--workers must be at least 1")
+        p = replace(p, workers=workers)
+    reproduce(p, out, run_dir)
 
 # %% ../nbs/90_cli.ipynb #d6181463
 def main(args: Sequence[str] | None = None) -> None:

@@ -80,6 +80,10 @@ class Args:
     "failed tries before a command is dropped"
     cost_weight: float = 0.01
     "reward per unit of expert cost"
+    success_bonus: float = 1.0
+    "reward when the episode ends with the critic judging every requirement met"
+    bootstrap_truncated: bool = False
+    "bootstrap from the next state's value when an episode hits the horizon (off: the horizon is part of the MDP and observed)"
     critic_error_scale: float = 1.0
     "critic error level (0: perfect critic)"
     run_dir: str = "runs"
@@ -97,7 +101,8 @@ class Args:
 # %% ../nbs/65_dqn.ipynb #a6f93731
 def make_envs(args) -> gym.vector.VectorEnv:
     cfg = EnvConfig(split=args.split, obs_mode=args.obs_mode, horizon=args.horizon, max_attempts=args.max_attempts,
-                    cost_weight=args.cost_weight, critic_error_scale=args.critic_error_scale)
+                    cost_weight=args.cost_weight, critic_error_scale=args.critic_error_scale,
+                    success_bonus=args.success_bonus)
     def thunk(): return gym.wrappers.RecordEpisodeStatistics(ImagePoserEnv(cfg))
     return gym.vector.SyncVectorEnv([thunk for _ in range(args.num_envs)], autoreset_mode=gym.vector.AutoresetMode.SAME_STEP)
 
@@ -211,7 +216,7 @@ def train(args:Args) -> Path:
         for i in range(args.num_envs):
             # the mask of a finished episode's last state is unknown here: allow every action (it only matters when bootstrapping truncations)
             nm = next_mask[i] if not (term[i] or trunc[i]) else np.ones(n_actions, bool)
-            rb.add(obs[i], actions[i], rewards[i], real_next[i], nm, float(term[i]))
+            rb.add(obs[i], actions[i], rewards[i], real_next[i], nm, float(term[i] or (trunc[i] and not args.bootstrap_truncated)))
         if "final_info" in info and "episode" in info["final_info"]:
             fin = info["final_info"]
             for i in np.flatnonzero(fin["_episode"]):

@@ -14,8 +14,8 @@ from pathlib import Path
 from typing import Any, Literal
 
 # %% auto #0
-__all__ = ['STOP', 'HashingEncoder', 'SentenceEncoder', 'EnvConfig', 'ImagePoserEnv', 'valid_actions', 'make_env',
-           'make_vector_env', 'env_steps_per_s']
+__all__ = ['EDIT_OPS', 'STOP', 'HashingEncoder', 'SentenceEncoder', 'edit_op', 'EnvConfig', 'ImagePoserEnv', 'valid_actions',
+           'make_env', 'make_vector_env', 'env_steps_per_s']
 
 # %% ../nbs/40_env.ipynb #4f75f6e3
 import gymnasium as gym
@@ -55,6 +55,19 @@ class SentenceEncoder:
             self._m = SentenceTransformer(self.model_name)
         return np.asarray(self._m.encode(text, normalize_embeddings=True), np.float32)[: self.dim]
 
+# %% ../nbs/40_env.ipynb #2979f694
+EDIT_OPS = ("recolor", "retexture", "resize", "remove", "add", "move", "background")
+_OPS = [("background", r"\bbackground\b"), ("remove", r"\b(remove|delete|erase|get rid of|take (away|out))\b"),
+        ("move", r"\b(move|shift|slide|relocate)\b"), ("add", r"\b(add|insert|put|include|place|draw)\b"),
+        ("retexture", r"\b(striped|dotted|polka|spotted|stripes|dots|solid|plain)\b"), ("resize", r"\b(small|smaller|little|tiny|medium|large|larger|big|bigger|huge)\b"),
+        ("recolor", r"\b(make|turn|paint|colou?r|recolou?r|change)\b")]
+
+def edit_op(text:str) -> str | None:
+    "The edit operation a command names (recolor, retexture, resize, remove, add, move, background), or None."
+    for op, pat in _OPS:
+        if _re.search(pat, text, _re.I): return op
+    return None
+
 # %% ../nbs/40_env.ipynb #1ec4830f
 @dataclass
 class EnvConfig:
@@ -66,7 +79,7 @@ class EnvConfig:
     max_attempts: int = 3  # failed tries before a command is dropped (paper: 3)
     cost_weight: float = 0.01  # reward per unit of expert cost
     failure_penalty: float = 0.05  # extra penalty for a failed expert call
-    success_bonus: float = 0.5  # paid when the episode ends with the critic judging every requirement met
+    success_bonus: float = 1.0  # paid when the episode ends with the critic judging every requirement met
     reflection: bool = True  # critic suggestions join the queue
     max_queue: int = 8
     obs_mode: Literal["full", "paper"] = "full"  # "paper": text embeddings only
@@ -104,7 +117,7 @@ class ImagePoserEnv(gym.Env):
 
     def obs_dim(self) -> int:
         t = 2 * self.cfg.text_dim
-        return t if self.cfg.obs_mode == "paper" else t + 4 + 2 * len(REQUIREMENT_KINDS) + 3 + 7 + (self.n_experts + 1) + self.n_experts
+        return t if self.cfg.obs_mode == "paper" else t + 4 + (len(EDIT_OPS) + 1) + 3 * len(REQUIREMENT_KINDS) + 3 + 7 + (self.n_experts + 1) + self.n_experts
 
     @property
     def records(self) -> list[dict]:
@@ -248,8 +261,14 @@ class ImagePoserEnv(gym.Env):
         parts = [self.encoder(cmd.text), self.encoder(rest)]
         if self.cfg.obs_mode == "paper": return np.concatenate(parts).astype(np.float32)
         meta = [cmd.kind == "generate", cmd.kind == "edit", cmd.origin == "decomposer", cmd.origin == "critic"]
+        op = edit_op(cmd.text) if cmd.kind == "edit" else None
+        ops = [op == o for o in EDIT_OPS] + [cmd.kind == "edit" and op is None]
         kinds = []
         fb = self.feedback
+        by_id = {q.id: q for q in self.task.requirements}
+        mine = [by_id[r] for r in cmd.requirements if r in by_id]
+        for k in REQUIREMENT_KINDS:  # the kinds of the current command's requirements the critic still finds unmet
+            kinds.append(float(any(q.kind == k and not (fb is not None and fb.verdict(q.id) is not None and fb.verdict(q.id).satisfied) for q in mine)))
         for k in REQUIREMENT_KINDS:
             ids = [q.id for q in self.task.requirements if q.kind == k]
             if not ids: kinds += [0.0, 0.0]; continue
@@ -262,7 +281,7 @@ class ImagePoserEnv(gym.Env):
         last = np.zeros(self.n_experts + 1, np.float32)
         last[self.last_action if self.last_action is not None else self.stop_action] = 1
         fails = self.failures / self.cfg.max_expert_failures
-        return np.concatenate(parts + [np.asarray(meta + kinds + scores + progress, np.float32), last, fails.astype(np.float32)]).astype(np.float32)
+        return np.concatenate(parts + [np.asarray(meta + ops + kinds + scores + progress, np.float32), last, fails.astype(np.float32)]).astype(np.float32)
 
     def _info(self, fb:Feedback | None) -> dict:
         return {"action_mask": self.action_mask(), "feedback": fb, "image": self.image, "cost": self.steps[-1].cost if self.steps else 0.0,

@@ -79,7 +79,7 @@ class CheckpointPolicy(Policy):
         else: raise ValueError(f"{self.path}: unknown algorithm {algo!r}")
         self.agent, args = load_agent(self.path)
         self.name = f"{algo}:{self.path.parent.name}"
-        self.env_overrides = {k: args[k] for k in ("obs_mode", "horizon", "max_attempts", "cost_weight", "critic_error_scale") if k in args}
+        self.env_overrides = {k: args[k] for k in ("obs_mode", "horizon", "max_attempts", "cost_weight", "critic_error_scale", "success_bonus") if k in args}
     def act(self, obs, info): return self.agent.act(obs, info)
 
 def load_policy(spec:str, seed:int=0) -> Policy:

@@ -76,6 +76,8 @@ class Args:
     "gradient clipping norm"
     target_kl: float | None = 0.05
     "stop the epoch loop early when the approximate KL exceeds this (None: never)"
+    bootstrap_truncated: bool = False
+    "bootstrap from the value of the last observation when an episode hits the horizon (off: the horizon is part of the MDP and observed)"
     hidden: int = 128
     "width of the MLPs"
     split: str = "train"
@@ -88,6 +90,8 @@ class Args:
     "failed tries before a command is dropped (paper: 3)"
     cost_weight: float = 0.01
     "reward per unit of expert cost"
+    success_bonus: float = 1.0
+    "reward when the episode ends with the critic judging every requirement met"
     critic_error_scale: float = 1.0
     "critic error level (0: perfect critic)"
     async_envs: bool = False
@@ -114,7 +118,8 @@ class Args:
 def env_config(args) -> EnvConfig:
     "The environment configuration a run trains in."
     return EnvConfig(split=args.split, obs_mode=args.obs_mode, horizon=args.horizon, max_attempts=args.max_attempts,
-                     cost_weight=args.cost_weight, critic_error_scale=args.critic_error_scale)
+                     cost_weight=args.cost_weight, critic_error_scale=args.critic_error_scale,
+                     success_bonus=args.success_bonus)
 
 def make_env(args, idx:int):
     def thunk():
@@ -254,7 +259,7 @@ def train(args:Args) -> Path:
             actions[step], logprobs[step] = action, logprob
             next_obs_np, reward, term, trunc, info = envs.step(action.numpy())
             reward = torch.as_tensor(reward, dtype=torch.float32)
-            if "final_obs" in info and trunc.any():  # bootstrap truncated episodes from their last observation
+            if args.bootstrap_truncated and "final_obs" in info and trunc.any():  # bootstrap truncated episodes from their last observation
                 with torch.no_grad():
                     for i in np.flatnonzero(trunc & ~term):
                         fo = torch.as_tensor(info["final_obs"][i], dtype=torch.float32)[None]

@@ -62,3 +62,30 @@ def test_data_is_reproducible_and_matches_the_committed_split(tmp_path):
     fresh = (tmp_path / "test.jsonl").read_text(encoding="utf-8").splitlines()
     committed = (ROOT / "data" / "shapes" / "test.jsonl").read_text(encoding="utf-8").splitlines()[:12]
     assert fresh == committed
+
+
+def test_reproduce_smoke_end_to_end(tmp_path):
+    "Every stage of `reproduce` at toy size; the summaries have the keys of `eval --json`; a rerun reuses the trainings."
+    out, runs = tmp_path / "paper", tmp_path / "runs"
+    r = cli("reproduce", "--profile", "smoke", "--out", str(out), "--run-dir", str(runs), timeout=900)
+    main = json.loads((out / "results" / "main.json").read_text())
+    methods = main["methods"]
+    assert {"ppo", "dqn", "fixed", "threshold", "greedy", "oracle", "random"} <= set(methods)
+    assert any(m.startswith("single:") for m in methods)
+    ev = json.loads(cli("eval", "--policy", "baseline:fixed", "--split", "test", "--n", "2", "--seeds", "0", "--json",
+                        "--out-dir", str(tmp_path / "ev")).stdout)
+    assert all(set(s) == set(ev) for s in methods.values()), "main.json summaries must have exactly the keys of eval --json"
+    for f in ["README.md", "results/ablations.json", "results/targets.json", "results/learning_curves.png", "results/expert_usage.png",
+              "results/ablations.png", "results/gallery_ppo.png", "results/gallery_dqn.png", "checkpoints/ppo.pt", "checkpoints/dqn.pt"]:
+        assert (out / f).exists(), f
+    targets = json.loads((out / "results" / "targets.json").read_text())["targets"]
+    assert {t["target"].split()[0] for t in targets} >= {"alignment", "full", "beats", "PPO"}
+    report = (out / "README.md").read_text()
+    assert "## Main table" in report and "## Ablations" in report and "| ppo |" in report
+    again = cli("reproduce", "--profile", "smoke", "--out", str(out), "--run-dir", str(runs), timeout=900)
+    assert again.stdout.count(": reused") == 2 and ": trained" not in again.stdout  # PPO and DQN runs reused
+
+
+def test_reproduce_rejects_bad_workers():
+    r = cli("reproduce", "--profile", "smoke", "--workers", "0", check=False)
+    assert r.returncode == 2 and "workers" in r.stderr and "Traceback" not in r.stderr

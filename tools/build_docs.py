@@ -15,6 +15,7 @@ from pathlib import Path
 import nbformat
 import yaml
 from nbconvert import HTMLExporter, MarkdownExporter
+from nbconvert.preprocessors import TagRemovePreprocessor
 from nbdev.config import get_config, nbpath2html
 from nbdev.quarto import nbdev_sidebar, refresh_quarto_yml
 from nbdev.serve import proc_nbs
@@ -55,10 +56,20 @@ def _title(nb) -> str:
     return "untitled"
 
 
+_SOURCE_LINK = re.compile(r'\[source\]\(([^)]+)\)\{target="_blank" style="([^"]+)"\}')
+
+
 def _clean(nb):
     "Make nbdev's processed notebook acceptable to nbconvert and render its frontmatter as a heading."
     for c in nb.cells:
         c.get("metadata", {}).pop("execution", None)  # nbdev writes a float `total` that nbconvert's schema rejects
+        if c.cell_type != "code": continue
+        # what Quarto would do: hide the input of `#| echo: false` cells, drop directive lines, render show_doc's source link
+        if re.search(r"^#\|\s*echo:\s*false", c.source, re.M): c.metadata.setdefault("tags", []).append("remove_input")
+        c.source = "\n".join(l for l in c.source.splitlines() if not l.startswith("#|")).strip("\n")
+        for o in c.get("outputs", []):
+            md = o.get("data", {}).get("text/markdown")
+            if isinstance(md, str): o["data"]["text/markdown"] = _SOURCE_LINK.sub(r'<a href="\1" target="_blank" style="\2">source</a>', md)
     cells = []
     for c in nb.cells:
         if c.cell_type == "raw" and c.source.startswith("---"):
@@ -90,7 +101,8 @@ def build(readme_only: bool = False) -> Path:
         rel = src.relative_to(nbs)
         nb = _clean(nbformat.read(proc / rel, as_version=4))
         pages.append((section, rel, nb, nbpath2html(rel)))
-    exporter = HTMLExporter(template_name="lab")
+    exporter = HTMLExporter(template_name="offline", extra_template_basedirs=[str(Path(__file__).parent / "docs_template")])
+    exporter.register_preprocessor(TagRemovePreprocessor(remove_input_tags={"remove_input"}, enabled=True), enabled=True)
     for section, rel, nb, out in pages:
         nav = [f'<div class="ip-title"><a href="{"../" * (len(out.parts) - 1)}index.html">{html.escape(cfg.title)}</a></div>']
         last = None
@@ -100,7 +112,7 @@ def build(readme_only: bool = False) -> Path:
             href = "../" * (len(out.parts) - 1) + o.as_posix()
             nav.append(f'<a href="{href}"{" class=active" if o == out else ""}>{html.escape(_title(n))}</a>')
         body, _ = exporter.from_notebook_node(nb, resources={"metadata": {"name": _title(nb)}})
-        body = body.replace("</head>", f"<style>{CSS}</style></head>", 1)
+        body = body.replace("</head>", f'<link rel="icon" href="data:,"><style>{CSS}</style></head>', 1)  # no favicon request
         body = re.sub(r"(<body[^>]*>)", r'\1<div class="ip-layout"><nav class="ip-nav">' + "\n".join(nav).replace("\\", "\\\\") + '</nav><div class="ip-main">', body, count=1)
         body = body.replace("</body>", "</div></div></body>", 1)
         dest = docs / out
