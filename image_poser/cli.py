@@ -227,6 +227,7 @@ def cmd_reproduce(quick: bool = False,  # the ~10-minute profile (writes paper/q
                   out: Path | None = None,  # output folder (default paper/, or paper/<profile>/)
                   run_dir: Path | None = None,  # training runs (default runs/reproduce-<profile>/; finished identical runs are reused)
                   workers: int | None = None,  # parallel processes (default: the profile's, 2)
+                  report_only: bool = False,  # only rewrite README.md from the JSON results a finished run left in --out
                   ) -> None:
     "Regenerate the report: train PPO and DQN, evaluate them next to every baseline, run the ablations, draw the figures, write README.md."
     from dataclasses import replace
@@ -235,7 +236,8 @@ def cmd_reproduce(quick: bool = False,  # the ~10-minute profile (writes paper/q
     if workers is not None:
         if workers < 1: _fail("--workers must be at least 1")
         p = replace(p, workers=workers)
-    reproduce(p, out, run_dir)
+    try: reproduce(p, out, run_dir, report_only=report_only)
+    except FileNotFoundError as e: _fail(str(e))
 
 # %% ../nbs/90_cli.ipynb #d6181463
 def main(args: Sequence[str] | None = None) -> None:

@@ -70,7 +70,7 @@ def test_reproduce_smoke_end_to_end(tmp_path):
     r = cli("reproduce", "--profile", "smoke", "--out", str(out), "--run-dir", str(runs), timeout=900)
     main = json.loads((out / "results" / "main.json").read_text())
     methods = main["methods"]
-    assert {"ppo", "dqn", "fixed", "threshold", "greedy", "oracle", "random"} <= set(methods)
+    assert {"ppo", "dqn", "dqn:paper-state", "fixed", "threshold", "greedy", "oracle", "random"} <= set(methods)
     assert any(m.startswith("single:") for m in methods)
     ev = json.loads(cli("eval", "--policy", "baseline:fixed", "--split", "test", "--n", "2", "--seeds", "0", "--json",
                         "--out-dir", str(tmp_path / "ev")).stdout)
@@ -83,7 +83,7 @@ def test_reproduce_smoke_end_to_end(tmp_path):
     report = (out / "README.md").read_text()
     assert "## Main table" in report and "## Ablations" in report and "| ppo |" in report
     again = cli("reproduce", "--profile", "smoke", "--out", str(out), "--run-dir", str(runs), timeout=900)
-    assert again.stdout.count(": reused") == 2 and ": trained" not in again.stdout  # PPO and DQN runs reused
+    assert again.stdout.count(": reused") == 3 and ": trained" not in again.stdout  # the PPO, DQN and paper-state DQN runs reused
 
 
 def test_reproduce_rejects_bad_workers():
