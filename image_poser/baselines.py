@@ -17,7 +17,8 @@ __all__ = ['EDITOR_FOR', 'Policy', 'SingleExpert', 'RandomPolicy', 'FixedPipelin
 import numpy as np
 
 # %% ../nbs/50_baselines.ipynb #8154f765
-from .env import ImagePoserEnv, edit_op, valid_actions
+from .core import edit_op
+from .env import ImagePoserEnv, valid_actions
 
 # %% ../nbs/50_baselines.ipynb #93ea1db6
 class Policy:
@@ -107,8 +108,8 @@ class OracleSearch(Policy):
     name = "oracle"
     def __init__(self, beam:int=2, max_branch:int=6):
         self.beam, self.max_branch = beam, max_branch
-        from image_poser.evaluator import Evaluator
-        self.evaluator = Evaluator()
+        from image_poser.shapes.evaluator import ShapesEvaluator
+        self.evaluator = ShapesEvaluator()
     def reset(self, env):
         super().reset(env)
         self.plan = self._search()

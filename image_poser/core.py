@@ -8,12 +8,14 @@ Docs: https://image-poser.github.io/image_poser/core.html.md"""
 from __future__ import annotations
 
 import hashlib
+import re
 from pathlib import Path
 from typing import Any, Literal, get_args
 
 # %% auto #0
-__all__ = ['SCHEMA_VERSION', 'RequirementKind', 'REQUIREMENT_KINDS', 'CommandKind', 'Origin', 'ParseStatus', 'Record',
-           'Requirement', 'Command', 'Task', 'Verdict', 'Feedback', 'Step', 'Trajectory', 'image_ref', 'find_path']
+__all__ = ['SCHEMA_VERSION', 'RequirementKind', 'REQUIREMENT_KINDS', 'CommandKind', 'Origin', 'EditOp', 'EDIT_OPS', 'ParseStatus',
+           'Record', 'Requirement', 'Command', 'edit_op', 'Task', 'Verdict', 'Feedback', 'Step', 'Trajectory',
+           'image_ref', 'find_path']
 
 # %% ../nbs/00_core.ipynb #9c165ee9
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
@@ -91,6 +93,23 @@ class Command(Record):
     def retried(self) -> Command:
         "A copy with one more attempt counted."
         return self.model_copy(update={"attempts": self.attempts + 1})
+
+# %% ../nbs/00_core.ipynb #coreop01
+EditOp = Literal["recolor", "retexture", "resize", "remove", "add", "move", "background"]
+EDIT_OPS: tuple[str, ...] = get_args(EditOp)
+
+_OP_WORDS = [("background", r"\bbackground\b"), ("remove", r"\b(remove|delete|erase|get rid of|take (away|out))\b"),
+             ("move", r"\b(move|shift|slide|relocate)\b"), ("add", r"\b(add|insert|put|include|place|draw)\b"),
+             ("retexture", r"\b(striped|dotted|polka|spotted|stripes|dots|solid|plain)\b"),
+             ("resize", r"\b(small|smaller|little|tiny|medium|large|larger|big|bigger|huge)\b"),
+             ("recolor", r"\b(make|turn|paint|colou?r|recolou?r|change)\b")]
+
+def edit_op(text:str) -> str | None:
+    "The edit operation a command names (one of `EDIT_OPS`), or None."
+    for op, pat in _OP_WORDS:
+        if re.search(pat, text, re.I):
+            return op
+    return None
 
 # %% ../nbs/00_core.ipynb #e846995b
 class Task(Record):

@@ -21,7 +21,8 @@ import numpy as np
 from .core import Task
 from .shapes.perception import check, overlay, perceive
 from .shapes.scene import SceneSpec, render_spec
-from .shapes.text import load_split, task_from_prompt, write_splits
+from .shapes.data import load_split, write_splits
+from .shapes.decompose import task_from_prompt
 
 # %% ../nbs/80_demo.ipynb #283b369d
 DEMO_POLICIES = ("single:frontier", "fixed", "threshold", "greedy")

@@ -11,12 +11,12 @@ import json
 import os
 import random
 import time
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 # %% auto #0
-__all__ = ['CHECKPOINT_FORMAT', 'Args', 'make_envs', 'QNetwork', 'linear_schedule', 'ReplayBuffer', 'save_checkpoint',
-           'load_checkpoint', 'load_agent', 'train']
+__all__ = ['CHECKPOINT_FORMAT', 'Args', 'QNetwork', 'linear_schedule', 'ReplayBuffer', 'save_checkpoint', 'load_checkpoint',
+           'load_agent', 'select_actions', 'store', 'td_update', 'train']
 
 # %% ../nbs/65_dqn.ipynb #1a1e92a9
 import gymnasium as gym
@@ -27,7 +27,7 @@ import torch.nn.functional as F
 import torch.optim as optim
 
 # %% ../nbs/65_dqn.ipynb #3d1c9df3
-from .env import EnvConfig, ImagePoserEnv
+from .env import EnvConfig, make_vector_env
 
 # %% ../nbs/65_dqn.ipynb #5ffec869
 @dataclass
@@ -70,22 +70,10 @@ class Args:
     "steps between gradient updates"
     hidden: int = 128
     "width of the Q-network (3 layers, as the paper)"
-    split: str = "train"
-    "prompt split to train on"
-    obs_mode: str = "full"
-    "'full' observation or the paper's text-only 'paper' state"
-    horizon: int = 6
-    "episode horizon"
-    max_attempts: int = 3
-    "failed tries before a command is dropped"
-    cost_weight: float = 0.01
-    "reward per unit of expert cost"
-    success_bonus: float = 1.0
-    "reward when the episode ends with the critic judging every requirement met"
+    env: EnvConfig = field(default_factory=EnvConfig)
+    "the MDP (split, horizon, retries, rewards, observation, critic errors): `--env.horizon 10`, `--env.obs-mode paper`"
     bootstrap_truncated: bool = False
     "bootstrap from the next state's value when an episode hits the horizon (off: the horizon is part of the MDP and observed)"
-    critic_error_scale: float = 1.0
-    "critic error level (0: perfect critic)"
     run_dir: str = "runs"
     "where run folders go"
     checkpoint_every: int = 2000
@@ -96,16 +84,10 @@ class Args:
     "show a progress bar"
 
     @property
-    def run_name(self) -> str: return f"{self.exp_name}-{self.seed}"
+    def run_name(self) -> str:
+        return f"{self.exp_name}-{self.seed}"
 
 # %% ../nbs/65_dqn.ipynb #a6f93731
-def make_envs(args) -> gym.vector.VectorEnv:
-    cfg = EnvConfig(split=args.split, obs_mode=args.obs_mode, horizon=args.horizon, max_attempts=args.max_attempts,
-                    cost_weight=args.cost_weight, critic_error_scale=args.critic_error_scale,
-                    success_bonus=args.success_bonus)
-    def thunk(): return gym.wrappers.RecordEpisodeStatistics(ImagePoserEnv(cfg))
-    return gym.vector.SyncVectorEnv([thunk for _ in range(args.num_envs)], autoreset_mode=gym.vector.AutoresetMode.SAME_STEP)
-
 class QNetwork(nn.Module):
     "The paper's 3-layer MLP: state -> one Q-value per action."
     def __init__(self, obs_dim:int, n_actions:int, hidden:int=128):
@@ -168,29 +150,84 @@ def load_agent(path) -> tuple[QNetwork, dict]:
     q = QNetwork(ck["obs_dim"], ck["n_actions"], args.get("hidden", 128)); q.load_state_dict(ck["model"]); q.eval()
     return q, args
 
+# %% ../nbs/65_dqn.ipynb #dqntrn01
 def _log(f, step:int, **metrics):
-    f.write(json.dumps({"global_step": step, **{k: float(v) for k, v in metrics.items()}}) + "\n"); f.flush()
+    "Append one JSON line of metrics."
+    f.write(json.dumps({"global_step": step, **{k: float(v) for k, v in metrics.items()}}) + "\n")
+    f.flush()
 
-def train(args:Args) -> Path:
-    "Train the DQN; returns the run folder."
-    run = Path(args.run_dir) / args.run_name; run.mkdir(parents=True, exist_ok=True)
-    random.seed(args.seed); np.random.seed(args.seed); torch.manual_seed(args.seed); torch.set_num_threads(1)
-    envs = make_envs(args)
-    obs_dim, n_actions = envs.single_observation_space.shape[0], int(envs.single_action_space.n)
-    q, target = QNetwork(obs_dim, n_actions, args.hidden), QNetwork(obs_dim, n_actions, args.hidden)
+def _setup(args:Args):
+    "Seeding, the run folder, the environments, the Q-network, its target and optimiser (resumed if asked)."
+    run = Path(args.run_dir) / args.run_name
+    run.mkdir(parents=True, exist_ok=True)
+    random.seed(args.seed)
+    np.random.seed(args.seed)
+    torch.manual_seed(args.seed)
+    torch.set_num_threads(1)
+    envs = make_vector_env(args.num_envs, args.env)
+    obs_dim = envs.single_observation_space.shape[0]
+    n_actions = int(envs.single_action_space.n)
+    q = QNetwork(obs_dim, n_actions, args.hidden)
+    target = QNetwork(obs_dim, n_actions, args.hidden)
     optimizer = optim.Adam(q.parameters(), lr=args.learning_rate)
     target.load_state_dict(q.state_dict())
-    global_step, ck_path = 0, run / "checkpoint.pt"
+    global_step = 0
+    ck_path = run / "checkpoint.pt"
     if args.resume and ck_path.exists():
         ck = load_checkpoint(ck_path, obs_dim, n_actions)
-        q.load_state_dict(ck["model"]); target.load_state_dict(ck["target"]); optimizer.load_state_dict(ck["optimizer"])
-        global_step = ck["global_step"]; torch.set_rng_state(ck["torch_rng"])
+        q.load_state_dict(ck["model"])
+        target.load_state_dict(ck["target"])
+        optimizer.load_state_dict(ck["optimizer"])
+        global_step = ck["global_step"]
+        torch.set_rng_state(ck["torch_rng"])
         print(f"resumed from {ck_path} at step {global_step}")
-    wb = None
-    if args.track:
-        import wandb
-        wb = wandb.init(project=args.wandb_project_name, name=args.run_name, config=asdict(args), dir=str(run),
-                        **({"mode": args.wandb_mode} if args.wandb_mode else {}))
+    return run, envs, q, target, optimizer, obs_dim, n_actions, global_step
+
+def _tracker(args:Args, run:Path):
+    "A wandb run when `--track` (its mode only when given), else None."
+    if not args.track:
+        return None
+    import wandb
+    kw = {"mode": args.wandb_mode} if args.wandb_mode else {}
+    return wandb.init(project=args.wandb_project_name, name=args.run_name, config=asdict(args), dir=str(run), **kw)
+
+# %% ../nbs/65_dqn.ipynb #dqntrn02
+def select_actions(q:QNetwork, obs:np.ndarray, mask:np.ndarray, eps:float, rng:np.random.Generator) -> np.ndarray:
+    "ε-greedy over the valid actions of each environment."
+    with torch.no_grad():
+        qv = q(torch.as_tensor(obs)).numpy()
+    qv[~mask] = -1e8
+    return np.array([rng.choice(np.flatnonzero(m)) if rng.random() < eps else int(qv[i].argmax()) for i, m in enumerate(mask)])
+
+def store(rb:ReplayBuffer, obs, actions, rewards, next_obs, next_mask, term, trunc, info:dict, args:Args):
+    "Add one vector step to the buffer (a finished episode's real last observation comes from `final_obs`)."
+    real_next = next_obs.copy()
+    for i in np.flatnonzero(term | trunc):
+        real_next[i] = info["final_obs"][i]
+    for i in range(args.num_envs):
+        # the mask of a finished episode's last state is unknown here: allow every action (it only matters when bootstrapping truncations)
+        nm = next_mask[i] if not (term[i] or trunc[i]) else np.ones(next_mask.shape[1], bool)
+        rb.add(obs[i], actions[i], rewards[i], real_next[i], nm, float(term[i] or (trunc[i] and not args.bootstrap_truncated)))
+
+def td_update(q:QNetwork, target:QNetwork, optimizer, rb:ReplayBuffer, args:Args) -> tuple[torch.Tensor, torch.Tensor]:
+    "One gradient step on the TD error of a sampled minibatch; returns (loss, Q-values of the taken actions)."
+    o, a, r, no, nm, d = rb.sample(args.batch_size)
+    with torch.no_grad():
+        tq = target(no).masked_fill(~nm, -1e8).max(1).values
+        td_target = r + args.gamma * tq * (1 - d)
+    old = q(o).gather(1, a[:, None]).squeeze(1)
+    loss = F.mse_loss(td_target, old)
+    optimizer.zero_grad()
+    loss.backward()
+    optimizer.step()
+    return loss, old
+
+# %% ../nbs/65_dqn.ipynb #dqntrn03
+def train(args:Args) -> Path:
+    "Train the DQN; returns the run folder."
+    run, envs, q, target, optimizer, obs_dim, n_actions, global_step = _setup(args)
+    ck_path = run / "checkpoint.pt"
+    wb = _tracker(args, run)
     metrics = open(run / "metrics.jsonl", "a" if args.resume else "w")
     (run / "args.json").write_text(json.dumps(asdict(args), indent=1))
     rb = ReplayBuffer(args.buffer_size, obs_dim, n_actions, args.seed)
@@ -201,51 +238,49 @@ def train(args:Args) -> Path:
     if args.progress:
         from tqdm.auto import tqdm
         bar = tqdm(total=args.total_timesteps, initial=global_step, desc=args.run_name, unit="step")
-    t0, step0, next_ck = time.time(), global_step, (global_step // args.checkpoint_every + 1) * args.checkpoint_every
+    t0, step0 = time.time(), global_step
+    next_ck = (global_step // args.checkpoint_every + 1) * args.checkpoint_every
     n_updates = 0
     while global_step < args.total_timesteps:
+        # ALGO LOGIC: put action logic here
         eps = linear_schedule(args.start_e, args.end_e, args.exploration_fraction * args.total_timesteps, global_step)
-        with torch.no_grad():
-            qv = q(torch.as_tensor(obs)).numpy()
-        qv[~mask] = -1e8
-        actions = np.array([rng.choice(np.flatnonzero(m)) if rng.random() < eps else int(qv[i].argmax()) for i, m in enumerate(mask)])
+        actions = select_actions(q, obs, mask, eps, rng)
+        # TRY NOT TO MODIFY: execute the game and log data
         next_obs, rewards, term, trunc, info = envs.step(actions)
         next_mask = np.stack(info["action_mask"]).astype(bool)
-        real_next = next_obs.copy()
-        for i in np.flatnonzero(term | trunc): real_next[i] = info["final_obs"][i]
-        for i in range(args.num_envs):
-            # the mask of a finished episode's last state is unknown here: allow every action (it only matters when bootstrapping truncations)
-            nm = next_mask[i] if not (term[i] or trunc[i]) else np.ones(n_actions, bool)
-            rb.add(obs[i], actions[i], rewards[i], real_next[i], nm, float(term[i] or (trunc[i] and not args.bootstrap_truncated)))
+        store(rb, obs, actions, rewards, next_obs, next_mask, term, trunc, info, args)
         if "final_info" in info and "episode" in info["final_info"]:
             fin = info["final_info"]
             for i in np.flatnonzero(fin["_episode"]):
-                _log(metrics, global_step, **{"charts/episodic_return": fin["episode"]["r"][i], "charts/episodic_length": fin["episode"]["l"][i], "charts/epsilon": eps})
+                _log(metrics, global_step, **{"charts/episodic_return": fin["episode"]["r"][i],
+                                              "charts/episodic_length": fin["episode"]["l"][i], "charts/epsilon": eps})
         obs, mask = next_obs, next_mask
         global_step += args.num_envs
-        if bar: bar.update(args.num_envs)
+        if bar:
+            bar.update(args.num_envs)
+        # ALGO LOGIC: training
         if global_step > args.learning_starts and (global_step // args.num_envs) % args.train_frequency == 0 and len(rb) >= args.batch_size:
-            o, a, r, no, nm, d = rb.sample(args.batch_size)
-            with torch.no_grad():
-                tq = target(no).masked_fill(~nm, -1e8).max(1).values
-                td_target = r + args.gamma * tq * (1 - d)
-            old = q(o).gather(1, a[:, None]).squeeze(1)
-            loss = F.mse_loss(td_target, old)
-            optimizer.zero_grad(); loss.backward(); optimizer.step()
+            loss, old = td_update(q, target, optimizer, rb, args)
             n_updates += 1
             if n_updates % 25 == 1:
                 sps = int((global_step - step0) / max(time.time() - t0, 1e-9))
                 logs = {"losses/td_loss": loss.item(), "losses/q_values": old.mean().item(), "charts/SPS": sps}
                 _log(metrics, global_step, **logs)
-                if wb: wb.log(logs, step=global_step)
+                if wb:
+                    wb.log(logs, step=global_step)
         if global_step % args.target_network_frequency < args.num_envs:
-            for tp, qp in zip(target.parameters(), q.parameters()): tp.data.copy_(args.tau * qp.data + (1.0 - args.tau) * tp.data)
+            for tp, qp in zip(target.parameters(), q.parameters()):
+                tp.data.copy_(args.tau * qp.data + (1.0 - args.tau) * tp.data)
         if global_step >= next_ck:
-            save_checkpoint(ck_path, q, target, optimizer, global_step, args, obs_dim, n_actions); next_ck += args.checkpoint_every
+            save_checkpoint(ck_path, q, target, optimizer, global_step, args, obs_dim, n_actions)
+            next_ck += args.checkpoint_every
     save_checkpoint(ck_path, q, target, optimizer, global_step, args, obs_dim, n_actions)
-    envs.close(); metrics.close()
-    if bar: bar.close()
-    if wb: wb.finish()
+    envs.close()
+    metrics.close()
+    if bar:
+        bar.close()
+    if wb:
+        wb.finish()
     return run
 
 # %% ../nbs/65_dqn.ipynb #b092d896

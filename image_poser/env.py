@@ -7,66 +7,43 @@ Docs: https://image-poser.github.io/image_poser/env.html.md"""
 # %% ../nbs/40_env.ipynb #ce48cc69
 from __future__ import annotations
 
-import time
 import zlib
-from dataclasses import asdict, dataclass, field, replace
-from pathlib import Path
-from typing import Any, Literal
+import re
+from dataclasses import dataclass, replace
+from typing import Literal
 
 # %% auto #0
-__all__ = ['EDIT_OPS', 'STOP', 'HashingEncoder', 'SentenceEncoder', 'edit_op', 'EnvConfig', 'ImagePoserEnv', 'valid_actions',
-           'make_env', 'make_vector_env', 'env_steps_per_s']
+__all__ = ['STOP', 'HashingEncoder', 'EnvConfig', 'ObsPart', 'obs_layout', 'obs_table', 'ImagePoserEnv', 'valid_actions',
+           'make_env', 'make_vector_env']
 
 # %% ../nbs/40_env.ipynb #4f75f6e3
 import gymnasium as gym
 import numpy as np
+from fastcore.basics import patch
 from gymnasium import spaces
 from PIL import Image
 
 # %% ../nbs/40_env.ipynb #c418a1d5
-from .core import REQUIREMENT_KINDS, Command, Feedback, Step, Task, Trajectory, image_ref
-from .critic import ErrorModel, ShapesCritic
-from .decompose import GrammarDecomposer
+from .core import EDIT_OPS, REQUIREMENT_KINDS, Command, Feedback, Step, Task, Trajectory, edit_op, image_ref
 from .experts import Registry, call_expert, count_tokens, load_registry
-
-# %% ../nbs/40_env.ipynb #f670d0d9
-import re as _re
+from .shapes.critic import ErrorModel, ShapesCritic
+from .shapes.data import load_split
+from .shapes.decompose import GrammarDecomposer
 
 # %% ../nbs/40_env.ipynb #31a08bfb
 class HashingEncoder:
     "Words and word pairs hashed into `dim` signed buckets, L2-normalised (stable across runs)."
-    def __init__(self, dim:int=64): self.dim = dim
+    def __init__(self, dim:int=64):
+        self.dim = dim
+
     def __call__(self, text:str) -> np.ndarray:
         v = np.zeros(self.dim, np.float32)
-        words = _re.findall(r"[a-z0-9]+", text.lower())
+        words = re.findall(r"[a-z0-9]+", text.lower())
         for tok in words + [a + "_" + b for a, b in zip(words, words[1:])]:
             h = zlib.crc32(tok.encode())
             v[h % self.dim] += 1.0 if (h >> 16) & 1 else -1.0
         n = np.linalg.norm(v)
         return v / n if n > 0 else v
-
-class SentenceEncoder:
-    "A sentence-transformers model as the text encoder (optional dependency; loads lazily, offline if cached)."
-    def __init__(self, model:str="sentence-transformers/all-MiniLM-L6-v2", dim:int=384):
-        self.model_name, self.dim, self._m = model, dim, None
-    def __call__(self, text:str) -> np.ndarray:
-        if self._m is None:
-            from sentence_transformers import SentenceTransformer  # not a dependency: install it to use this encoder
-            self._m = SentenceTransformer(self.model_name)
-        return np.asarray(self._m.encode(text, normalize_embeddings=True), np.float32)[: self.dim]
-
-# %% ../nbs/40_env.ipynb #2979f694
-EDIT_OPS = ("recolor", "retexture", "resize", "remove", "add", "move", "background")
-_OPS = [("background", r"\bbackground\b"), ("remove", r"\b(remove|delete|erase|get rid of|take (away|out))\b"),
-        ("move", r"\b(move|shift|slide|relocate)\b"), ("add", r"\b(add|insert|put|include|place|draw)\b"),
-        ("retexture", r"\b(striped|dotted|polka|spotted|stripes|dots|solid|plain)\b"), ("resize", r"\b(small|smaller|little|tiny|medium|large|larger|big|bigger|huge)\b"),
-        ("recolor", r"\b(make|turn|paint|colou?r|recolou?r|change)\b")]
-
-def edit_op(text:str) -> str | None:
-    "The edit operation a command names (recolor, retexture, resize, remove, add, move, background), or None."
-    for op, pat in _OPS:
-        if _re.search(pat, text, _re.I): return op
-    return None
 
 # %% ../nbs/40_env.ipynb #1ec4830f
 @dataclass
@@ -81,21 +58,75 @@ class EnvConfig:
     failure_penalty: float = 0.05  # extra penalty for a failed expert call
     success_bonus: float = 1.0  # paid when the episode ends with the critic judging every requirement met
     reflection: bool = True  # critic suggestions join the queue
-    max_queue: int = 8
+    max_queue: int = 8  # longest command queue (reflection stops adding beyond it)
     obs_mode: Literal["full", "paper"] = "full"  # "paper": text embeddings only
-    text_dim: int = 64
+    text_dim: int = 64  # size of each text embedding
     critic_error_scale: float = 1.0  # 0: perfect critic; 1: default VLM-like errors
     initial_command: Literal["decomposed", "prompt"] = "decomposed"  # "prompt": one generate command holding the whole prompt
     max_expert_failures: int = 2  # an expert that failed this often in an episode is masked
-    image_size: int = 128
-    seed_offset: int = 0
-    record_wall_time: bool = True  # False: steps record 0 s, making `info` bit-for-bit deterministic (gymnasium's check_env)
+    image_size: int = 128  # side of the pictures experts must return
+    seed_offset: int = 0  # added to every episode's expert seed
+
+# %% ../nbs/40_env.ipynb #obslay01
+@dataclass(frozen=True)
+class ObsPart:
+    "One named slice of the observation vector."
+    name: str
+    size: int
+    what: str
+
+def obs_layout(cfg:EnvConfig, n_experts:int) -> list[ObsPart]:
+    "The parts of the observation, in order."
+    k = len(REQUIREMENT_KINDS)
+    text = [ObsPart("command", cfg.text_dim, "hashed embedding of the command at the head of the queue"),
+            ObsPart("queue", cfg.text_dim, "hashed embedding of the rest of the queue, concatenated")]
+    if cfg.obs_mode == "paper":
+        return text
+    return text + [
+        ObsPart("command_meta", 4, "the command generates / edits; it comes from the decomposer / the critic"),
+        ObsPart("command_op", len(EDIT_OPS) + 1, "one-hot of the edit operation (" + ", ".join(EDIT_OPS) + ", other); zeros for generation"),
+        ObsPart("command_unmet", k, "per requirement kind: does the command target a requirement of this kind the critic finds unmet?"),
+        ObsPart("feedback_by_kind", 2 * k, "per requirement kind: present in the task?, share the critic judges satisfied"),
+        ObsPart("scores", 3, "critic alignment, fidelity, aesthetics of the current image"),
+        ObsPart("progress", 7, "has an image, step / horizon, spent cost (scaled), attempts / max, queue length / max, prompt tokens / 300, command tokens / 300"),
+        ObsPart("last_action", n_experts + 1, "one-hot of the last action (the STOP slot before any action)"),
+        ObsPart("failures", n_experts, "failed calls of each expert this episode / max")]
+
+def obs_table(cfg:EnvConfig, n_experts:int) -> str:
+    "The observation layout as a markdown table (with the offsets of each part)."
+    rows = ["| part | offset | size | content |", "|---|---|---|---|"]
+    off = 0
+    for p in obs_layout(cfg, n_experts):
+        rows.append(f"| `{p.name}` | {off} | {p.size} | {p.what} |")
+        off += p.size
+    return "\n".join(rows)
 
 # %% ../nbs/40_env.ipynb #85e2c654
 STOP = "STOP"
 
 class ImagePoserEnv(gym.Env):
-    "The Image-POSER MDP over an expert registry, with a critic and a decomposer."
+    """The Image-POSER MDP over an expert registry, with a critic and a decomposer.
+
+    ## Action Space
+    `Discrete(n_experts + 1)`: action *i* < n_experts calls expert *i* (registry order) on the command at the head of
+    the queue; action `n_experts` is STOP. `info["action_mask"]` (and `action_masks()`) marks the valid actions:
+    editors need an image, STOP needs an image (unless nothing else is valid), an expert that failed
+    `max_expert_failures` times in the episode is masked. A masked action is treated as STOP.
+
+    ## Observation Space
+    A `Box` of `float32`, laid out by `obs_layout` (see `obs_table`): the command and queue embeddings, then (in
+    `obs_mode="full"`) the command's kind, operation and unmet requirement kinds, the critic's verdicts by kind, its
+    scores, progress, the last action and each expert's failures.
+
+    ## Rewards
+    Per expert call: the change in the critic's alignment, minus `cost_weight` x the expert's cost, minus
+    `failure_penalty` if the call failed. At the end of an episode: `success_bonus` if the critic judges every
+    requirement met.
+
+    ## Episode End
+    Terminates on STOP (or a masked action), or when the queue is empty and the critic finds every requirement met;
+    truncated at `horizon` steps.
+    """
     metadata = {"render_modes": ["rgb_array"], "render_fps": 2}
 
     def __init__(self, config:EnvConfig | None=None, registry:Registry | None=None, critic=None, decomposer=None,
@@ -110,201 +141,305 @@ class ImagePoserEnv(gym.Env):
         self.stop_action = self.n_experts
         self.action_space = spaces.Discrete(self.n_experts + 1)
         self.encoder = HashingEncoder(self.cfg.text_dim)
-        d = self.obs_dim()
-        self.observation_space = spaces.Box(-1.0, 1.0, (d,), np.float32) if self.cfg.obs_mode == "paper" else spaces.Box(-1.0, 10.0, (d,), np.float32)
+        self.layout = obs_layout(self.cfg, self.n_experts)
+        high = 1.0 if self.cfg.obs_mode == "paper" else 10.0
+        self.observation_space = spaces.Box(-1.0, high, (self.obs_dim(),), np.float32)
         self._max_cost = max(e.cost for e in self.registry)
         self.task: Task | None = None
 
     def obs_dim(self) -> int:
-        t = 2 * self.cfg.text_dim
-        return t if self.cfg.obs_mode == "paper" else t + 4 + (len(EDIT_OPS) + 1) + 3 * len(REQUIREMENT_KINDS) + 3 + 7 + (self.n_experts + 1) + self.n_experts
+        "Size of the observation vector."
+        return sum(p.size for p in self.layout)
 
     @property
     def records(self) -> list[dict]:
+        "The prompt records episodes sample from (the split of `cfg`, loaded on first use)."
         if self._records is None:
-            from image_poser.shapes.text import load_split
             self._records = load_split(self.cfg.split, self.cfg.data_dir)
         return self._records
 
-    # ------------------------------------------------------------------ reset
-    def reset(self, *, seed:int | None=None, options:dict | None=None):
-        super().reset(seed=seed)
-        options = options or {}
-        if "task" in options: task, rec = options["task"], None
-        else:
-            if "prompt" in options: rec = {"prompt": options["prompt"], "tier": None, "id": "prompt"}
-            elif "record" in options: rec = options["record"]
-            else:
-                i = int(options["index"]) if "index" in options else int(self.np_random.integers(len(self.records)))
-                rec = self.records[i % len(self.records)]
-            task = self.decomposer.decompose(rec["prompt"])
-            if rec.get("tier") is not None: task.meta["tier"] = rec["tier"]
-            task.meta["id"] = rec.get("id")
-        self.task = task
-        self._calls, self._critiques = {}, {}  # deterministic calls and critiques are cached within an episode (lookahead replays them)
-        self._episode_seed = int(self.np_random.integers(2**31 - 1)) + self.cfg.seed_offset
-        gens = [c for c in task.commands if c.kind == "generate"]
-        if self.cfg.initial_command == "prompt" or not task.commands:
-            self.queue = [Command(text=task.prompt, kind="generate", requirements=[q.id for q in task.requirements])]
-        else: self.queue = [c.model_copy() for c in task.commands]
-        self.image: Image.Image | None = None
-        self.feedback: Feedback | None = None
-        self.steps: list[Step] = []
-        self.t, self.spent, self.last_action = 0, 0.0, None
-        self.failures = np.zeros(self.n_experts, np.int64)
-        self.dropped: list[Command] = []
-        return self._obs(), self._info(None)
+# %% ../nbs/40_env.ipynb #envrst01
+@patch
+def reset(self:ImagePoserEnv, *, seed:int | None=None, options:dict | None=None):
+    gym.Env.reset(self, seed=seed)
+    options = options or {}
+    if "task" in options:
+        task = options["task"]
+    else:
+        rec = self._pick_record(options)
+        task = self.decomposer.decompose(rec["prompt"])
+        if rec.get("tier") is not None:
+            task.meta["tier"] = rec["tier"]
+        task.meta["id"] = rec.get("id")
+    self.task = task
+    self._calls, self._critiques = {}, {}
+    self._episode_seed = int(self.np_random.integers(2**31 - 1)) + self.cfg.seed_offset
+    if self.cfg.initial_command == "prompt" or not task.commands:
+        self.queue = [Command(text=task.prompt, kind="generate", requirements=[q.id for q in task.requirements])]
+    else:
+        self.queue = [c.model_copy() for c in task.commands]
+    self.image: Image.Image | None = None
+    self.feedback: Feedback | None = None
+    self.steps: list[Step] = []
+    self.t, self.spent, self.last_action = 0, 0.0, None
+    self.failures = np.zeros(self.n_experts, np.int64)
+    self.dropped: list[Command] = []
+    return self._obs(), self._info(None)
 
-    # ------------------------------------------------------------------ masks
-    def action_mask(self) -> np.ndarray:
-        "1 for each valid action: editors need an image, a generation command needs a t2i expert first, STOP needs an image."
-        m = np.zeros(self.n_experts + 1, np.int8)
-        head = self.queue[0] if self.queue else None
-        for i, e in enumerate(self.registry):
-            if self.failures[i] >= self.cfg.max_expert_failures: continue
-            if e.kind == "i2i" and self.image is None: continue
-            m[i] = 1
-        m[self.stop_action] = 1 if self.image is not None else 0
-        if not m[: self.n_experts].any(): m[self.stop_action] = 1  # nothing else left: stopping is always possible then
-        return m
+@patch
+def _pick_record(self:ImagePoserEnv, options:dict) -> dict:
+    "The record an episode starts from."
+    if "prompt" in options:
+        return {"prompt": options["prompt"], "tier": None, "id": "prompt"}
+    if "record" in options:
+        return options["record"]
+    i = int(options["index"]) if "index" in options else int(self.np_random.integers(len(self.records)))
+    return self.records[i % len(self.records)]
 
-    # ------------------------------------------------------------------ step
-    def _current_command(self) -> Command:
-        if self.queue: return self.queue[0]
-        return Command(text=self.task.prompt, kind="generate", origin="decomposer", requirements=[q.id for q in self.task.requirements])
+# %% ../nbs/40_env.ipynb #envmsk01
+@patch
+def action_mask(self:ImagePoserEnv) -> np.ndarray:
+    "1 for each valid action (see the rules above)."
+    m = np.zeros(self.n_experts + 1, np.int8)
+    for i, e in enumerate(self.registry):
+        if self.failures[i] >= self.cfg.max_expert_failures:
+            continue
+        if e.kind == "i2i" and self.image is None:
+            continue
+        m[i] = 1
+    m[self.stop_action] = 1 if self.image is not None else 0
+    if not m[: self.n_experts].any():
+        m[self.stop_action] = 1
+    return m
 
-    def _call(self, action:int, command:Command):
-        expert = self.registry[action]
-        seed = (self._episode_seed * 1_000_003 + self.t * 7919 + action) % (2**31 - 1)
-        image_in = self.image if expert.kind == "i2i" else None
-        key = (action, command.text, image_ref(image_in) if image_in is not None else None, seed)
-        if key not in self._calls:
-            if len(self._calls) > 256: self._calls.clear()
-            self._calls[key] = call_expert(expert, command.text, image_in, seed=seed, size=(self.cfg.image_size, self.cfg.image_size))
-        return self._calls[key]
+@patch
+def action_masks(self:ImagePoserEnv) -> np.ndarray:
+    "The action mask as booleans, under the name sb3-contrib's `MaskablePPO` looks for."
+    return self.action_mask().astype(bool)
 
-    def _critique(self, image:Image.Image) -> Feedback:
-        key = image_ref(image)
-        if key not in self._critiques:
-            if len(self._critiques) > 256: self._critiques.clear()
-            self._critiques[key] = self.critic.critique(image, self.task)
-        return self._critiques[key].model_copy(deep=True)
+# %% ../nbs/40_env.ipynb #envstp01
+@patch
+def _current_command(self:ImagePoserEnv) -> Command:
+    "The head of the queue (the whole prompt once the queue is empty)."
+    if self.queue:
+        return self.queue[0]
+    return Command(text=self.task.prompt, kind="generate", origin="decomposer", requirements=[q.id for q in self.task.requirements])
 
-    def step(self, action):
-        assert self.task is not None, "call reset() first"
-        action = int(action)
-        if not self.action_space.contains(action): raise ValueError(f"invalid action {action}")
-        mask = self.action_mask()
-        prev_align = self.feedback.alignment if self.feedback is not None else 0.0
-        if action == self.stop_action or not mask[action]:
-            invalid = action != self.stop_action
-            self.steps.append(Step(index=self.t, action=action, expert=STOP if not invalid else self.registry[action].name,
-                                   error="masked action: treated as STOP" if invalid else None, reward=0.0))
-            self.t += 1; self.last_action = action
-            reward = self._terminal_reward()
-            self.steps[-1].reward = reward
-            return self._obs(), reward, True, False, self._info(None)
-        command = self._current_command()
-        expert = self.registry[action]
-        res = self._call(action, command)
-        cost = float(expert.cost)
-        self.spent += cost
-        reward = -self.cfg.cost_weight * cost
-        fb = None
-        if not res.ok:
-            self.failures[action] += 1
-            reward -= self.cfg.failure_penalty
-            self._retry_or_drop(command)
-        else:
-            self.image = res.image
-            fb = self._critique(self.image)
-            if fb.parse_status == "failed" and self.feedback is not None:  # an unreadable critique keeps the last judgement
-                fb = fb.model_copy(update={"alignment": self.feedback.alignment})
-            self.feedback = fb
-            reward += fb.alignment - prev_align
-            unmet = set(fb.unmet) | {q.id for q in self.task.requirements if fb.verdict(q.id) is None}
-            if command.requirements and any(r in unmet for r in command.requirements): self._retry_or_drop(command)
-            elif self.queue: self.queue.pop(0)
-            if self.cfg.reflection: self._reflect(fb)
-        self.steps.append(Step(index=self.t, action=action, expert=expert.name, command=command, cost=cost, wall_time_s=res.wall_time_s if self.cfg.record_wall_time else 0.0,
-                               feedback=fb, reward=0.0, image=image_ref(res.image) if res.ok else None, error=res.error))
-        self.t += 1; self.last_action = action
-        done = not self.queue and self.feedback is not None and not self.feedback.unmet and \
-               all(self.feedback.verdict(q.id) is not None for q in self.task.requirements)
-        truncated = not done and self.t >= self.cfg.horizon
-        if done or truncated: reward += self._terminal_reward()
-        self.steps[-1].reward = float(reward)
-        return self._obs(), float(reward), bool(done), bool(truncated), self._info(fb)
+@patch
+def _call(self:ImagePoserEnv, action:int, command:Command):
+    "Call expert `action` on `command` (cached: identical calls in one episode are deterministic)."
+    expert = self.registry[action]
+    seed = (self._episode_seed * 1_000_003 + self.t * 7919 + action) % (2**31 - 1)
+    image_in = self.image if expert.kind == "i2i" else None
+    key = (action, command.text, image_ref(image_in) if image_in is not None else None, seed)
+    if key not in self._calls:
+        if len(self._calls) > 256:
+            self._calls.clear()
+        self._calls[key] = call_expert(expert, command.text, image_in, seed=seed, size=(self.cfg.image_size, self.cfg.image_size))
+    return self._calls[key]
 
-    def _terminal_reward(self) -> float:
-        fb = self.feedback
-        ok = fb is not None and not fb.unmet and all(fb.verdict(q.id) is not None for q in self.task.requirements)
-        return self.cfg.success_bonus if ok else 0.0
+@patch
+def _critique(self:ImagePoserEnv, image:Image.Image) -> Feedback:
+    "The critic's feedback on `image` (cached by content within the episode)."
+    key = image_ref(image)
+    if key not in self._critiques:
+        if len(self._critiques) > 256:
+            self._critiques.clear()
+        self._critiques[key] = self.critic.critique(image, self.task)
+    return self._critiques[key].model_copy(deep=True)
 
-    def _retry_or_drop(self, command:Command):
-        if not self.queue or self.queue[0] is not command and self.queue[0].text != command.text: return
-        self.queue[0] = command.retried()
-        if self.queue[0].attempts >= self.cfg.max_attempts: self.dropped.append(self.queue.pop(0))
+# %% ../nbs/40_env.ipynb #envstp02
+@patch
+def step(self:ImagePoserEnv, action):
+    assert self.task is not None, "call reset() first"
+    action = int(action)
+    if not self.action_space.contains(action):
+        raise ValueError(f"invalid action {action}")
+    if action == self.stop_action or not self.action_mask()[action]:
+        return self._stop(action)
+    prev_align = self.feedback.alignment if self.feedback is not None else 0.0
+    command = self._current_command()
+    expert = self.registry[action]
+    res = self._call(action, command)
+    cost = float(expert.cost)
+    self.spent += cost
+    reward = -self.cfg.cost_weight * cost
+    fb = None
+    if not res.ok:
+        self.failures[action] += 1
+        reward -= self.cfg.failure_penalty
+        self._retry_or_drop(command)
+    else:
+        fb = self._accept(res.image, command)
+        reward += fb.alignment - prev_align
+    step = Step(index=self.t, action=action, expert=expert.name, command=command, cost=cost, wall_time_s=res.wall_time_s,
+                feedback=fb, reward=0.0, image=image_ref(res.image) if res.ok else None, error=res.error)
+    self.steps.append(step)
+    self.t += 1
+    self.last_action = action
+    done = not self.queue and self._all_met()
+    truncated = not done and self.t >= self.cfg.horizon
+    if done or truncated:
+        reward += self._terminal_reward()
+    step.reward = float(reward)
+    return self._obs(), float(reward), bool(done), bool(truncated), self._info(fb)
 
-    def _reflect(self, fb:Feedback):
-        covered = {r for c in self.queue for r in c.requirements}
-        for s in fb.suggestions:
-            if len(self.queue) >= self.cfg.max_queue: break
-            if s.requirements and all(r in covered for r in s.requirements): continue
-            if any(c.text == s.text for c in self.queue): continue
-            self.queue.append(s); covered |= set(s.requirements)
+# %% ../nbs/40_env.ipynb #envstp03
+@patch
+def _stop(self:ImagePoserEnv, action:int):
+    "End the episode: STOP, or a masked action treated as STOP."
+    invalid = action != self.stop_action
+    self.steps.append(Step(index=self.t, action=action, expert=self.registry[action].name if invalid else STOP,
+                           error="masked action: treated as STOP" if invalid else None, reward=0.0))
+    self.t += 1
+    self.last_action = action
+    reward = self._terminal_reward()
+    self.steps[-1].reward = reward
+    return self._obs(), reward, True, False, self._info(None)
 
-    # ------------------------------------------------------------------ observation
-    def _obs(self) -> np.ndarray:
-        cmd = self._current_command()
-        rest = " ".join(c.text for c in self.queue[1:])
-        parts = [self.encoder(cmd.text), self.encoder(rest)]
-        if self.cfg.obs_mode == "paper": return np.concatenate(parts).astype(np.float32)
-        meta = [cmd.kind == "generate", cmd.kind == "edit", cmd.origin == "decomposer", cmd.origin == "critic"]
-        op = edit_op(cmd.text) if cmd.kind == "edit" else None
-        ops = [op == o for o in EDIT_OPS] + [cmd.kind == "edit" and op is None]
-        kinds = []
-        fb = self.feedback
-        by_id = {q.id: q for q in self.task.requirements}
-        mine = [by_id[r] for r in cmd.requirements if r in by_id]
-        for k in REQUIREMENT_KINDS:  # the kinds of the current command's requirements the critic still finds unmet
-            kinds.append(float(any(q.kind == k and not (fb is not None and fb.verdict(q.id) is not None and fb.verdict(q.id).satisfied) for q in mine)))
-        for k in REQUIREMENT_KINDS:
-            ids = [q.id for q in self.task.requirements if q.kind == k]
-            if not ids: kinds += [0.0, 0.0]; continue
-            sat = [fb.verdict(i).satisfied if fb is not None and fb.verdict(i) is not None else False for i in ids]
-            kinds += [1.0, float(np.mean(sat))]
-        scores = [fb.alignment, fb.fidelity, fb.aesthetics] if fb is not None else [0.0, 0.0, 0.0]
-        progress = [self.image is not None, self.t / self.cfg.horizon, min(self.spent / (self.cfg.horizon * self._max_cost), 1.0),
-                    cmd.attempts / self.cfg.max_attempts, len(self.queue) / self.cfg.max_queue,
-                    min(count_tokens(self.task.prompt) / 300, 3.0), min(count_tokens(cmd.text) / 300, 3.0)]
-        last = np.zeros(self.n_experts + 1, np.float32)
-        last[self.last_action if self.last_action is not None else self.stop_action] = 1
-        fails = self.failures / self.cfg.max_expert_failures
-        return np.concatenate(parts + [np.asarray(meta + ops + kinds + scores + progress, np.float32), last, fails.astype(np.float32)]).astype(np.float32)
+@patch
+def _accept(self:ImagePoserEnv, image:Image.Image, command:Command) -> Feedback:
+    "Take a new image: critique it, finish, retry or drop the command, reflect."
+    self.image = image
+    fb = self._critique(image)
+    if fb.parse_status == "failed" and self.feedback is not None:  # an unreadable critique keeps the last judgement
+        fb = fb.model_copy(update={"alignment": self.feedback.alignment})
+    self.feedback = fb
+    unmet = set(fb.unmet) | {q.id for q in self.task.requirements if fb.verdict(q.id) is None}
+    if command.requirements and any(r in unmet for r in command.requirements):
+        self._retry_or_drop(command)
+    elif self.queue:
+        self.queue.pop(0)
+    if self.cfg.reflection:
+        self._reflect(fb)
+    return fb
 
-    def _info(self, fb:Feedback | None) -> dict:
-        return {"action_mask": self.action_mask(), "feedback": fb, "image": self.image, "cost": self.steps[-1].cost if self.steps else 0.0,
-                "spent": self.spent, "queue": [c.text for c in self.queue], "task": self.task, "trajectory": self.trajectory()}
+# %% ../nbs/40_env.ipynb #envrul01
+@patch
+def _all_met(self:ImagePoserEnv) -> bool:
+    "Does the current feedback judge every requirement of the task met?"
+    fb = self.feedback
+    return fb is not None and not fb.unmet and all(fb.verdict(q.id) is not None for q in self.task.requirements)
 
-    # ------------------------------------------------------------------ lookahead support
-    def snapshot(self) -> tuple:
-        "The mutable episode state, for `restore` (planners look ahead with it)."
-        return ([c.model_copy() for c in self.queue], self.image, self.feedback, list(self.steps), self.t, self.spent,
-                self.last_action, self.failures.copy(), list(self.dropped))
+@patch
+def _terminal_reward(self:ImagePoserEnv) -> float:
+    return self.cfg.success_bonus if self._all_met() else 0.0
 
-    def restore(self, snap:tuple):
-        "Return to a state saved by `snapshot`."
-        q, self.image, self.feedback, steps, self.t, self.spent, self.last_action, f, d = snap
-        self.queue, self.steps, self.failures, self.dropped = [c.model_copy() for c in q], list(steps), f.copy(), list(d)
+@patch
+def _retry_or_drop(self:ImagePoserEnv, command:Command):
+    "Count one more try of the head command; drop it after `max_attempts`."
+    if not self.queue or self.queue[0] is not command and self.queue[0].text != command.text:
+        return
+    self.queue[0] = command.retried()
+    if self.queue[0].attempts >= self.cfg.max_attempts:
+        self.dropped.append(self.queue.pop(0))
 
-    def trajectory(self, policy:str="") -> Trajectory:
-        "The episode so far as a `Trajectory`."
-        return Trajectory(task=self.task, steps=list(self.steps), policy=policy, final_image=image_ref(self.image) if self.image is not None else None)
+@patch
+def _reflect(self:ImagePoserEnv, fb:Feedback):
+    "Queue the critic's suggestions for requirements no queued command targets."
+    covered = {r for c in self.queue for r in c.requirements}
+    for s in fb.suggestions:
+        if len(self.queue) >= self.cfg.max_queue:
+            break
+        if s.requirements and all(r in covered for r in s.requirements):
+            continue
+        if any(c.text == s.text for c in self.queue):
+            continue
+        self.queue.append(s)
+        covered |= set(s.requirements)
 
-    def render(self):
-        if self.image is None: return np.zeros((self.cfg.image_size, self.cfg.image_size, 3), np.uint8)
-        return np.asarray(self.image.convert("RGB"))
+# %% ../nbs/40_env.ipynb #envobs01
+@patch
+def _obs_parts(self:ImagePoserEnv) -> dict[str, list | np.ndarray]:
+    "Each part of the observation by name (the text parts only in `paper` mode)."
+    cmd = self._current_command()
+    parts = {"command": self.encoder(cmd.text), "queue": self.encoder(" ".join(c.text for c in self.queue[1:]))}
+    if self.cfg.obs_mode == "paper":
+        return parts
+    fb = self.feedback
+    op = edit_op(cmd.text) if cmd.kind == "edit" else None
+    parts["command_meta"] = [cmd.kind == "generate", cmd.kind == "edit", cmd.origin == "decomposer", cmd.origin == "critic"]
+    parts["command_op"] = [op == o for o in EDIT_OPS] + [cmd.kind == "edit" and op is None]
+    parts["command_unmet"] = self._command_unmet(cmd)
+    parts["feedback_by_kind"] = self._feedback_by_kind()
+    parts["scores"] = [fb.alignment, fb.fidelity, fb.aesthetics] if fb is not None else [0.0, 0.0, 0.0]
+    parts["progress"] = [self.image is not None, self.t / self.cfg.horizon,
+                         min(self.spent / (self.cfg.horizon * self._max_cost), 1.0), cmd.attempts / self.cfg.max_attempts,
+                         len(self.queue) / self.cfg.max_queue, min(count_tokens(self.task.prompt) / 300, 3.0),
+                         min(count_tokens(cmd.text) / 300, 3.0)]
+    last = np.zeros(self.n_experts + 1, np.float32)
+    last[self.last_action if self.last_action is not None else self.stop_action] = 1
+    parts["last_action"] = last
+    parts["failures"] = self.failures / self.cfg.max_expert_failures
+    return parts
+
+# %% ../nbs/40_env.ipynb #envobs02
+@patch
+def _satisfied(self:ImagePoserEnv, rid:str) -> bool:
+    "Does the current feedback judge requirement `rid` satisfied?"
+    v = self.feedback.verdict(rid) if self.feedback is not None else None
+    return v is not None and v.satisfied
+
+@patch
+def _command_unmet(self:ImagePoserEnv, cmd:Command) -> list[float]:
+    "Per requirement kind: does `cmd` target a requirement of that kind that is not judged satisfied?"
+    by_id = {q.id: q for q in self.task.requirements}
+    mine = [by_id[r] for r in cmd.requirements if r in by_id]
+    return [float(any(q.kind == k and not self._satisfied(q.id) for q in mine)) for k in REQUIREMENT_KINDS]
+
+@patch
+def _feedback_by_kind(self:ImagePoserEnv) -> list[float]:
+    "Per requirement kind: present in the task?, share judged satisfied."
+    out = []
+    for k in REQUIREMENT_KINDS:
+        ids = [q.id for q in self.task.requirements if q.kind == k]
+        out += [1.0, float(np.mean([self._satisfied(i) for i in ids]))] if ids else [0.0, 0.0]
+    return out
+
+@patch
+def _obs(self:ImagePoserEnv) -> np.ndarray:
+    "The observation vector, assembled in `obs_layout` order (each part's size checked)."
+    parts = self._obs_parts()
+    out = []
+    for p in self.layout:
+        v = np.asarray(parts[p.name], np.float32).ravel()
+        assert v.size == p.size, f"observation part {p.name!r} has {v.size} values, the layout says {p.size}"
+        out.append(v)
+    return np.concatenate(out)
+
+# %% ../nbs/40_env.ipynb #envinf01
+@patch
+def _info(self:ImagePoserEnv, fb:Feedback | None) -> dict:
+    "What a step reports besides the observation (no wall times: they would make identical steps differ)."
+    return {"action_mask": self.action_mask(), "feedback": fb, "image": self.image, "cost": self.steps[-1].cost if self.steps else 0.0,
+            "spent": self.spent, "queue": [c.text for c in self.queue], "task": self.task}
+
+@patch
+def snapshot(self:ImagePoserEnv) -> tuple:
+    "The mutable episode state, for `restore` (planners look ahead with it)."
+    return ([c.model_copy() for c in self.queue], self.image, self.feedback, list(self.steps), self.t, self.spent,
+            self.last_action, self.failures.copy(), list(self.dropped))
+
+@patch
+def restore(self:ImagePoserEnv, snap:tuple):
+    "Return to a state saved by `snapshot`."
+    q, self.image, self.feedback, steps, self.t, self.spent, self.last_action, f, d = snap
+    self.queue = [c.model_copy() for c in q]
+    self.steps = list(steps)
+    self.failures = f.copy()
+    self.dropped = list(d)
+
+@patch
+def trajectory(self:ImagePoserEnv, policy:str="") -> Trajectory:
+    "The episode so far as a `Trajectory` (with each step's wall time)."
+    final = image_ref(self.image) if self.image is not None else None
+    return Trajectory(task=self.task, steps=list(self.steps), policy=policy, final_image=final)
+
+@patch
+def render(self:ImagePoserEnv):
+    if self.image is None:
+        return np.zeros((self.cfg.image_size, self.cfg.image_size, 3), np.uint8)
+    return np.asarray(self.image.convert("RGB"))
 
 # %% ../nbs/40_env.ipynb #fbafadc0
 def valid_actions(info:dict) -> np.ndarray:
@@ -315,33 +450,17 @@ if "ImagePoser/Shapes-v0" not in gym.registry:
     gym.register("ImagePoser/Shapes-v0", entry_point="image_poser.env:ImagePoserEnv", max_episode_steps=None)
 
 # %% ../nbs/40_env.ipynb #ec4ccd01
-def make_env(config:EnvConfig | None=None, **kw):
-    "A thunk for vector environments."
+def make_env(config:EnvConfig | None=None, seed:int | None=None, **kw):
+    "A thunk that builds one environment with episode statistics (its action space seeded when `seed` is given)."
     def thunk():
-        env = ImagePoserEnv(config, **kw)
-        return gym.wrappers.RecordEpisodeStatistics(env)
+        env = gym.wrappers.RecordEpisodeStatistics(ImagePoserEnv(config, **kw))
+        if seed is not None:
+            env.action_space.seed(seed)
+        return env
     return thunk
 
-def make_vector_env(n:int, config:EnvConfig | None=None, asynchronous:bool=False, **kw) -> gym.vector.VectorEnv:
-    "`n` environments with same-step autoreset (final observations in info['final_obs'])."
+def make_vector_env(n:int, config:EnvConfig | None=None, asynchronous:bool=False, seed:int | None=None, **kw) -> gym.vector.VectorEnv:
+    "`n` environments with same-step autoreset (final observations in info['final_obs']); the one factory trainers use."
     cls = gym.vector.AsyncVectorEnv if asynchronous else gym.vector.SyncVectorEnv
-    return cls([make_env(config, **kw) for _ in range(n)], autoreset_mode=gym.vector.AutoresetMode.SAME_STEP)
-
-# %% ../nbs/40_env.ipynb #ecb1aa16
-def env_steps_per_s(n_steps:int=300, config:EnvConfig | None=None, seed:int=0, profile:bool=False) -> dict:
-    "Steps per second with random valid actions (and, with `profile`, the top functions by time)."
-    env = ImagePoserEnv(config)
-    rng = np.random.default_rng(seed)
-    def run():
-        obs, info = env.reset(seed=seed)
-        for _ in range(n_steps):
-            obs, r, term, trunc, info = env.step(int(rng.choice(valid_actions(info))))
-            if term or trunc: obs, info = env.reset()
-    t0 = time.perf_counter()
-    if profile:
-        import cProfile, pstats, io
-        pr = cProfile.Profile(); pr.enable(); run(); pr.disable()
-        s = io.StringIO(); pstats.Stats(pr, stream=s).sort_stats("cumulative").print_stats(12)
-        return {"steps_per_s": n_steps / (time.perf_counter() - t0), "profile": s.getvalue()}
-    run()
-    return {"steps_per_s": round(n_steps / (time.perf_counter() - t0), 1)}
+    thunks = [make_env(config, None if seed is None else seed + i, **kw) for i in range(n)]
+    return cls(thunks, autoreset_mode=gym.vector.AutoresetMode.SAME_STEP)

@@ -26,7 +26,8 @@ import numpy as np
 from .baselines import Policy, make_policy
 from .core import REQUIREMENT_KINDS
 from .env import EnvConfig, ImagePoserEnv
-from .evaluator import Evaluator
+from .shapes.data import load_split
+from .shapes.evaluator import ShapesEvaluator
 
 # %% ../nbs/55_evaluate.ipynb #109f71ea
 METRICS = ("alignment", "full_success", "fidelity", "aesthetics", "cost", "calls", "errors", "wall_time_s", "return", "critic_alignment")
@@ -41,7 +42,7 @@ def run_episode(env:ImagePoserEnv, policy:Policy, record:dict, seed:int, keep_im
         obs, r, term, trunc, info = env.step(policy.act(obs, info))
         ret += r; done = term or trunc
         if keep_images: images.append(info["image"])
-    ev = Evaluator().evaluate(env.image, env.task)
+    ev = ShapesEvaluator().evaluate(env.image, env.task)
     tr = env.trajectory(policy.name)
     tr.seed, tr.evaluation = seed, ev.scores()
     by_kind = {}
@@ -66,6 +67,8 @@ def bootstrap_ci(values, n_boot:int=2000, alpha:float=0.05, seed:int=0) -> tuple
     return float(x.mean()), float(np.quantile(means, alpha / 2)), float(np.quantile(means, 1 - alpha / 2))
 
 # %% ../nbs/55_evaluate.ipynb #0467ad0a
+_LEGACY_ENV_ARGS = ("obs_mode", "horizon", "max_attempts", "cost_weight", "critic_error_scale", "success_bonus")
+
 class CheckpointPolicy(Policy):
     "A trained PPO or DQN agent from a checkpoint (greedy over valid actions)."
     def __init__(self, path:str | Path):
@@ -79,7 +82,8 @@ class CheckpointPolicy(Policy):
         else: raise ValueError(f"{self.path}: unknown algorithm {algo!r}")
         self.agent, args = load_agent(self.path)
         self.name = f"{algo}:{self.path.parent.name}"
-        self.env_overrides = {k: args[k] for k in ("obs_mode", "horizon", "max_attempts", "cost_weight", "critic_error_scale", "success_bonus") if k in args}
+        env = args["env"] if "env" in args else {k: args[k] for k in _LEGACY_ENV_ARGS if k in args}  # checkpoints before EnvConfig was nested
+        self.env_overrides = {k: v for k, v in env.items() if k not in ("split", "data_dir")}  # the MDP it was trained in
     def act(self, obs, info): return self.agent.act(obs, info)
 
 def load_policy(spec:str, seed:int=0) -> Policy:
@@ -114,7 +118,6 @@ def summarize(rows:list[dict], seed:int=0) -> dict:
 def evaluate(policy:str, split:str="test", n:int=300, seeds:tuple[int, ...]=(0, 1, 2), config:EnvConfig | None=None,
              workers:int=1, records:list[dict] | None=None) -> tuple[list[dict], dict]:
     "Run `policy` (a baseline name or a checkpoint) on the first `n` prompts of `split` for every seed; returns (rows, summary)."
-    from image_poser.shapes.text import load_split
     cfg = replace(config or EnvConfig(), split=split)
     recs = records if records is not None else load_split(split, cfg.data_dir, n=n)
     jobs = [(r, s) for s in seeds for r in recs]

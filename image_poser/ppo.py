@@ -11,12 +11,12 @@ import json
 import os
 import random
 import time
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 # %% auto #0
-__all__ = ['CHECKPOINT_FORMAT', 'Args', 'env_config', 'make_env', 'make_envs', 'layer_init', 'Agent', 'save_checkpoint',
-           'load_checkpoint', 'load_agent', 'train', 'bench_trainer']
+__all__ = ['CHECKPOINT_FORMAT', 'Args', 'layer_init', 'Agent', 'save_checkpoint', 'load_checkpoint', 'load_agent', 'Rollout',
+           'collect_rollout', 'compute_gae', 'ppo_loss', 'update_policy', 'train']
 
 # %% ../nbs/60_ppo.ipynb #e5235143
 import gymnasium as gym
@@ -27,7 +27,7 @@ import torch.optim as optim
 from torch.distributions.categorical import Categorical
 
 # %% ../nbs/60_ppo.ipynb #0cb97c4c
-from .env import EnvConfig, ImagePoserEnv
+from .env import EnvConfig, make_vector_env
 
 # %% ../nbs/60_ppo.ipynb #c99e31e6
 @dataclass
@@ -80,20 +80,8 @@ class Args:
     "bootstrap from the value of the last observation when an episode hits the horizon (off: the horizon is part of the MDP and observed)"
     hidden: int = 128
     "width of the MLPs"
-    split: str = "train"
-    "prompt split to train on"
-    obs_mode: str = "full"
-    "'full' observation or the paper's text-only 'paper' state"
-    horizon: int = 6
-    "episode horizon (paper: 6)"
-    max_attempts: int = 3
-    "failed tries before a command is dropped (paper: 3)"
-    cost_weight: float = 0.01
-    "reward per unit of expert cost"
-    success_bonus: float = 1.0
-    "reward when the episode ends with the critic judging every requirement met"
-    critic_error_scale: float = 1.0
-    "critic error level (0: perfect critic)"
+    env: EnvConfig = field(default_factory=EnvConfig)
+    "the MDP (split, horizon, retries, rewards, observation, critic errors): `--env.horizon 10`, `--env.obs-mode paper`"
     async_envs: bool = False
     "AsyncVectorEnv (processes) instead of SyncVectorEnv"
     run_dir: str = "runs"
@@ -106,32 +94,20 @@ class Args:
     "show a progress bar"
 
     @property
-    def batch_size(self) -> int: return self.num_envs * self.num_steps
-    @property
-    def minibatch_size(self) -> int: return self.batch_size // self.num_minibatches
-    @property
-    def num_iterations(self) -> int: return max(1, self.total_timesteps // self.batch_size)
-    @property
-    def run_name(self) -> str: return f"{self.exp_name}-{self.seed}"
+    def batch_size(self) -> int:
+        return self.num_envs * self.num_steps
 
-# %% ../nbs/60_ppo.ipynb #8279ecd7
-def env_config(args) -> EnvConfig:
-    "The environment configuration a run trains in."
-    return EnvConfig(split=args.split, obs_mode=args.obs_mode, horizon=args.horizon, max_attempts=args.max_attempts,
-                     cost_weight=args.cost_weight, critic_error_scale=args.critic_error_scale,
-                     success_bonus=args.success_bonus)
+    @property
+    def minibatch_size(self) -> int:
+        return self.batch_size // self.num_minibatches
 
-def make_env(args, idx:int):
-    def thunk():
-        env = ImagePoserEnv(env_config(args))
-        env = gym.wrappers.RecordEpisodeStatistics(env)
-        env.action_space.seed(args.seed + idx)
-        return env
-    return thunk
+    @property
+    def num_iterations(self) -> int:
+        return max(1, self.total_timesteps // self.batch_size)
 
-def make_envs(args) -> gym.vector.VectorEnv:
-    cls = gym.vector.AsyncVectorEnv if args.async_envs else gym.vector.SyncVectorEnv
-    return cls([make_env(args, i) for i in range(args.num_envs)], autoreset_mode=gym.vector.AutoresetMode.SAME_STEP)
+    @property
+    def run_name(self) -> str:
+        return f"{self.exp_name}-{self.seed}"
 
 # %% ../nbs/60_ppo.ipynb #6a87d2fd
 def layer_init(layer, std=np.sqrt(2), bias_const=0.0):
@@ -198,176 +174,231 @@ def load_agent(path) -> tuple[Agent, dict]:
 
 # %% ../nbs/60_ppo.ipynb #a1cbcbfa
 def _log(f, step:int, **metrics):
-    f.write(json.dumps({"global_step": step, **{k: (float(v) if v is not None else None) for k, v in metrics.items()}}) + "\n"); f.flush()
+    "Append one JSON line of metrics."
+    row = {"global_step": step, **{k: (float(v) if v is not None else None) for k, v in metrics.items()}}
+    f.write(json.dumps(row) + "\n")
+    f.flush()
 
-def train(args:Args) -> Path:
-    "Train PPO; returns the run folder (metrics.jsonl, checkpoint.pt)."
+@dataclass
+class Rollout:
+    "The storage of one rollout: `num_steps` x `num_envs` of everything PPO needs."
+    obs: torch.Tensor
+    masks: torch.Tensor
+    actions: torch.Tensor
+    logprobs: torch.Tensor
+    rewards: torch.Tensor
+    dones: torch.Tensor
+    values: torch.Tensor
+
+    @classmethod
+    def zeros(cls, num_steps:int, num_envs:int, obs_dim:int, n_actions:int) -> Rollout:
+        shape = (num_steps, num_envs)
+        return cls(obs=torch.zeros(shape + (obs_dim,)), masks=torch.zeros(shape + (n_actions,), dtype=torch.bool),
+                   actions=torch.zeros(shape, dtype=torch.long), logprobs=torch.zeros(shape), rewards=torch.zeros(shape),
+                   dones=torch.zeros(shape), values=torch.zeros(shape))
+
+# %% ../nbs/60_ppo.ipynb #ppoenv01
+def _as_obs(x) -> torch.Tensor:
+    return torch.as_tensor(x, dtype=torch.float32)
+
+def _as_mask(info:dict) -> torch.Tensor:
+    return torch.as_tensor(np.stack(info["action_mask"]), dtype=torch.bool)
+
+def _log_episodes(info:dict, global_step:int, metrics, wb):
+    "Log the return and length of every episode that ended in this step (same-step autoreset: in `final_info`)."
+    if "final_info" not in info or "episode" not in info["final_info"]:
+        return
+    fin = info["final_info"]
+    for i in np.flatnonzero(fin["_episode"]):
+        row = {"charts/episodic_return": fin["episode"]["r"][i], "charts/episodic_length": fin["episode"]["l"][i]}
+        _log(metrics, global_step, **row)
+        if wb:
+            wb.log(row, step=global_step)
+
+# %% ../nbs/60_ppo.ipynb #ppoenv02
+def collect_rollout(envs, agent:Agent, buf:Rollout, state:dict, args:Args, metrics, wb) -> dict:
+    "Step the vector environment `num_steps` times with the current policy; `state` holds next_obs, next_mask, next_done, global_step."
+    for step in range(args.num_steps):
+        state["global_step"] += args.num_envs
+        buf.obs[step] = state["next_obs"]
+        buf.masks[step] = state["next_mask"]
+        buf.dones[step] = state["next_done"]
+        # ALGO LOGIC: action logic
+        with torch.no_grad():
+            action, logprob, _, value = agent.get_action_and_value(state["next_obs"], state["next_mask"])
+            buf.values[step] = value.flatten()
+        buf.actions[step] = action
+        buf.logprobs[step] = logprob
+        # TRY NOT TO MODIFY: execute the game and log data
+        next_obs, reward, term, trunc, info = envs.step(action.numpy())
+        reward = torch.as_tensor(reward, dtype=torch.float32)
+        if args.bootstrap_truncated and "final_obs" in info and trunc.any():
+            with torch.no_grad():
+                for i in np.flatnonzero(trunc & ~term):
+                    reward[i] += args.gamma * agent.get_value(_as_obs(info["final_obs"][i])[None]).item()
+        buf.rewards[step] = reward
+        state["next_obs"] = _as_obs(next_obs)
+        state["next_mask"] = _as_mask(info)
+        state["next_done"] = torch.as_tensor(np.logical_or(term, trunc), dtype=torch.float32)
+        _log_episodes(info, state["global_step"], metrics, wb)
+    return state
+
+# %% ../nbs/60_ppo.ipynb #ppogae01
+def compute_gae(agent:Agent, buf:Rollout, next_obs:torch.Tensor, next_done:torch.Tensor, args:Args) -> tuple[torch.Tensor, torch.Tensor]:
+    "Generalised advantage estimation: (advantages, returns)."
+    with torch.no_grad():
+        next_value = agent.get_value(next_obs).reshape(1, -1)
+        advantages = torch.zeros_like(buf.rewards)
+        lastgaelam = 0
+        for t in reversed(range(args.num_steps)):
+            if t == args.num_steps - 1:
+                nextnonterminal = 1.0 - next_done
+                nextvalues = next_value
+            else:
+                nextnonterminal = 1.0 - buf.dones[t + 1]
+                nextvalues = buf.values[t + 1]
+            delta = buf.rewards[t] + args.gamma * nextvalues * nextnonterminal - buf.values[t]
+            lastgaelam = delta + args.gamma * args.gae_lambda * nextnonterminal * lastgaelam
+            advantages[t] = lastgaelam
+        returns = advantages + buf.values
+    return advantages, returns
+
+# %% ../nbs/60_ppo.ipynb #ppoupd01
+def ppo_loss(agent:Agent, b:dict, mb:np.ndarray, args:Args) -> tuple[torch.Tensor, dict]:
+    "The PPO loss on minibatch `mb` of the flattened batch `b`, and its parts."
+    _, newlogprob, entropy, newvalue = agent.get_action_and_value(b["obs"][mb], b["masks"][mb], b["actions"][mb])
+    logratio = newlogprob - b["logprobs"][mb]
+    ratio = logratio.exp()
+    with torch.no_grad():
+        old_approx_kl = (-logratio).mean()
+        approx_kl = ((ratio - 1) - logratio).mean()
+        clipfrac = ((ratio - 1.0).abs() > args.clip_coef).float().mean().item()
+    mb_advantages = b["advantages"][mb]
+    if args.norm_adv:
+        mb_advantages = (mb_advantages - mb_advantages.mean()) / (mb_advantages.std() + 1e-8)
+    # policy loss
+    pg_loss1 = -mb_advantages * ratio
+    pg_loss2 = -mb_advantages * torch.clamp(ratio, 1 - args.clip_coef, 1 + args.clip_coef)
+    pg_loss = torch.max(pg_loss1, pg_loss2).mean()
+    # value loss
+    newvalue = newvalue.view(-1)
+    if args.clip_vloss:
+        v_loss_unclipped = (newvalue - b["returns"][mb]) ** 2
+        v_clipped = b["values"][mb] + torch.clamp(newvalue - b["values"][mb], -args.clip_coef, args.clip_coef)
+        v_loss_clipped = (v_clipped - b["returns"][mb]) ** 2
+        v_loss = 0.5 * torch.max(v_loss_unclipped, v_loss_clipped).mean()
+    else:
+        v_loss = 0.5 * ((newvalue - b["returns"][mb]) ** 2).mean()
+    entropy_loss = entropy.mean()
+    loss = pg_loss - args.ent_coef * entropy_loss + v_loss * args.vf_coef
+    parts = {"pg_loss": pg_loss, "v_loss": v_loss, "entropy_loss": entropy_loss, "old_approx_kl": old_approx_kl,
+             "approx_kl": approx_kl, "clipfrac": clipfrac}
+    return loss, parts
+
+# %% ../nbs/60_ppo.ipynb #ppoupd02
+def update_policy(agent:Agent, optimizer, buf:Rollout, advantages:torch.Tensor, returns:torch.Tensor, obs_dim:int, n_actions:int,
+                  args:Args) -> dict:
+    "Optimise the policy and value network for `update_epochs` epochs of minibatches; returns the last minibatch's loss parts."
+    b = {"obs": buf.obs.reshape(-1, obs_dim), "masks": buf.masks.reshape(-1, n_actions), "logprobs": buf.logprobs.reshape(-1),
+         "actions": buf.actions.reshape(-1), "advantages": advantages.reshape(-1), "returns": returns.reshape(-1),
+         "values": buf.values.reshape(-1)}
+    b_inds = np.arange(args.batch_size)
+    clipfracs = []
+    for epoch in range(args.update_epochs):
+        np.random.shuffle(b_inds)
+        for start in range(0, args.batch_size, args.minibatch_size):
+            mb = b_inds[start:start + args.minibatch_size]
+            loss, parts = ppo_loss(agent, b, mb, args)
+            clipfracs.append(parts["clipfrac"])
+            optimizer.zero_grad()
+            loss.backward()
+            nn.utils.clip_grad_norm_(agent.parameters(), args.max_grad_norm)
+            optimizer.step()
+        if args.target_kl is not None and parts["approx_kl"] > args.target_kl:
+            break
+    y_pred = b["values"].numpy()
+    y_true = b["returns"].numpy()
+    var_y = np.var(y_true)
+    parts["explained_var"] = np.nan if var_y == 0 else 1 - np.var(y_true - y_pred) / var_y
+    parts["clipfrac"] = float(np.mean(clipfracs))
+    return parts
+
+# %% ../nbs/60_ppo.ipynb #ppotrn01
+def _setup(args:Args):
+    "Seeding, the run folder, the environments, the agent and its optimiser, resumed from a checkpoint if asked."
     run = Path(args.run_dir) / args.run_name
     run.mkdir(parents=True, exist_ok=True)
-    random.seed(args.seed); np.random.seed(args.seed); torch.manual_seed(args.seed)
+    random.seed(args.seed)
+    np.random.seed(args.seed)
+    torch.manual_seed(args.seed)
     torch.backends.cudnn.deterministic = args.torch_deterministic
     torch.set_num_threads(1)
-    device = torch.device("cpu")
-    envs = make_envs(args)
-    obs_dim, n_actions = envs.single_observation_space.shape[0], int(envs.single_action_space.n)
-    agent = Agent(obs_dim, n_actions, args.hidden).to(device)
+    envs = make_vector_env(args.num_envs, args.env, asynchronous=args.async_envs, seed=args.seed)
+    obs_dim = envs.single_observation_space.shape[0]
+    n_actions = int(envs.single_action_space.n)
+    agent = Agent(obs_dim, n_actions, args.hidden)
     optimizer = optim.Adam(agent.parameters(), lr=args.learning_rate, eps=1e-5)
     start, global_step = 1, 0
     ck_path = run / "checkpoint.pt"
     if args.resume and ck_path.exists():
         ck = load_checkpoint(ck_path, obs_dim, n_actions)
-        agent.load_state_dict(ck["model"]); optimizer.load_state_dict(ck["optimizer"])
+        agent.load_state_dict(ck["model"])
+        optimizer.load_state_dict(ck["optimizer"])
         start, global_step = ck["iteration"] + 1, ck["global_step"]
         torch.set_rng_state(ck["torch_rng"])
         print(f"resumed from {ck_path} at iteration {ck['iteration']} (step {global_step})")
-    wb = None
-    if args.track:
-        import wandb
-        kw = {"mode": args.wandb_mode} if args.wandb_mode else {}
-        wb = wandb.init(project=args.wandb_project_name, name=args.run_name, config=asdict(args), dir=str(run), **kw)
-    mode = "a" if args.resume else "w"
-    metrics = open(run / "metrics.jsonl", mode)
+    return run, envs, agent, optimizer, obs_dim, n_actions, start, global_step
+
+def _tracker(args:Args, run:Path):
+    "A wandb run when `--track` (its mode only when given), else None."
+    if not args.track:
+        return None
+    import wandb
+    kw = {"mode": args.wandb_mode} if args.wandb_mode else {}
+    return wandb.init(project=args.wandb_project_name, name=args.run_name, config=asdict(args), dir=str(run), **kw)
+
+# %% ../nbs/60_ppo.ipynb #ppotrn02
+def train(args:Args) -> Path:
+    "Train PPO; returns the run folder (metrics.jsonl, checkpoint.pt)."
+    run, envs, agent, optimizer, obs_dim, n_actions, start, global_step = _setup(args)
+    wb = _tracker(args, run)
+    metrics = open(run / "metrics.jsonl", "a" if args.resume else "w")
     (run / "args.json").write_text(json.dumps(asdict(args), indent=1))
-
-    obs_buf = torch.zeros((args.num_steps, args.num_envs, obs_dim))
-    mask_buf = torch.zeros((args.num_steps, args.num_envs, n_actions), dtype=torch.bool)
-    actions = torch.zeros((args.num_steps, args.num_envs), dtype=torch.long)
-    logprobs = torch.zeros((args.num_steps, args.num_envs))
-    rewards = torch.zeros((args.num_steps, args.num_envs))
-    dones = torch.zeros((args.num_steps, args.num_envs))
-    values = torch.zeros((args.num_steps, args.num_envs))
-
+    buf = Rollout.zeros(args.num_steps, args.num_envs, obs_dim, n_actions)
     next_obs, info = envs.reset(seed=args.seed + 1000 * (start - 1))  # resumed runs continue on fresh episodes
-    next_obs = torch.as_tensor(next_obs, dtype=torch.float32)
-    next_mask = torch.as_tensor(np.stack(info["action_mask"]), dtype=torch.bool)
-    next_done = torch.zeros(args.num_envs)
+    state = {"next_obs": _as_obs(next_obs), "next_mask": _as_mask(info), "next_done": torch.zeros(args.num_envs), "global_step": global_step}
     bar = None
     if args.progress:
         from tqdm.auto import tqdm
         bar = tqdm(total=args.num_iterations, initial=start - 1, desc=args.run_name, unit="update")
     t0, step0 = time.time(), global_step
-
     for iteration in range(start, args.num_iterations + 1):
         if args.anneal_lr:
             optimizer.param_groups[0]["lr"] = (1.0 - (iteration - 1.0) / args.num_iterations) * args.learning_rate
-        for step in range(args.num_steps):
-            global_step += args.num_envs
-            obs_buf[step], mask_buf[step], dones[step] = next_obs, next_mask, next_done
-            with torch.no_grad():
-                action, logprob, _, value = agent.get_action_and_value(next_obs, next_mask)
-                values[step] = value.flatten()
-            actions[step], logprobs[step] = action, logprob
-            next_obs_np, reward, term, trunc, info = envs.step(action.numpy())
-            reward = torch.as_tensor(reward, dtype=torch.float32)
-            if args.bootstrap_truncated and "final_obs" in info and trunc.any():  # bootstrap truncated episodes from their last observation
-                with torch.no_grad():
-                    for i in np.flatnonzero(trunc & ~term):
-                        fo = torch.as_tensor(info["final_obs"][i], dtype=torch.float32)[None]
-                        reward[i] += args.gamma * agent.get_value(fo).item()
-            rewards[step] = reward
-            next_obs = torch.as_tensor(next_obs_np, dtype=torch.float32)
-            next_mask = torch.as_tensor(np.stack(info["action_mask"]), dtype=torch.bool)
-            next_done = torch.as_tensor(np.logical_or(term, trunc), dtype=torch.float32)
-            if "final_info" in info and "episode" in info["final_info"]:
-                fin = info["final_info"]
-                for i in np.flatnonzero(fin["_episode"]):
-                    r, l = fin["episode"]["r"][i], fin["episode"]["l"][i]
-                    _log(metrics, global_step, **{"charts/episodic_return": r, "charts/episodic_length": l})
-                    if wb: wb.log({"charts/episodic_return": r, "charts/episodic_length": l}, step=global_step)
-
-        # generalised advantage estimation
-        with torch.no_grad():
-            next_value = agent.get_value(next_obs).reshape(1, -1)
-            advantages = torch.zeros_like(rewards)
-            lastgaelam = 0
-            for t in reversed(range(args.num_steps)):
-                if t == args.num_steps - 1: nextnonterminal, nextvalues = 1.0 - next_done, next_value
-                else: nextnonterminal, nextvalues = 1.0 - dones[t + 1], values[t + 1]
-                delta = rewards[t] + args.gamma * nextvalues * nextnonterminal - values[t]
-                advantages[t] = lastgaelam = delta + args.gamma * args.gae_lambda * nextnonterminal * lastgaelam
-            returns = advantages + values
-
-        b_obs, b_masks = obs_buf.reshape(-1, obs_dim), mask_buf.reshape(-1, n_actions)
-        b_logprobs, b_actions = logprobs.reshape(-1), actions.reshape(-1)
-        b_advantages, b_returns, b_values = advantages.reshape(-1), returns.reshape(-1), values.reshape(-1)
-
-        # policy and value updates
-        b_inds = np.arange(args.batch_size)
-        clipfracs = []
-        for epoch in range(args.update_epochs):
-            np.random.shuffle(b_inds)
-            for s in range(0, args.batch_size, args.minibatch_size):
-                mb = b_inds[s:s + args.minibatch_size]
-                _, newlogprob, entropy, newvalue = agent.get_action_and_value(b_obs[mb], b_masks[mb], b_actions[mb])
-                logratio = newlogprob - b_logprobs[mb]
-                ratio = logratio.exp()
-                with torch.no_grad():
-                    old_approx_kl = (-logratio).mean()
-                    approx_kl = ((ratio - 1) - logratio).mean()
-                    clipfracs += [((ratio - 1.0).abs() > args.clip_coef).float().mean().item()]
-                mb_adv = b_advantages[mb]
-                if args.norm_adv: mb_adv = (mb_adv - mb_adv.mean()) / (mb_adv.std() + 1e-8)
-                pg_loss = torch.max(-mb_adv * ratio, -mb_adv * torch.clamp(ratio, 1 - args.clip_coef, 1 + args.clip_coef)).mean()
-                newvalue = newvalue.view(-1)
-                if args.clip_vloss:
-                    v_unclipped = (newvalue - b_returns[mb]) ** 2
-                    v_clipped = b_values[mb] + torch.clamp(newvalue - b_values[mb], -args.clip_coef, args.clip_coef)
-                    v_loss = 0.5 * torch.max(v_unclipped, (v_clipped - b_returns[mb]) ** 2).mean()
-                else: v_loss = 0.5 * ((newvalue - b_returns[mb]) ** 2).mean()
-                entropy_loss = entropy.mean()
-                loss = pg_loss - args.ent_coef * entropy_loss + v_loss * args.vf_coef
-                optimizer.zero_grad()
-                loss.backward()
-                nn.utils.clip_grad_norm_(agent.parameters(), args.max_grad_norm)
-                optimizer.step()
-            if args.target_kl is not None and approx_kl > args.target_kl: break
-
-        y_pred, y_true = b_values.numpy(), b_returns.numpy()
-        var_y = np.var(y_true)
-        explained_var = np.nan if var_y == 0 else 1 - np.var(y_true - y_pred) / var_y
-        sps = int((global_step - step0) / max(time.time() - t0, 1e-9))
-        logs = {"charts/learning_rate": optimizer.param_groups[0]["lr"], "losses/value_loss": v_loss.item(), "losses/policy_loss": pg_loss.item(),
-                "losses/entropy": entropy_loss.item(), "losses/old_approx_kl": old_approx_kl.item(), "losses/approx_kl": approx_kl.item(),
-                "losses/clipfrac": float(np.mean(clipfracs)), "losses/explained_variance": explained_var, "charts/SPS": sps}
-        _log(metrics, global_step, **logs)
-        if wb: wb.log(logs, step=global_step)
-        if bar: bar.update(1); bar.set_postfix(sps=sps)
+        state = collect_rollout(envs, agent, buf, state, args, metrics, wb)
+        advantages, returns = compute_gae(agent, buf, state["next_obs"], state["next_done"], args)
+        parts = update_policy(agent, optimizer, buf, advantages, returns, obs_dim, n_actions, args)
+        # TRY NOT TO MODIFY: record rewards for plotting purposes
+        sps = int((state["global_step"] - step0) / max(time.time() - t0, 1e-9))
+        logs = {"charts/learning_rate": optimizer.param_groups[0]["lr"], "losses/value_loss": parts["v_loss"].item(),
+                "losses/policy_loss": parts["pg_loss"].item(), "losses/entropy": parts["entropy_loss"].item(),
+                "losses/old_approx_kl": parts["old_approx_kl"].item(), "losses/approx_kl": parts["approx_kl"].item(),
+                "losses/clipfrac": parts["clipfrac"], "losses/explained_variance": parts["explained_var"], "charts/SPS": sps}
+        _log(metrics, state["global_step"], **logs)
+        if wb:
+            wb.log(logs, step=state["global_step"])
+        if bar:
+            bar.update(1)
+            bar.set_postfix(sps=sps)
         if iteration % args.checkpoint_every == 0 or iteration == args.num_iterations:
-            save_checkpoint(ck_path, agent, optimizer, iteration, global_step, args, obs_dim, n_actions)
-    envs.close(); metrics.close()
-    if bar: bar.close()
-    if wb: wb.finish()
+            save_checkpoint(run / "checkpoint.pt", agent, optimizer, iteration, state["global_step"], args, obs_dim, n_actions)
+    envs.close()
+    metrics.close()
+    if bar:
+        bar.close()
+    if wb:
+        wb.finish()
     return run
-
-# %% ../nbs/60_ppo.ipynb #d2ee8f9c
-def bench_trainer(total_timesteps:int=4096, seeds:tuple[int, ...]=(1, 2), num_envs:int=4, num_steps:int=64) -> dict:
-    "Steps per second and final return of our PPO and SB3's PPO (same env, budget and seeds)."
-    import tempfile
-    from stable_baselines3 import PPO as SB3PPO
-    from stable_baselines3.common.vec_env import DummyVecEnv
-    from stable_baselines3.common.monitor import Monitor
-    ours_sps, ours_ret, sb3_sps, sb3_ret = [], [], [], []
-    for seed in seeds:
-        with tempfile.TemporaryDirectory() as d:
-            a = Args(total_timesteps=total_timesteps, seed=seed, num_envs=num_envs, num_steps=num_steps, run_dir=d, progress=False,
-                     checkpoint_every=10**9)
-            t0 = time.perf_counter(); run = train(a); dt = time.perf_counter() - t0
-            eps = [json.loads(l) for l in (run / "metrics.jsonl").read_text().splitlines()]
-            eps = [e["charts/episodic_return"] for e in eps if "charts/episodic_return" in e]
-            ours_sps.append(a.num_iterations * a.batch_size / dt); ours_ret.append(float(np.mean(eps[-max(1, len(eps) // 4):])))
-        # SB3 gets our hyperparameters; what differs is the implementation (SB3's PPO has no action masking: a masked action is
-        # treated as STOP by the environment) and its default network (64-64 tanh, shared optimiser)
-        venv = DummyVecEnv([lambda: Monitor(ImagePoserEnv(env_config(a))) for _ in range(num_envs)])
-        model = SB3PPO("MlpPolicy", venv, n_steps=num_steps, batch_size=a.minibatch_size, n_epochs=a.update_epochs, learning_rate=a.learning_rate,
-                       gamma=a.gamma, gae_lambda=a.gae_lambda, clip_range=a.clip_coef, ent_coef=a.ent_coef, vf_coef=a.vf_coef,
-                       max_grad_norm=a.max_grad_norm, target_kl=a.target_kl, seed=seed, device="cpu", verbose=0)
-        t0 = time.perf_counter(); model.learn(total_timesteps=total_timesteps); dt = time.perf_counter() - t0
-        rets = [e["r"] for e in model.ep_info_buffer]
-        sb3_sps.append(model.num_timesteps / dt); sb3_ret.append(float(np.mean(rets[-max(1, len(rets) // 4):])) if rets else float("nan"))
-        venv.close()
-    return {"ours_sps": round(float(np.mean(ours_sps)), 1), "sb3_sps": round(float(np.mean(sb3_sps)), 1),
-            "ours_return": round(float(np.mean(ours_ret)), 3), "sb3_return": round(float(np.mean(sb3_ret)), 3),
-            "total_timesteps": total_timesteps, "seeds": list(seeds)}
 
 # %% ../nbs/60_ppo.ipynb #98cacac4
 if __name__ == "__main__" and "__file__" in globals():

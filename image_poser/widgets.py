@@ -27,7 +27,7 @@ from PIL import Image
 # %% ../nbs/85_widgets.ipynb #33790475
 from .core import Task, Trajectory
 from .env import EnvConfig, ImagePoserEnv
-from .evaluator import Evaluator
+from .shapes.evaluator import ShapesEvaluator
 
 # %% ../nbs/85_widgets.ipynb #6df705d3
 @dataclass
@@ -52,7 +52,7 @@ def record_episode(policy:str, prompt:str | None=None, record:dict | None=None, 
     env = ImagePoserEnv(replace(config or EnvConfig(), **pol.env_overrides), records=[])
     rec = record if record is not None else {"prompt": prompt, "id": "prompt", "tier": None}
     row = run_episode(env, pol, rec, seed, keep_images=True)
-    ev = Evaluator()
+    ev = ShapesEvaluator()
     tr = row["_trajectory"]
     # a STOP step keeps the previous image; show it, but judge only images an expert produced
     images = [im if s.expert != "STOP" and not s.error else None for im, s in zip(row["_images"], tr.steps)]

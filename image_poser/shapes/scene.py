@@ -15,10 +15,10 @@ from typing import Literal, get_args
 # %% auto #0
 __all__ = ['Shape', 'SHAPES', 'COLORS', 'Size', 'SIZES', 'RADIUS', 'Texture', 'TEXTURES', 'Rel', 'RELATIONS', 'INVERSE',
            'PLAIN_BACKGROUNDS', 'STYLED_BACKGROUNDS', 'BACKGROUNDS', 'SKY_TOP', 'SKY_BOTTOM', 'GRID_PAPER', 'GRID_LINE',
-           'GRID_STEP', 'MIN_CONTRAST', 'POLYGONS', 'EditOp', 'EDIT_OPS', 'NEXT_TO_GAP', 'MARGIN', 'MIN_GAP',
-           'REL_MARGIN', 'STRIPE_PERIOD', 'STRIPE_INK', 'DOT_PERIOD', 'DOT_RADIUS', 'background_colors', 'color_ok_on',
-           'Group', 'Relation', 'Edit', 'SceneSpec', 'apply_edit', 'apply_edits', 'SceneObject', 'Scene',
-           'spec_from_scene', 'box_gap', 'holds', 'fill_group', 'layout', 'ink_color', 'render', 'render_spec']
+           'GRID_STEP', 'MIN_CONTRAST', 'POLYGONS', 'NEXT_TO_GAP', 'MARGIN', 'MIN_GAP', 'REL_MARGIN', 'STRIPE_PERIOD',
+           'STRIPE_INK', 'DOT_PERIOD', 'DOT_RADIUS', 'background_colors', 'color_ok_on', 'Group', 'Relation', 'Edit',
+           'SceneSpec', 'apply_edit', 'apply_edits', 'SceneObject', 'Scene', 'spec_from_scene', 'box_gap', 'holds',
+           'fill_group', 'layout', 'ink_color', 'render', 'render_spec']
 
 # %% ../../nbs/10_shapes_scene.ipynb #4a22b570
 import numpy as np
@@ -26,7 +26,7 @@ from PIL import Image, ImageDraw
 from pydantic import Field, model_validator
 
 # %% ../../nbs/10_shapes_scene.ipynb #17b09271
-from ..core import Record
+from ..core import EDIT_OPS, EditOp, Record
 
 # %% ../../nbs/10_shapes_scene.ipynb #706251fe
 Shape = Literal["circle", "square", "triangle", "star", "hexagon", "diamond", "cross", "heart"]
@@ -102,9 +102,6 @@ POLYGONS: dict[str, list[tuple[float, float]]] = {k: _normalise(v) for k, v in {
     "heart": _heart()}.items()}
 
 # %% ../../nbs/10_shapes_scene.ipynb #185bc35c
-EditOp = Literal["recolor", "retexture", "resize", "remove", "add", "move", "background"]
-EDIT_OPS: tuple[str, ...] = get_args(EditOp)
-
 class Group(Record):
     "A group of identical objects: `count` × (size, color, texture, shape)."
     id: str  # "g0", "g1", ... unique in a spec
