@@ -7,8 +7,6 @@ Docs: https://image-poser.github.io/image_poser/baselines.html.md"""
 # %% ../nbs/50_baselines.ipynb #c5ebf037
 from __future__ import annotations
 
-from dataclasses import dataclass, field
-
 # %% auto #0
 __all__ = ['EDITOR_FOR', 'Policy', 'SingleExpert', 'RandomPolicy', 'FixedPipeline', 'ThresholdLoop', 'GreedyLookahead',
            'OracleSearch', 'make_policy', 'baseline_names']
@@ -23,45 +21,77 @@ from .env import ImagePoserEnv, valid_actions
 # %% ../nbs/50_baselines.ipynb #93ea1db6
 class Policy:
     "Base of all policies: `reset(env)` once per episode, then `act(obs, info)` per step."
+
     name = "policy"
     env_overrides: dict = {}
-    def reset(self, env:ImagePoserEnv):
+
+    def reset(self, env: ImagePoserEnv):
         self.env = env
         self.search_cost, self.search_calls = 0.0, 0  # expert calls a planner makes that the episode itself does not count
-    def act(self, obs:np.ndarray, info:dict) -> int: raise NotImplementedError
+
+    def act(self, obs: np.ndarray, info: dict) -> int:
+        raise NotImplementedError
 
 # %% ../nbs/50_baselines.ipynb #97aef9f8
-def _first_valid(info, names:list[str], env) -> int | None:
+def _first_valid(info, names: list[str], env) -> int | None:
     m = info["action_mask"]
     for n in names:
-        if n in env.registry.names and m[env.registry.index(n)]: return env.registry.index(n)
+        if n in env.registry.names and m[env.registry.index(n)]:
+            return env.registry.index(n)
     return None
+
 
 class SingleExpert(Policy):
     "One call of one text-to-image expert on the whole prompt, then STOP."
+
     env_overrides = {"initial_command": "prompt"}
-    def __init__(self, expert:str): self.expert, self.name = expert, f"single:{expert}"
+
+    def __init__(self, expert: str):
+        self.expert, self.name = expert, f"single:{expert}"
+
     def act(self, obs, info):
-        if info["image"] is not None: return self.env.stop_action
+        if info["image"] is not None:
+            return self.env.stop_action
         i = self.env.registry.index(self.expert)
         return i if info["action_mask"][i] else int(valid_actions(info)[0])
 
+
 class RandomPolicy(Policy):
     "Uniformly random valid actions."
-    name = "random"
-    def __init__(self, seed:int=0): self.rng = np.random.default_rng(seed)
-    def act(self, obs, info): return int(self.rng.choice(valid_actions(info)))
 
-EDITOR_FOR = {"recolor": "recolor", "retexture": "recolor", "resize": "recolor", "add": "inserter", "remove": "eraser", "move": "mover",
-              "background": "restyle", None: "instruct"}
+    name = "random"
+
+    def __init__(self, seed: int = 0):
+        self.rng = np.random.default_rng(seed)
+
+    def act(self, obs, info):
+        return int(self.rng.choice(valid_actions(info)))
+
+
+EDITOR_FOR = {
+    "recolor": "recolor",
+    "retexture": "recolor",
+    "resize": "recolor",
+    "add": "inserter",
+    "remove": "eraser",
+    "move": "mover",
+    "background": "restyle",
+    None: "instruct",
+}
+
 
 class FixedPipeline(Policy):
     "The best generalist for generation commands, then the matching editor for each edit command, until the queue empties."
+
     name = "fixed"
-    def __init__(self, generalist:str="frontier", general_editor:str="instruct"): self.generalist, self.general_editor = generalist, general_editor
+
+    def __init__(self, generalist: str = "frontier", general_editor: str = "instruct"):
+        self.generalist, self.general_editor = generalist, general_editor
+
     def act(self, obs, info):
         env = self.env
-        if not env.queue and info["image"] is not None: return env.stop_action
+        if not env.queue and info["image"] is not None:
+            return env.stop_action
         head = env.queue[0] if env.queue else None
         if head is None or head.kind == "generate" or info["image"] is None:
             a = _first_valid(info, [self.generalist], env)
@@ -69,53 +99,78 @@ class FixedPipeline(Policy):
             a = _first_valid(info, [EDITOR_FOR.get(edit_op(head.text), self.general_editor), self.general_editor], env)
         return a if a is not None else env.stop_action if info["action_mask"][env.stop_action] else int(valid_actions(info)[0])
 
+
 class ThresholdLoop(Policy):
     "T2I-Copilot's loop: generate; while the critic's alignment is under `threshold`, regenerate or edit, at most `max_tries` more times."
+
     name = "threshold"
-    def __init__(self, threshold:float=0.8, max_tries:int=3, generalist:str="frontier", editor:str="instruct"):
+
+    def __init__(self, threshold: float = 0.8, max_tries: int = 3, generalist: str = "frontier", editor: str = "instruct"):
         self.threshold, self.max_tries, self.generalist, self.editor = threshold, max_tries, generalist, editor
-    def reset(self, env): super().reset(env); self.tries = 0
+
+    def reset(self, env):
+        super().reset(env)
+        self.tries = 0
+
     def act(self, obs, info):
         env = self.env
         fb = env.feedback
         if info["image"] is not None:
-            if fb is not None and fb.alignment >= self.threshold or self.tries >= self.max_tries: return env.stop_action
+            if fb is not None and fb.alignment >= self.threshold or self.tries >= self.max_tries:
+                return env.stop_action
             self.tries += 1
         head = env.queue[0] if env.queue else None
         names = [self.generalist] if head is None or head.kind == "generate" or info["image"] is None else [self.editor, self.generalist]
         a = _first_valid(info, names, env)
         return a if a is not None else int(valid_actions(info)[0])
 
+
 class GreedyLookahead(Policy):
     "Try every valid action on a copy of the state; take the best immediate reward; STOP when none is positive."
+
     name = "greedy"
+
     def act(self, obs, info):
         env = self.env
         snap = env.snapshot()
         best, best_r = env.stop_action, 0.0
         for a in valid_actions(info):
-            if a == env.stop_action: continue
+            if a == env.stop_action:
+                continue
             _, r, *_ = env.step(int(a))
             env.restore(snap)
-            self.search_cost += env.registry[int(a)].cost; self.search_calls += 1
-            if r > best_r: best, best_r = int(a), r
-        if best == env.stop_action and not info["action_mask"][env.stop_action]: best = int(valid_actions(info)[0])
-        if best != env.stop_action: self.search_cost -= env.registry[best].cost; self.search_calls -= 1  # the episode counts the call it keeps
+            self.search_cost += env.registry[int(a)].cost
+            self.search_calls += 1
+            if r > best_r:
+                best, best_r = int(a), r
+        if best == env.stop_action and not info["action_mask"][env.stop_action]:
+            best = int(valid_actions(info)[0])
+        if best != env.stop_action:
+            self.search_cost -= env.registry[best].cost
+            self.search_calls -= 1  # the episode counts the call it keeps
         return best
+
 
 class OracleSearch(Policy):
     "UPPER BOUND, not a method: beam search over action sequences scored by the Evaluator on the final image, minus cost."
+
     name = "oracle"
-    def __init__(self, beam:int=2, max_branch:int=6):
+
+    def __init__(self, beam: int = 2, max_branch: int = 6):
         self.beam, self.max_branch = beam, max_branch
         from image_poser.shapes.evaluator import ShapesEvaluator
+
         self.evaluator = ShapesEvaluator()
+
     def reset(self, env):
         super().reset(env)
         self.plan = self._search()
+
     def _value(self, env) -> float:
-        if env.image is None: return -1.0
+        if env.image is None:
+            return -1.0
         return self.evaluator.evaluate(env.image, env.task).alignment - env.cfg.cost_weight * env.spent
+
     def _search(self) -> list[int]:
         env = self.env
         root = env.snapshot()
@@ -128,34 +183,53 @@ class OracleSearch(Policy):
                 mask = env.action_mask()
                 acts = [a for a in np.flatnonzero(mask) if a != env.stop_action]
                 # prune: the cheapest experts of each kind and the ones that matter most, at most max_branch
-                acts = sorted(acts, key=lambda a: env.registry[a].cost)[: self.max_branch] if len(acts) > self.max_branch and depth > 0 else acts
+                acts = (
+                    sorted(acts, key=lambda a: env.registry[a].cost)[: self.max_branch]
+                    if len(acts) > self.max_branch and depth > 0
+                    else acts
+                )
                 for a in acts:
                     env.restore(snap)
                     _, r, term, trunc, _ = env.step(int(a))
-                    self.search_cost += env.registry[int(a)].cost; self.search_calls += 1
+                    self.search_cost += env.registry[int(a)].cost
+                    self.search_calls += 1
                     v = self._value(env)
                     cands.append((plan + [int(a)], env.snapshot(), v, term or trunc))
-                    if v > best_v: best_plan, best_v = plan + [int(a)], v
+                    if v > best_v:
+                        best_plan, best_v = plan + [int(a)], v
             cands.sort(key=lambda c: -c[2])
             frontier = [(p, s, v) for p, s, v, done in cands if not done][: self.beam]
-            if not frontier: break
+            if not frontier:
+                break
         env.restore(root)
-        self.search_cost -= sum(env.registry[a].cost for a in best_plan); self.search_calls -= len(best_plan)  # replayed by the episode
+        self.search_cost -= sum(env.registry[a].cost for a in best_plan)
+        self.search_calls -= len(best_plan)  # replayed by the episode
         return best_plan
+
     def act(self, obs, info):
         if self.plan:
             a = self.plan.pop(0)
-            if info["action_mask"][a]: return a
+            if info["action_mask"][a]:
+                return a
         return self.env.stop_action if info["action_mask"][self.env.stop_action] else int(valid_actions(info)[0])
 
 # %% ../nbs/50_baselines.ipynb #af3224da
-def make_policy(spec:str, seed:int=0) -> Policy:
+def make_policy(spec: str, seed: int = 0) -> Policy:
     "A policy by name: 'single:<expert>', 'random', 'fixed', 'threshold', 'greedy', 'oracle' (with or without a 'baseline:' prefix)."
     name = spec.split("baseline:", 1)[-1]
-    if name.startswith("single:"): return SingleExpert(name.split(":", 1)[1])
-    table = {"random": lambda: RandomPolicy(seed), "fixed": FixedPipeline, "threshold": ThresholdLoop, "greedy": GreedyLookahead, "oracle": OracleSearch}
-    if name not in table: raise ValueError(f"unknown baseline {spec!r}; known: single:<expert>, {', '.join(table)}")
+    if name.startswith("single:"):
+        return SingleExpert(name.split(":", 1)[1])
+    table = {
+        "random": lambda: RandomPolicy(seed),
+        "fixed": FixedPipeline,
+        "threshold": ThresholdLoop,
+        "greedy": GreedyLookahead,
+        "oracle": OracleSearch,
+    }
+    if name not in table:
+        raise ValueError(f"unknown baseline {spec!r}; known: single:<expert>, {', '.join(table)}")
     return table[name]()
+
 
 def baseline_names(registry) -> list[str]:
     "Every baseline for a registry: one single-expert baseline per text-to-image expert, then the others."

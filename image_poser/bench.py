@@ -21,57 +21,76 @@ __all__ = ['perturb', 'bench_world', 'bench_critic', 'bench_diffusers', 'bench_e
 
 # %% ../nbs/70_bench.ipynb #465a36a2
 import numpy as np
-from scipy.optimize import linear_sum_assignment
 
 # %% ../nbs/70_bench.ipynb #cd8e1f75
 from .backends.diffusers import RESIDENCY, DiffusersExpert, make_tiny_pipeline
-from .env import EnvConfig, ImagePoserEnv, valid_actions
-from .experts import load_registry
-from .ppo import Args as PPOArgs
-from .ppo import train as ppo_train
-from .shapes.experts import measure_skills, skills_markdown
 from .core import Task, find_path
 from .decompose import decomposer_exact
+from .env import EnvConfig, ImagePoserEnv, valid_actions
+from .experts import load_registry
 from .feedback import mutate_reply, parse_feedback
+from .ppo import Args as PPOArgs
+from .ppo import train as ppo_train
 from .shapes.critic import ShapesCritic
 from .shapes.data import load_split, roundtrip_ok, sample_prompt, sample_spec
 from .shapes.decompose import GrammarDecomposer, requirements, task_from_prompt
 from .shapes.evaluator import critic_vs_evaluator
+from .shapes.experts import measure_skills, skills_markdown
 from .shapes.parse import canonical
 from .shapes.perception import _f1, check, perceive, perception_scores
-from .shapes.scene import (BACKGROUNDS, COLORS, RADIUS, SIZES, TEXTURES, Scene, SceneObject, SceneSpec, apply_edits,
-                                      box_gap, color_ok_on, layout, render)
+from image_poser.shapes.scene import (
+    BACKGROUNDS,
+    COLORS,
+    RADIUS,
+    SIZES,
+    TEXTURES,
+    Scene,
+    SceneObject,
+    apply_edits,
+    box_gap,
+    color_ok_on,
+    layout,
+    render,
+)
 
 # %% ../nbs/70_bench.ipynb #bnperturb
-def perturb(scene:Scene, rng:np.random.Generator) -> Scene:
+def perturb(scene: Scene, rng: np.random.Generator) -> Scene:
     "A copy of `scene` with one random change: drop, recolor, resize, retexture or move an object, or change the background."
     objs = [SceneObject(**o.to_dict()) for o in scene.objects]
     bg = scene.background
     op = rng.choice(["drop", "recolor", "resize", "retexture", "move", "background"])
     if objs:
         o = objs[int(rng.integers(len(objs)))]
-        if op == "drop": objs.remove(o)
-        elif op == "recolor": o.color = str(rng.choice([c for c in COLORS if c != o.color and color_ok_on(c, bg)]))
+        if op == "drop":
+            objs.remove(o)
+        elif op == "recolor":
+            o.color = str(rng.choice([c for c in COLORS if c != o.color and color_ok_on(c, bg)]))
         elif op == "resize":
-            o.size = str(rng.choice([s for s in SIZES if s != o.size])); o.r = RADIUS[o.size]
+            o.size = str(rng.choice([s for s in SIZES if s != o.size]))
+            o.r = RADIUS[o.size]
             o.x, o.y = float(np.clip(o.x, o.r + 3, 125 - o.r)), float(np.clip(o.y, o.r + 3, 125 - o.r))
-        elif op == "retexture": o.texture = str(rng.choice([t for t in TEXTURES if t != o.texture]))
+        elif op == "retexture":
+            o.texture = str(rng.choice([t for t in TEXTURES if t != o.texture]))
         elif op == "move":
             for _ in range(50):
                 x, y = rng.uniform(o.r + 3, 125 - o.r, 2)
                 cand = SceneObject(o.shape, o.color, o.size, o.texture, float(x), float(y), o.r)
-                if all(box_gap(cand, p) >= 7 for p in objs if p is not o): o.x, o.y = float(x), float(y); break
+                if all(box_gap(cand, p) >= 7 for p in objs if p is not o):
+                    o.x, o.y = float(x), float(y)
+                    break
     if op == "background" or not objs:
         ok = [b for b in BACKGROUNDS if b != bg and all(color_ok_on(p.color, b) for p in objs)]
-        if ok: bg = str(rng.choice(ok))
+        if ok:
+            bg = str(rng.choice(ok))
     # sizes may now collide: keep the scene valid for rendering by dropping objects that overlap
     keep = []
     for p in objs:
-        if all(box_gap(p, q) >= 7 for q in keep): keep.append(p)
+        if all(box_gap(p, q) >= 7 for q in keep):
+            keep.append(p)
     return Scene(keep, bg, scene.size)
 
 # %% ../nbs/70_bench.ipynb #0e139093
-def bench_world(n_roundtrip:int=10_000, n_scenes:int=500, seed:int=0) -> dict:
+def bench_world(n_roundtrip: int = 10_000, n_scenes: int = 500, seed: int = 0) -> dict:
     "The numbers of `image-poser bench world` (see the notebook for definitions)."
     rng = np.random.default_rng(seed)
     t0 = time.perf_counter()
@@ -80,50 +99,69 @@ def bench_world(n_roundtrip:int=10_000, n_scenes:int=500, seed:int=0) -> dict:
     out = {"roundtrip_exact": ok / n_roundtrip, "n_roundtrip": n_roundtrip}
     # perception, clean and with overlaps
     for name, overlap in (("clean", False), ("overlap", True)):
-        tp = fp = fn = 0; conf: Counter = Counter()
+        tp = fp = fn = 0
+        conf: Counter = Counter()
         for i in range(n_scenes):
             spec = apply_edits(sample_spec(i % 4 + 1, rng))[0]
             scene, _ = layout(spec, rng, allow_overlap=overlap, ignore_relations=overlap)
             a, b, c, cf = perception_scores(scene.objects, perceive(render(scene)).objects)
-            tp += a; fp += b; fn += c; conf += cf
+            tp += a
+            fp += b
+            fn += c
+            conf += cf
         out[f"perception_f1_{name}"] = round(_f1(tp, fp, fn), 4)
         out[f"perception_errors_{name}"] = {f"{k[0]}:{k[1]}->{k[2]}": v for k, v in conf.most_common(6)}
     # requirement checking against ground truth, with timing of each stage
     agree = total = agree_exact = total_exact = neg = 0
     t_render = t_perceive = t_check = 0.0
-    per_kind: Counter = Counter(); per_kind_ok: Counter = Counter()
+    per_kind: Counter = Counter()
+    per_kind_ok: Counter = Counter()
     for i in range(n_scenes):
         spec = canonical(sample_spec(i % 4 + 1, rng))[0]
         task = Task(prompt="(bench)", requirements=requirements(spec))
         scene, _ = layout(apply_edits(spec)[0], rng)
         exact = i % 4 == 0
         if not exact:
-            for _ in range(1 + int(rng.integers(3))): scene = perturb(scene, rng)
-        s = time.perf_counter(); img = render(scene)
-        p = time.perf_counter(); pc = perceive(img)
-        c = time.perf_counter(); got = check(task, pc.objects, pc.background).verdicts
+            for _ in range(1 + int(rng.integers(3))):
+                scene = perturb(scene, rng)
+        s = time.perf_counter()
+        img = render(scene)
+        p = time.perf_counter()
+        pc = perceive(img)
+        c = time.perf_counter()
+        got = check(task, pc.objects, pc.background).verdicts
         e = time.perf_counter()
-        t_render += p - s; t_perceive += c - p; t_check += e - c
+        t_render += p - s
+        t_perceive += c - p
+        t_check += e - c
         truth = check(task, scene.objects, scene.background).verdicts
         for q, g, t in zip(task.requirements, got, truth):
             same = g.satisfied == t.satisfied
-            agree += same; total += 1; neg += not t.satisfied
-            per_kind[q.kind] += 1; per_kind_ok[q.kind] += same
-            if exact: agree_exact += same; total_exact += 1
+            agree += same
+            total += 1
+            neg += not t.satisfied
+            per_kind[q.kind] += 1
+            per_kind_ok[q.kind] += same
+            if exact:
+                agree_exact += same
+                total_exact += 1
     out["check_agreement"] = round(agree / total, 4)
     out["check_agreement_exact_renders"] = round(agree_exact / max(total_exact, 1), 4)
     out["check_negative_share"] = round(neg / total, 3)
     out["check_agreement_by_kind"] = {k: round(per_kind_ok[k] / per_kind[k], 4) for k in sorted(per_kind)}
     per = (t_render + t_perceive + t_check) / n_scenes
     out["scenes_per_s"] = round(1 / per, 1)
-    out["ms_per_scene"] = {"render": round(1000 * t_render / n_scenes, 3), "perceive": round(1000 * t_perceive / n_scenes, 3),
-                           "check": round(1000 * t_check / n_scenes, 3)}
+    out["ms_per_scene"] = {
+        "render": round(1000 * t_render / n_scenes, 3),
+        "perceive": round(1000 * t_perceive / n_scenes, 3),
+        "check": round(1000 * t_check / n_scenes, 3),
+    }
     out["roundtrip_ms_per_prompt"] = round(1000 * t_rt / n_roundtrip, 3)
     out["n_scenes"] = n_scenes
     return out
 
 # %% ../nbs/70_bench.ipynb #5ce7b816
-def bench_critic(fixtures:str | Path | None=None, n_mutations:int=2000, n_val:int=300, n_test:int=500, seed:int=0) -> dict:
+def bench_critic(fixtures: str | Path | None = None, n_mutations: int = 2000, n_val: int = 300, n_test: int = 500, seed: int = 0) -> dict:
     "Parser robustness, critic-vs-Evaluator agreement and decomposer exactness (`fixtures` default: data/critic_replies.jsonl)."
     path = Path(fixtures) if fixtures is not None else find_path("data/critic_replies.jsonl")
     fx = [json.loads(line) for line in path.read_text(encoding="utf-8").splitlines() if line.strip()]
@@ -131,48 +169,72 @@ def bench_critic(fixtures:str | Path | None=None, n_mutations:int=2000, n_val:in
     for f in fx:
         task = task_from_prompt(f["prompt"])
         fb = parse_feedback(f["reply"], task)
-        total += 1; ok += not any(i.startswith("parser error") for i in fb.issues)
+        total += 1
+        ok += not any(i.startswith("parser error") for i in fb.issues)
         if f["expected"] and len(f["expected"]) == len(task.requirements):
-            rec_n += 1; rec += {v.requirement: v.satisfied for v in fb.verdicts} == f["expected"]
+            rec_n += 1
+            rec += {v.requirement: v.satisfied for v in fb.verdicts} == f["expected"]
     rng = np.random.default_rng(seed)
     replies = [f["reply"] for f in fx if f["reply"]]
     for k in range(n_mutations):
         task = task_from_prompt(fx[k % len(fx)]["prompt"])
         fb = parse_feedback(mutate_reply(replies[k % len(replies)], rng), task)
-        total += 1; ok += not any(i.startswith("parser error") for i in fb.issues)
-    return {"parser_no_crash": ok / total, "parser_cases": total, "parser_recovered": round(rec / max(rec_n, 1), 4), "fixtures": len(fx),
-            "critic_vs_evaluator": critic_vs_evaluator(ShapesCritic(seed=seed), load_split("val", n=n_val), seed=seed),
-            "decomposer_exact": decomposer_exact(GrammarDecomposer(), load_split("test", n=n_test))}
+        total += 1
+        ok += not any(i.startswith("parser error") for i in fb.issues)
+    return {
+        "parser_no_crash": ok / total,
+        "parser_cases": total,
+        "parser_recovered": round(rec / max(rec_n, 1), 4),
+        "fixtures": len(fx),
+        "critic_vs_evaluator": critic_vs_evaluator(ShapesCritic(seed=seed), load_split("val", n=n_val), seed=seed),
+        "decomposer_exact": decomposer_exact(GrammarDecomposer(), load_split("test", n=n_test)),
+    }
 
 # %% ../nbs/70_bench.ipynb #f1e89b07
-def bench_diffusers(model:str | Path | None=None, steps:int=2, size:int=32, repeats:int=5) -> dict:
+def bench_diffusers(model: str | Path | None = None, steps: int = 2, size: int = 32, repeats: int = 5) -> dict:
     "Cold-load, resident and cached call times (seconds, medians over `repeats`) of a text-to-image expert."
     import tempfile
+
     with tempfile.TemporaryDirectory() as d:
         model = model or make_tiny_pipeline(Path(d) / "tiny", "text2image")
         colds, res, cached = [], [], []
         for k in range(repeats):
             RESIDENCY.clear()
             ex = DiffusersExpert(name="bench", model=str(model), steps=steps, height=size, width=size, cache_dir=str(Path(d) / f"cache{k}"))
-            t0 = time.perf_counter(); ex("a red circle", seed=0); colds.append(time.perf_counter() - t0)
-            t0 = time.perf_counter(); ex("a red circle", seed=1); res.append(time.perf_counter() - t0)
-            t0 = time.perf_counter(); ex("a red circle", seed=0); cached.append(time.perf_counter() - t0)
+            t0 = time.perf_counter()
+            ex("a red circle", seed=0)
+            colds.append(time.perf_counter() - t0)
+            t0 = time.perf_counter()
+            ex("a red circle", seed=1)
+            res.append(time.perf_counter() - t0)
+            t0 = time.perf_counter()
+            ex("a red circle", seed=0)
+            cached.append(time.perf_counter() - t0)
         RESIDENCY.clear()
-    med = lambda xs: float(np.median(xs))
-    return {"diffusers_cold_load_s": round(med(colds), 4), "diffusers_resident_call_s": round(med(res), 5),
-            "diffusers_cached_call_s": round(med(cached), 6), "cached_speedup_vs_cold": round(med(colds) / med(cached), 1)}
+
+    def med(xs):
+        return float(np.median(xs))
+
+    return {
+        "diffusers_cold_load_s": round(med(colds), 4),
+        "diffusers_resident_call_s": round(med(res), 5),
+        "diffusers_cached_call_s": round(med(cached), 6),
+        "cached_speedup_vs_cold": round(med(colds) / med(cached), 1),
+    }
 
 # %% ../nbs/70_bench.ipynb #bnenv002
-def bench_env(n_steps:int=2000, config:EnvConfig | None=None, seed:int=0, profile:bool=False) -> dict:
+def bench_env(n_steps: int = 2000, config: EnvConfig | None = None, seed: int = 0, profile: bool = False) -> dict:
     "Steps per second of the environment with random valid actions (and, with `profile`, the top functions by time)."
     env = ImagePoserEnv(config)
     rng = np.random.default_rng(seed)
+
     def run():
         obs, info = env.reset(seed=seed)
         for _ in range(n_steps):
             obs, r, term, trunc, info = env.step(int(rng.choice(valid_actions(info))))
             if term or trunc:
                 obs, info = env.reset()
+
     t0 = time.perf_counter()
     if not profile:
         run()
@@ -186,7 +248,9 @@ def bench_env(n_steps:int=2000, config:EnvConfig | None=None, seed:int=0, profil
     return {"steps_per_s": round(n_steps / (time.perf_counter() - t0), 1), "n_steps": n_steps, "profile": s.getvalue()}
 
 # %% ../nbs/70_bench.ipynb #bnexp002
-def bench_experts(registry:str | Path | None=None, n:int=300, repeats:int=5, seed:int=0, report:str | Path | None="paper/experts.md") -> dict:
+def bench_experts(
+    registry: str | Path | None = None, n: int = 300, repeats: int = 5, seed: int = 0, report: str | Path | None = "paper/experts.md"
+) -> dict:
     "The skill table of `registry` on `n` val prompts, plus diffusers timings; written to `report` as markdown."
     reg = load_registry(registry)
     res = measure_skills(reg, load_split("val", n=n), seed=seed)
@@ -194,37 +258,77 @@ def bench_experts(registry:str | Path | None=None, n:int=300, repeats:int=5, see
     if report is not None:
         report = Path(report)
         report.parent.mkdir(parents=True, exist_ok=True)
-        report.write_text("# Expert skills (shapes world, val split)\n\nGenerated by `image-poser bench experts`; "
-                          f"{res['n_records']} val prompts; registry `{os.path.relpath(reg.source)}`. Bold: best in the column.\n\n"
-                          + reg.markdown() + "\n\n" + skills_markdown(res, reg) + "\n")
+        report.write_text(
+            "# Expert skills (shapes world, val split)\n\nGenerated by `image-poser bench experts`; "
+            f"{res['n_records']} val prompts; registry `{os.path.relpath(reg.source)}`. Bold: best in the column.\n\n"
+            + reg.markdown()
+            + "\n\n"
+            + skills_markdown(res, reg)
+            + "\n"
+        )
     return res
 
 # %% ../nbs/70_bench.ipynb #d2ee8f9c
-def bench_trainer(total_timesteps:int=4096, seeds:tuple[int, ...]=(1, 2), num_envs:int=4, num_steps:int=64) -> dict:
+def bench_trainer(total_timesteps: int = 4096, seeds: tuple[int, ...] = (1, 2), num_envs: int = 4, num_steps: int = 64) -> dict:
     "Steps per second and final return of our PPO and SB3's PPO (same env, budget and seeds)."
     import tempfile
+
     from stable_baselines3 import PPO as SB3PPO
-    from stable_baselines3.common.vec_env import DummyVecEnv
     from stable_baselines3.common.monitor import Monitor
+    from stable_baselines3.common.vec_env import DummyVecEnv
+
     ours_sps, ours_ret, sb3_sps, sb3_ret = [], [], [], []
     for seed in seeds:
         with tempfile.TemporaryDirectory() as d:
-            a = PPOArgs(total_timesteps=total_timesteps, seed=seed, num_envs=num_envs, num_steps=num_steps, run_dir=d, progress=False,
-                     checkpoint_every=10**9)
-            t0 = time.perf_counter(); run = ppo_train(a); dt = time.perf_counter() - t0
-            eps = [json.loads(l) for l in (run / "metrics.jsonl").read_text().splitlines()]
+            a = PPOArgs(
+                total_timesteps=total_timesteps,
+                seed=seed,
+                num_envs=num_envs,
+                num_steps=num_steps,
+                run_dir=d,
+                progress=False,
+                checkpoint_every=10**9,
+            )
+            t0 = time.perf_counter()
+            run = ppo_train(a)
+            dt = time.perf_counter() - t0
+            eps = [json.loads(line) for line in (run / "metrics.jsonl").read_text().splitlines()]
             eps = [e["charts/episodic_return"] for e in eps if "charts/episodic_return" in e]
-            ours_sps.append(a.num_iterations * a.batch_size / dt); ours_ret.append(float(np.mean(eps[-max(1, len(eps) // 4):])))
+            ours_sps.append(a.num_iterations * a.batch_size / dt)
+            ours_ret.append(float(np.mean(eps[-max(1, len(eps) // 4) :])))
         # SB3 gets our hyperparameters; what differs is the implementation (SB3's PPO has no action masking: a masked action is
         # treated as STOP by the environment) and its default network (64-64 tanh, shared optimiser)
         venv = DummyVecEnv([lambda: Monitor(ImagePoserEnv(a.env)) for _ in range(num_envs)])
-        model = SB3PPO("MlpPolicy", venv, n_steps=num_steps, batch_size=a.minibatch_size, n_epochs=a.update_epochs, learning_rate=a.learning_rate,
-                       gamma=a.gamma, gae_lambda=a.gae_lambda, clip_range=a.clip_coef, ent_coef=a.ent_coef, vf_coef=a.vf_coef,
-                       max_grad_norm=a.max_grad_norm, target_kl=a.target_kl, seed=seed, device="cpu", verbose=0)
-        t0 = time.perf_counter(); model.learn(total_timesteps=total_timesteps); dt = time.perf_counter() - t0
+        model = SB3PPO(
+            "MlpPolicy",
+            venv,
+            n_steps=num_steps,
+            batch_size=a.minibatch_size,
+            n_epochs=a.update_epochs,
+            learning_rate=a.learning_rate,
+            gamma=a.gamma,
+            gae_lambda=a.gae_lambda,
+            clip_range=a.clip_coef,
+            ent_coef=a.ent_coef,
+            vf_coef=a.vf_coef,
+            max_grad_norm=a.max_grad_norm,
+            target_kl=a.target_kl,
+            seed=seed,
+            device="cpu",
+            verbose=0,
+        )
+        t0 = time.perf_counter()
+        model.learn(total_timesteps=total_timesteps)
+        dt = time.perf_counter() - t0
         rets = [e["r"] for e in model.ep_info_buffer]
-        sb3_sps.append(model.num_timesteps / dt); sb3_ret.append(float(np.mean(rets[-max(1, len(rets) // 4):])) if rets else float("nan"))
+        sb3_sps.append(model.num_timesteps / dt)
+        sb3_ret.append(float(np.mean(rets[-max(1, len(rets) // 4) :])) if rets else float("nan"))
         venv.close()
-    return {"ours_sps": round(float(np.mean(ours_sps)), 1), "sb3_sps": round(float(np.mean(sb3_sps)), 1),
-            "ours_return": round(float(np.mean(ours_ret)), 3), "sb3_return": round(float(np.mean(sb3_ret)), 3),
-            "total_timesteps": total_timesteps, "seeds": list(seeds)}
+    return {
+        "ours_sps": round(float(np.mean(ours_sps)), 1),
+        "sb3_sps": round(float(np.mean(sb3_sps)), 1),
+        "ours_return": round(float(np.mean(ours_ret)), 3),
+        "sb3_return": round(float(np.mean(sb3_ret)), 3),
+        "total_timesteps": total_timesteps,
+        "seeds": list(seeds),
+    }

@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import importlib
 import json
-import os
 import sys
 from pathlib import Path
 from typing import Annotated, Literal, Sequence
@@ -20,8 +19,8 @@ __all__ = ['app', 'JsonFlag', 'command', 'cmd_version', 'cmd_parse', 'cmd_render
 
 # %% ../nbs/90_cli.ipynb #ec79f654
 import tyro
-from tyro.extras import SubcommandApp
 from fastcore.docments import docments
+from tyro.extras import SubcommandApp
 
 # %% ../nbs/90_cli.ipynb #9016f81c
 from . import __version__
@@ -30,55 +29,78 @@ from . import __version__
 app = SubcommandApp()
 JsonFlag = Annotated[bool, tyro.conf.arg(name="json")]
 
-def command(name:str):
+
+def command(name: str):
     "Register a function as subcommand `name`; its inline argument comments (nbdev's docments) become the `--help` of its flags."
+
     def deco(f):
         docs = {k: v for k, v in docments(f).items() if v and k != "return"}
-        if docs: f.__doc__ = (f.__doc__ or "").rstrip() + "\n\nArgs:\n" + "\n".join(f"    {k}: {v}" for k, v in docs.items())
+        if docs:
+            f.__doc__ = (f.__doc__ or "").rstrip() + "\n\nArgs:\n" + "\n".join(f"    {k}: {v}" for k, v in docs.items())
         return app.command(name=name)(f)
+
     return deco
 
-def _fail(msg:str, code:int=2):
+
+def _fail(msg: str, code: int = 2):
     "Print a one-line error (no traceback) and exit."
     print(f"image-poser: error: {msg}", file=sys.stderr)
     raise SystemExit(code)
 
+
 @command("version")
-def cmd_version(as_json: JsonFlag = False,  # print {"version": ...} as JSON
-           ) -> None:
+def cmd_version(
+    as_json: JsonFlag = False,  # print {"version": ...} as JSON
+) -> None:
     "Print the installed image_poser version."
     print(json.dumps({"version": __version__}) if as_json else __version__)
 
 # %% ../nbs/90_cli.ipynb #5f5f953d
 @command("parse")
-def cmd_parse(prompt: tyro.conf.Positional[str],  # the prompt to decompose
-          as_json: JsonFlag = False,  # print the Task as JSON
-          ) -> None:
+def cmd_parse(
+    prompt: tyro.conf.Positional[str],  # the prompt to decompose
+    as_json: JsonFlag = False,  # print the Task as JSON
+) -> None:
     "Decompose a shapes-world prompt into its Task: the requirement checklist and the command queue."
     from image_poser.shapes.decompose import task_from_prompt
-    try: task = task_from_prompt(prompt)
-    except ValueError as e: _fail(str(e))
-    if as_json: print(task.to_json(indent=2)); return
+
+    try:
+        task = task_from_prompt(prompt)
+    except ValueError as e:
+        _fail(str(e))
+    if as_json:
+        print(task.to_json(indent=2))
+        return
     print("requirements:")
-    for q in task.requirements: print(f"  {q.id:>4} [{q.kind}] {q.text}")
+    for q in task.requirements:
+        print(f"  {q.id:>4} [{q.kind}] {q.text}")
     print("commands:")
-    for c in task.commands: print(f"  - ({c.kind}) {c.text}")
-    if task.meta.get("unparsed"): print("not understood:", "; ".join(task.meta["unparsed"]))
-    if task.meta.get("problems"): print("problems:", "; ".join(task.meta["problems"]))
+    for c in task.commands:
+        print(f"  - ({c.kind}) {c.text}")
+    if task.meta.get("unparsed"):
+        print("not understood:", "; ".join(task.meta["unparsed"]))
+    if task.meta.get("problems"):
+        print("problems:", "; ".join(task.meta["problems"]))
+
 
 @command("render")
-def cmd_render(prompt: tyro.conf.Positional[str],  # the prompt to draw
-           output: Annotated[Path, tyro.conf.arg(aliases=["-o"])] = Path("out.png"),  # where to write the PNG
-           seed: int = 0,  # layout seed
-           size: int = 128,  # image side in pixels
-           before_edits: bool = False,  # draw the scene before its follow-up edits
-           ) -> None:
+def cmd_render(
+    prompt: tyro.conf.Positional[str],  # the prompt to draw
+    output: Annotated[Path, tyro.conf.arg(aliases=["-o"])] = Path("out.png"),  # where to write the PNG
+    seed: int = 0,  # layout seed
+    size: int = 128,  # image side in pixels
+    before_edits: bool = False,  # draw the scene before its follow-up edits
+) -> None:
     "Render the exact picture a shapes-world prompt describes."
-    from image_poser.shapes.scene import render_spec
     from image_poser.shapes.parse import parse as parse_prompt
-    try: res = parse_prompt(prompt)
-    except ValueError as e: _fail(str(e))
-    if not res.spec.groups and res.spec.background is None: _fail("the prompt names no shapes and no background: " + repr(prompt[:80]))
+    from image_poser.shapes.scene import render_spec
+
+    try:
+        res = parse_prompt(prompt)
+    except ValueError as e:
+        _fail(str(e))
+    if not res.spec.groups and res.spec.background is None:
+        _fail("the prompt names no shapes and no background: " + repr(prompt[:80]))
     img, _ = render_spec(res.spec, seed=seed, size=size, final=not before_edits)
     output.parent.mkdir(parents=True, exist_ok=True)
     img.save(output)
@@ -86,26 +108,32 @@ def cmd_render(prompt: tyro.conf.Positional[str],  # the prompt to draw
 
 # %% ../nbs/90_cli.ipynb #d88389fa
 @command("data")
-def cmd_data(out_dir: Path = Path("data/shapes"),  # where to write the splits
-         train: int = 1000,  # records in the train split
-         val: int = 300,  # records in the val split
-         test: int = 500,  # records in the test split
-         ) -> None:
+def cmd_data(
+    out_dir: Path = Path("data/shapes"),  # where to write the splits
+    train: int = 1000,  # records in the train split
+    val: int = 300,  # records in the val split
+    test: int = 500,  # records in the test split
+) -> None:
     "Write the shapes-world prompt splits (disjoint, deterministic: the same bytes on every run)."
     from image_poser.shapes.data import write_splits
+
     paths = write_splits(out_dir, {"test": test, "val": val, "train": train})
-    for s, p in paths.items(): print(f"{s}: {p}")
+    for s, p in paths.items():
+        print(f"{s}: {p}")
+
 
 @command("bench")
-def cmd_bench(what: tyro.conf.Positional[Literal["world", "experts", "critic", "trainer", "env"]],  # which benchmark
-          as_json: JsonFlag = False,  # print one JSON object
-          quick: bool = False,  # smaller samples (about 1 minute instead of several)
-          seed: int = 0,
-          config: Path | None = None,  # experts: the registry to measure (default configs/experts/shapes.toml)
-          report: Path = Path("paper/experts.md"),  # experts: where the skill table is written
-          ) -> None:
+def cmd_bench(
+    what: tyro.conf.Positional[Literal["world", "experts", "critic", "trainer", "env"]],  # which benchmark
+    as_json: JsonFlag = False,  # print one JSON object
+    quick: bool = False,  # smaller samples (about 1 minute instead of several)
+    seed: int = 0,
+    config: Path | None = None,  # experts: the registry to measure (default configs/experts/shapes.toml)
+    report: Path = Path("paper/experts.md"),  # experts: where the skill table is written
+) -> None:
     "Measure a part of the system and print the numbers."
     from image_poser import bench
+
     if what == "world":
         res = bench.bench_world(n_roundtrip=1000 if quick else 10_000, n_scenes=200 if quick else 1000, seed=seed)
     elif what == "experts":
@@ -118,37 +146,43 @@ def cmd_bench(what: tyro.conf.Positional[Literal["world", "experts", "critic", "
         res = bench.bench_env(n_steps=600 if quick else 2000, seed=seed)
     print(json.dumps(res, indent=None if as_json else 2))
 
+
 @command("eval")
-def cmd_eval(policy: str = "baseline:fixed",  # 'baseline:NAME' (single:<expert>, random, fixed, threshold, greedy, oracle) or 'baselines' for all
-             split: str = "test",  # prompt split
-             n: int = 300,  # prompts (the first n of the split)
-             seeds: tuple[int, ...] = (0, 1, 2),  # one episode per prompt and seed
-             as_json: JsonFlag = False,  # print the summary JSON (for 'baselines': all summaries)
-             out_dir: Path = Path("paper/results"),  # where CSV, JSON, markdown and galleries go
-             workers: int = 1,  # worker processes
-             oracle_n: int | None = None,  # with 'baselines': prompts for the (slow) oracle; default n
-             registry: Path | None = None,  # expert registry (default configs/experts/shapes.toml)
-             table_only: bool = False,  # with 'baselines': only rebuild baselines.md from the JSON summaries already in out_dir
-             ) -> None:
+def cmd_eval(
+    policy: str = "baseline:fixed",  # 'baseline:NAME' (single:<expert>, random, fixed, threshold, greedy, oracle) or 'baselines' for all
+    split: str = "test",  # prompt split
+    n: int = 300,  # prompts (the first n of the split)
+    seeds: tuple[int, ...] = (0, 1, 2),  # one episode per prompt and seed
+    as_json: JsonFlag = False,  # print the summary JSON (for 'baselines': all summaries)
+    out_dir: Path = Path("paper/results"),  # where CSV, JSON, markdown and galleries go
+    workers: int = 1,  # worker processes
+    oracle_n: int | None = None,  # with 'baselines': prompts for the (slow) oracle; default n
+    registry: Path | None = None,  # expert registry (default configs/experts/shapes.toml)
+    table_only: bool = False,  # with 'baselines': only rebuild baselines.md from the JSON summaries already in out_dir
+) -> None:
     "Evaluate a policy on a split with the independent Evaluator; writes results under paper/results/."
-    from dataclasses import replace
-    from image_poser.baselines import baseline_names, make_policy
+    from image_poser.baselines import baseline_names
     from image_poser.env import EnvConfig
     from image_poser.evaluate import evaluate, gallery, results_table, write_results
     from image_poser.experts import load_registry
     from image_poser.shapes.data import load_split
+
     cfg = EnvConfig(registry=str(registry) if registry else None)
     from image_poser.evaluate import load_policy
+
     names = baseline_names(load_registry(registry)) if policy == "baselines" else [policy]
     for name in names:
-        try: load_policy(name)
-        except (ValueError, FileNotFoundError) as e: _fail(str(e))
+        try:
+            load_policy(name)
+        except (ValueError, FileNotFoundError) as e:
+            _fail(str(e))
     summaries = {}
     if table_only:
         for name in names:
             label = name.split("baseline:", 1)[-1]
             f = out_dir / f"{label.replace(':', '_')}.json"
-            if not f.exists(): _fail(f"{f} not found: evaluate {label} first")
+            if not f.exists():
+                _fail(f"{f} not found: evaluate {label} first")
             summaries[label] = {k: v for k, v in json.loads(f.read_text()).items() if k != "method"}
         names = []  # only the table is rebuilt
     for name in names:
@@ -158,77 +192,106 @@ def cmd_eval(policy: str = "baseline:fixed",  # 'baseline:NAME' (single:<expert>
         write_results(label, rows, summ, out_dir)
         summaries[label] = summ
         gallery(name, load_split(split, cfg.data_dir, n=3), out_dir / f"gallery_{label.replace(':', '_')}.png", cfg)
-        if not as_json: print(f"{label}: alignment {summ['alignment']['mean']:.3f}, full success {summ['full_success']['mean']:.3f}, cost {summ['cost']['mean']:.2f}", flush=True)
+        if not as_json:
+            print(
+                f"{label}: alignment {summ['alignment']['mean']:.3f}, full success {summ['full_success']['mean']:.3f}, cost {summ['cost']['mean']:.2f}",
+                flush=True,
+            )
     table = results_table(summaries)
     if len(summaries) > 1:
-        (out_dir / "baselines.md").write_text(f"# Baselines on the {split} split\n\n{n} prompts x seeds {list(seeds)} (oracle: {oracle_n or n} prompts); "
-                                              "Evaluator scores, means with bootstrap 95 % CIs. Generated by `image-poser eval --policy baselines`.\n\n" + table + "\n")
+        (out_dir / "baselines.md").write_text(
+            f"# Baselines on the {split} split\n\n{n} prompts x seeds {list(seeds)} (oracle: {oracle_n or n} prompts); "
+            "Evaluator scores, means with bootstrap 95 % CIs. Generated by `image-poser eval --policy baselines`.\n\n" + table + "\n"
+        )
         (out_dir / "baselines.json").write_text(json.dumps(summaries, indent=1))
     print(json.dumps(summaries if len(names) > 1 else next(iter(summaries.values())), indent=None) if as_json else table)
 
+
 @command("run")
-def cmd_run(prompt: tyro.conf.Positional[str],  # the prompt
-            policy: str = "baseline:greedy",  # a baseline ('baseline:NAME') or a checkpoint (file or run folder)
-            output: Annotated[Path, tyro.conf.arg(aliases=["-o"])] = Path("runs/prompt"),  # output folder
-            seed: int = 0,
-            ) -> None:
+def cmd_run(
+    prompt: tyro.conf.Positional[str],  # the prompt
+    policy: str = "baseline:greedy",  # a baseline ('baseline:NAME') or a checkpoint (file or run folder)
+    output: Annotated[Path, tyro.conf.arg(aliases=["-o"])] = Path("runs/prompt"),  # output folder
+    seed: int = 0,
+) -> None:
     "Run a policy on one prompt: writes final.png, trajectory.json and strip.png (every step with its command, expert and feedback)."
     from image_poser.evaluate import run_prompt
-    try: res = run_prompt(prompt, policy, output, seed)
-    except (ValueError, FileNotFoundError) as e: _fail(str(e))
+
+    try:
+        res = run_prompt(prompt, policy, output, seed)
+    except (ValueError, FileNotFoundError) as e:
+        _fail(str(e))
     print(json.dumps(res, indent=1))
 
+
 @command("train")
-def cmd_train(algo: Literal["ppo", "dqn"] = "ppo",  # the algorithm; its own flags follow (see `image-poser train --algo ppo --help`)
-              ) -> None:
+def cmd_train(
+    algo: Literal["ppo", "dqn"] = "ppo",  # the algorithm; its own flags follow (see `image-poser train --algo ppo --help`)
+) -> None:
     "Train an orchestration policy: `image-poser train --algo ppo|dqn [algorithm flags]`."
     _train(algo, [])
 
-def _train(algo:str, rest:list[str]):
+
+def _train(algo: str, rest: list[str]):
     mod = importlib.import_module(f"image_poser.{algo}")
-    args = tyro.cli(mod.Args, args=rest, prog=f"image-poser train --algo {algo}", description=f"Train {algo.upper()} on the Image-POSER MDP.")
+    args = tyro.cli(
+        mod.Args, args=rest, prog=f"image-poser train --algo {algo}", description=f"Train {algo.upper()} on the Image-POSER MDP."
+    )
     run = mod.train(args)
     print(f"run folder: {run} (metrics.jsonl, checkpoint.pt)")
 
+
 @command("experts")
-def cmd_experts(action: tyro.conf.Positional[Literal["list"]] = "list",  # what to do
-                config: Path | None = None,  # registry file (default configs/experts/shapes.toml)
-                as_json: JsonFlag = False,  # print the table as JSON
-                ) -> None:
+def cmd_experts(
+    action: tyro.conf.Positional[Literal["list"]] = "list",  # what to do
+    config: Path | None = None,  # registry file (default configs/experts/shapes.toml)
+    as_json: JsonFlag = False,  # print the table as JSON
+) -> None:
     "List the experts of a registry (action ids, kinds, costs, token limits)."
     from image_poser.experts import load_registry
-    try: reg = load_registry(config)
-    except (FileNotFoundError, ValueError) as e: _fail(str(e))
+
+    try:
+        reg = load_registry(config)
+    except (FileNotFoundError, ValueError) as e:
+        _fail(str(e))
     print(json.dumps(reg.table(), indent=1) if as_json else reg.markdown())
 
 # %% ../nbs/90_cli.ipynb #d2c5676b
 @command("demo")
-def cmd_demo(out_dir: Path = Path("paper/demo"),  # where the pictures and the summary go
-         n: int = 8,  # prompts from the test split to show
-         n_eval: int = 20,  # test prompts the policies are compared on
-         ) -> None:
+def cmd_demo(
+    out_dir: Path = Path("paper/demo"),  # where the pictures and the summary go
+    n: int = 8,  # prompts from the test split to show
+    n_eval: int = 20,  # test prompts the policies are compared on
+) -> None:
     "The main job on the embedded shapes world: data splits; decompose, render and check test prompts; compare policies."
     from image_poser.demo import run_demo
+
     run_demo(out_dir, n, n_eval=n_eval)
 
 # %% ../nbs/90_cli.ipynb #204dfd46
 @command("reproduce")
-def cmd_reproduce(quick: bool = False,  # the ~10-minute profile (writes paper/quick/); same as --profile quick
-                  profile: Literal["full", "quick", "smoke"] = "full",  # full: the report (~1 h on 2 cores); smoke: every stage at toy size
-                  out: Path | None = None,  # output folder (default paper/, or paper/<profile>/)
-                  run_dir: Path | None = None,  # training runs (default runs/reproduce-<profile>/; finished identical runs are reused)
-                  workers: int | None = None,  # parallel processes (default: the profile's, 2)
-                  report_only: bool = False,  # only rewrite README.md from the JSON results a finished run left in --out
-                  ) -> None:
+def cmd_reproduce(
+    quick: bool = False,  # the ~10-minute profile (writes paper/quick/); same as --profile quick
+    profile: Literal["full", "quick", "smoke"] = "full",  # full: the report (~1 h on 2 cores); smoke: every stage at toy size
+    out: Path | None = None,  # output folder (default paper/, or paper/<profile>/)
+    run_dir: Path | None = None,  # training runs (default runs/reproduce-<profile>/; finished identical runs are reused)
+    workers: int | None = None,  # parallel processes (default: the profile's, 2)
+    report_only: bool = False,  # only rewrite README.md from the JSON results a finished run left in --out
+) -> None:
     "Regenerate the report: train PPO and DQN, evaluate them next to every baseline, run the ablations, draw the figures, write README.md."
     from dataclasses import replace
+
     from image_poser.reproduce import PROFILES, reproduce
+
     p = PROFILES["quick" if quick else profile]
     if workers is not None:
-        if workers < 1: _fail("--workers must be at least 1")
+        if workers < 1:
+            _fail("--workers must be at least 1")
         p = replace(p, workers=workers)
-    try: reproduce(p, out, run_dir, report_only=report_only)
-    except FileNotFoundError as e: _fail(str(e))
+    try:
+        reproduce(p, out, run_dir, report_only=report_only)
+    except FileNotFoundError as e:
+        _fail(str(e))
 
 # %% ../nbs/90_cli.ipynb #d6181463
 def main(args: Sequence[str] | None = None) -> None:
@@ -240,12 +303,17 @@ def main(args: Sequence[str] | None = None) -> None:
         for i, a in enumerate(rest):
             if a.startswith("--algo"):
                 algo = a.split("=", 1)[1] if "=" in a else (rest[i + 1] if i + 1 < len(rest) else "")
-                rest = rest[:i] + rest[i + (1 if "=" in a else 2):]
+                rest = rest[:i] + rest[i + (1 if "=" in a else 2) :]
                 break
-        if algo not in ("ppo", "dqn"): _fail(f"--algo must be ppo or dqn, got {algo!r}")
+        if algo not in ("ppo", "dqn"):
+            _fail(f"--algo must be ppo or dqn, got {algo!r}")
         return _train(algo, rest)
-    app.cli(prog="image-poser", description="Image-POSER: RL orchestration of image experts for long compositional prompts.",
-            args=args, sort_subcommands=False)
+    app.cli(
+        prog="image-poser",
+        description="Image-POSER: RL orchestration of image experts for long compositional prompts.",
+        args=args,
+        sort_subcommands=False,
+    )
 
 # %% ../nbs/90_cli.ipynb #636b08e4
 if __name__ == "__main__" and "__file__" in globals():

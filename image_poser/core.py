@@ -23,16 +23,18 @@ from pydantic import BaseModel, ConfigDict, Field, field_validator, model_valida
 # %% ../nbs/00_core.ipynb #14c6a7b0
 SCHEMA_VERSION = "1.0"  # bump on any incompatible change of the JSON layout
 
+
 class Record(BaseModel):
     "Base of all image_poser data types: strict pydantic model with JSON round-trip helpers."
+
     model_config = ConfigDict(extra="forbid", validate_assignment=True)
 
-    def to_json(self, indent:int|None=None) -> str:
+    def to_json(self, indent: int | None = None) -> str:
         "Serialise to a JSON string."
         return self.model_dump_json(indent=indent)
 
     @classmethod
-    def from_json(cls, s:str|bytes):
+    def from_json(cls, s: str | bytes):
         "Parse and validate a JSON string made by `to_json`."
         return cls.model_validate_json(s)
 
@@ -41,21 +43,24 @@ class Record(BaseModel):
         return self.model_dump(mode="json")
 
     @classmethod
-    def from_dict(cls, d:dict):
+    def from_dict(cls, d: dict):
         "Validate a dict made by `to_dict` (or written by hand)."
         return cls.model_validate(d)
 
 # %% ../nbs/00_core.ipynb #718fb13d
-def _nonblank(v:str, what:str) -> str:
-    if not isinstance(v, str) or not v.strip(): raise ValueError(f"{what} must be a non-empty string")
+def _nonblank(v: str, what: str) -> str:
+    if not isinstance(v, str) or not v.strip():
+        raise ValueError(f"{what} must be a non-empty string")
     return v
 
 # %% ../nbs/00_core.ipynb #73085e96
 RequirementKind = Literal["presence", "count", "color", "size", "texture", "relation", "background", "style", "edit"]
 REQUIREMENT_KINDS: tuple[str, ...] = get_args(RequirementKind)
 
+
 class Requirement(Record):
     "One atomic, checkable claim about the image."
+
     id: str  # unique within its task, e.g. "r3"
     kind: RequirementKind  # what sort of claim this is
     text: str  # the claim in plain words: "there are exactly 3 yellow stars"
@@ -66,20 +71,24 @@ class Requirement(Record):
 
     @field_validator("id", "text")
     @classmethod
-    def _nonempty(cls, v, info): return _nonblank(v, info.field_name)
+    def _nonempty(cls, v, info):
+        return _nonblank(v, info.field_name)
 
     @field_validator("span")
     @classmethod
     def _span_ok(cls, v):
-        if v is not None and not (0 <= v[0] <= v[1]): raise ValueError(f"span must satisfy 0 <= start <= end, got {v}")
+        if v is not None and not (0 <= v[0] <= v[1]):
+            raise ValueError(f"span must satisfy 0 <= start <= end, got {v}")
         return v
 
 # %% ../nbs/00_core.ipynb #49cb449b
 CommandKind = Literal["generate", "edit"]
 Origin = Literal["decomposer", "critic", "user"]
 
+
 class Command(Record):
     "An instruction for one expert call."
+
     text: str  # what the expert reads
     kind: CommandKind = "generate"  # generate: text-to-image; edit: image-to-image
     origin: Origin = "decomposer"  # who wrote it
@@ -88,7 +97,8 @@ class Command(Record):
 
     @field_validator("text")
     @classmethod
-    def _nonempty(cls, v): return _nonblank(v, "command text")
+    def _nonempty(cls, v):
+        return _nonblank(v, "command text")
 
     def retried(self) -> Command:
         "A copy with one more attempt counted."
@@ -98,13 +108,18 @@ class Command(Record):
 EditOp = Literal["recolor", "retexture", "resize", "remove", "add", "move", "background"]
 EDIT_OPS: tuple[str, ...] = get_args(EditOp)
 
-_OP_WORDS = [("background", r"\bbackground\b"), ("remove", r"\b(remove|delete|erase|get rid of|take (away|out))\b"),
-             ("move", r"\b(move|shift|slide|relocate)\b"), ("add", r"\b(add|insert|put|include|place|draw)\b"),
-             ("retexture", r"\b(striped|dotted|polka|spotted|stripes|dots|solid|plain)\b"),
-             ("resize", r"\b(small|smaller|little|tiny|medium|large|larger|big|bigger|huge)\b"),
-             ("recolor", r"\b(make|turn|paint|colou?r|recolou?r|change)\b")]
+_OP_WORDS = [
+    ("background", r"\bbackground\b"),
+    ("remove", r"\b(remove|delete|erase|get rid of|take (away|out))\b"),
+    ("move", r"\b(move|shift|slide|relocate)\b"),
+    ("add", r"\b(add|insert|put|include|place|draw)\b"),
+    ("retexture", r"\b(striped|dotted|polka|spotted|stripes|dots|solid|plain)\b"),
+    ("resize", r"\b(small|smaller|little|tiny|medium|large|larger|big|bigger|huge)\b"),
+    ("recolor", r"\b(make|turn|paint|colou?r|recolou?r|change)\b"),
+]
 
-def edit_op(text:str) -> str | None:
+
+def edit_op(text: str) -> str | None:
     "The edit operation a command names (one of `EDIT_OPS`), or None."
     for op, pat in _OP_WORDS:
         if re.search(pat, text, re.I):
@@ -114,6 +129,7 @@ def edit_op(text:str) -> str | None:
 # %% ../nbs/00_core.ipynb #e846995b
 class Task(Record):
     "A prompt, its requirement checklist and its initial command queue."
+
     prompt: str  # the user's full prompt
     requirements: list[Requirement] = Field(default_factory=list)  # the checklist
     commands: list[Command] = Field(default_factory=list)  # the initial queue, in order
@@ -121,40 +137,49 @@ class Task(Record):
 
     @field_validator("prompt")
     @classmethod
-    def _nonempty(cls, v): return _nonblank(v, "prompt")
+    def _nonempty(cls, v):
+        return _nonblank(v, "prompt")
 
     @model_validator(mode="after")
     def _refs(self):
         ids = [r.id for r in self.requirements]
         dup = sorted({i for i in ids if ids.count(i) > 1})
-        if dup: raise ValueError(f"duplicate requirement ids: {dup}")
+        if dup:
+            raise ValueError(f"duplicate requirement ids: {dup}")
         known = set(ids)
         for c in self.commands:
             bad = [i for i in c.requirements if i not in known]
-            if bad: raise ValueError(f"command {c.text!r} refers to unknown requirements {bad}")
+            if bad:
+                raise ValueError(f"command {c.text!r} refers to unknown requirements {bad}")
         return self
 
-    def requirement(self, rid:str) -> Requirement:
+    def requirement(self, rid: str) -> Requirement:
         "The requirement with id `rid` (KeyError if absent)."
         for r in self.requirements:
-            if r.id == rid: return r
+            if r.id == rid:
+                return r
         raise KeyError(rid)
 
     def kinds(self) -> dict[str, int]:
         "How many requirements of each kind the task has."
         out: dict[str, int] = {}
-        for r in self.requirements: out[r.kind] = out.get(r.kind, 0) + 1
+        for r in self.requirements:
+            out[r.kind] = out.get(r.kind, 0) + 1
         return out
 
 # %% ../nbs/00_core.ipynb #b2fdf9b3
 ParseStatus = Literal["ok", "repaired", "partial", "failed", "not_applicable"]
 
-def _unit(v:float, name:str) -> float:
-    if v != v or not (0.0 <= v <= 1.0): raise ValueError(f"{name} must be in [0, 1], got {v}")
+
+def _unit(v: float, name: str) -> float:
+    if v != v or not (0.0 <= v <= 1.0):
+        raise ValueError(f"{name} must be in [0, 1], got {v}")
     return float(v)
+
 
 class Verdict(Record):
     "A critic's judgement of one requirement."
+
     requirement: str  # id of the requirement judged
     satisfied: bool  # does the image meet it?
     score: float | None = None  # confidence-like score in [0, 1]; defaults to 1.0 / 0.0 from `satisfied`
@@ -162,13 +187,16 @@ class Verdict(Record):
 
     @model_validator(mode="after")
     def _score(self):
-        if self.score is None: object.__setattr__(self, "score", 1.0 if self.satisfied else 0.0)
-        else: object.__setattr__(self, "score", _unit(self.score, "score"))
+        if self.score is None:
+            object.__setattr__(self, "score", 1.0 if self.satisfied else 0.0)
+        else:
+            object.__setattr__(self, "score", _unit(self.score, "score"))
         return self
 
 # %% ../nbs/00_core.ipynb #a08d25f8
 class Feedback(Record):
     "Structured critic feedback on one image."
+
     verdicts: list[Verdict] = Field(default_factory=list)  # one per requirement judged
     alignment: float = 0.0  # weighted fraction of requirements satisfied, in [0, 1]
     fidelity: float = 1.0  # 1 = clean image, 0 = destroyed by artifacts or drift
@@ -182,17 +210,18 @@ class Feedback(Record):
 
     @field_validator("alignment", "fidelity", "aesthetics")
     @classmethod
-    def _unit(cls, v, info): return _unit(v, info.field_name)
+    def _unit(cls, v, info):
+        return _unit(v, info.field_name)
 
     @classmethod
-    def from_verdicts(cls, task:Task, verdicts:list[Verdict], **kw) -> Feedback:
+    def from_verdicts(cls, task: Task, verdicts: list[Verdict], **kw) -> Feedback:
         "Feedback whose alignment is the weighted share of `task`'s requirements that `verdicts` call satisfied (a missing verdict counts as unsatisfied)."
         by_id = {v.requirement: v for v in verdicts}
         total = sum(r.weight for r in task.requirements)
         got = sum(r.weight for r in task.requirements if r.id in by_id and by_id[r.id].satisfied)
         return cls(verdicts=verdicts, alignment=(got / total) if total else 1.0, **kw)
 
-    def verdict(self, rid:str) -> Verdict | None:
+    def verdict(self, rid: str) -> Verdict | None:
         "The verdict on requirement `rid`, or None if the critic did not judge it."
         return next((v for v in self.verdicts if v.requirement == rid), None)
 
@@ -204,6 +233,7 @@ class Feedback(Record):
 # %% ../nbs/00_core.ipynb #d875b9ca
 class Step(Record):
     "One transition of the Image-POSER MDP."
+
     index: int = Field(ge=0)  # 0-based step number
     action: int = Field(ge=0)  # the action id (expert index, or STOP)
     expert: str  # expert name, or "STOP"
@@ -215,8 +245,10 @@ class Step(Record):
     image: str | None = None  # image reference: relative path or "sha256:<hex>"
     error: str | None = None  # why the expert failed, if it did
 
+
 class Trajectory(Record):
     "A whole episode: the task, its steps and the final evaluation."
+
     task: Task
     steps: list[Step] = Field(default_factory=list)
     policy: str = ""  # who acted, e.g. "ppo:runs/x/last.pt" or "baseline:threshold"
@@ -225,15 +257,25 @@ class Trajectory(Record):
     evaluation: dict[str, float] = Field(default_factory=dict)  # Evaluator scores (never the training critic's)
 
     @property
-    def total_cost(self) -> float: return float(sum(s.cost for s in self.steps))
+    def total_cost(self) -> float:
+        return float(sum(s.cost for s in self.steps))
+
     @property
-    def total_reward(self) -> float: return float(sum(s.reward for s in self.steps))
+    def total_reward(self) -> float:
+        return float(sum(s.reward for s in self.steps))
+
     @property
-    def n_calls(self) -> int: return sum(1 for s in self.steps if s.expert != "STOP")
+    def n_calls(self) -> int:
+        return sum(1 for s in self.steps if s.expert != "STOP")
+
     @property
-    def n_errors(self) -> int: return sum(1 for s in self.steps if s.error)
+    def n_errors(self) -> int:
+        return sum(1 for s in self.steps if s.error)
+
     @property
-    def wall_time_s(self) -> float: return float(sum(s.wall_time_s for s in self.steps))
+    def wall_time_s(self) -> float:
+        return float(sum(s.wall_time_s for s in self.steps))
+
     @property
     def final_feedback(self) -> Feedback | None:
         "The last feedback any step received."
@@ -242,16 +284,25 @@ class Trajectory(Record):
     def summary(self) -> dict[str, float]:
         "Totals in one flat dict (for tables and logs)."
         fb = self.final_feedback
-        return {"cost": self.total_cost, "reward": self.total_reward, "calls": self.n_calls, "errors": self.n_errors,
-                "wall_time_s": self.wall_time_s, "critic_alignment": fb.alignment if fb else 0.0, **self.evaluation}
+        return {
+            "cost": self.total_cost,
+            "reward": self.total_reward,
+            "calls": self.n_calls,
+            "errors": self.n_errors,
+            "wall_time_s": self.wall_time_s,
+            "critic_alignment": fb.alignment if fb else 0.0,
+            **self.evaluation,
+        }
 
-    def save(self, path:str|Path) -> Path:
+    def save(self, path: str | Path) -> Path:
         "Write the trajectory as indented JSON to `path`."
-        path = Path(path); path.parent.mkdir(parents=True, exist_ok=True)
-        path.write_text(self.to_json(indent=2)); return path
+        path = Path(path)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_text(self.to_json(indent=2))
+        return path
 
     @classmethod
-    def load(cls, path:str|Path) -> Trajectory:
+    def load(cls, path: str | Path) -> Trajectory:
         "Read a trajectory written by `save`."
         return cls.from_json(Path(path).read_bytes())
 
@@ -263,11 +314,13 @@ def image_ref(img) -> str:
     return "sha256:" + h.hexdigest()
 
 # %% ../nbs/00_core.ipynb #5566bbe5
-def find_path(rel:str | Path) -> Path:
+def find_path(rel: str | Path) -> Path:
     "The first existing `rel` under the working directory, its parents, or the package's checkout (else `rel` as given)."
     rel = Path(rel)
-    if rel.is_absolute(): return rel
+    if rel.is_absolute():
+        return rel
     here = Path.cwd()
     for base in (here, *here.parents, Path(__file__).resolve().parent.parent if "__file__" in globals() else here):
-        if (base / rel).exists(): return base / rel
+        if (base / rel).exists():
+            return base / rel
     return rel

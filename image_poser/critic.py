@@ -25,21 +25,29 @@ from .feedback import REPAIR_PROMPT, critic_prompt, parse_feedback
 @runtime_checkable
 class Critic(Protocol):
     "Judges an image against a task."
+
     name: str
-    def critique(self, image:Image.Image, task:Task) -> Feedback: ...
+
+    def critique(self, image: Image.Image, task: Task) -> Feedback: ...
 
 # %% ../nbs/03_critic.ipynb #d32498bc
-def show_feedback(image:Image.Image, task:Task, fb:Feedback, ax=None, title:str=""):
+def show_feedback(image: Image.Image, task: Task, fb: Feedback, ax=None, title: str = ""):
     "Draw `image` beside the checklist of `fb` (✓/✗ per requirement, reasons, suggestions)."
     import matplotlib.pyplot as plt
-    if ax is None: _, ax = plt.subplots(1, 2, figsize=(10, 4), gridspec_kw={"width_ratios": [1, 1.6]})
-    ax[0].imshow(image); ax[0].axis("off"); ax[0].set_title(title or f"alignment {fb.alignment:.2f}", fontsize=9)
+
+    if ax is None:
+        _, ax = plt.subplots(1, 2, figsize=(10, 4), gridspec_kw={"width_ratios": [1, 1.6]})
+    ax[0].imshow(image)
+    ax[0].axis("off")
+    ax[0].set_title(title or f"alignment {fb.alignment:.2f}", fontsize=9)
     ax[1].axis("off")
     lines = []
     for q in task.requirements:
         v = fb.verdict(q.id)
         mark = "?" if v is None else ("✓" if v.satisfied else "✗")
-        lines.append((f"{mark} {q.text}" + ("" if v is None or v.satisfied else f"  ({v.reason})"), "green" if v and v.satisfied else "red"))
+        lines.append(
+            (f"{mark} {q.text}" + ("" if v is None or v.satisfied else f"  ({v.reason})"), "green" if v and v.satisfied else "red")
+        )
     lines += [("suggestions:", "black")] + [(f"→ {c.text}", "blue") for c in fb.suggestions]
     for k, (t, c) in enumerate(lines[:24]):
         ax[1].text(0, 1 - k * 0.042, t[:95], color=c, fontsize=7, transform=ax[1].transAxes, va="top")
@@ -49,33 +57,47 @@ def show_feedback(image:Image.Image, task:Task, fb:Feedback, ax=None, title:str=
 @dataclass
 class ModelCritic:
     "A critic backed by a vision-language model behind the `ChatModel` interface."
+
     chat: ChatModel
     name: str = "model-critic"
     repair_retries: int = 1
 
-    def critique(self, image:Image.Image, task:Task) -> Feedback:
-        messages = [{"role": "system", "content": "You are a meticulous image critic. You answer in JSON."},
-                    user_message(critic_prompt(task), [image])]
-        try: reply = self.chat.chat(messages)
-        except ChatError as e: return Feedback(parse_status="failed", issues=[f"critic unavailable: {e}"], source=self.name)
-        except Exception as e: return Feedback(parse_status="failed", issues=[f"critic error: {type(e).__name__}: {str(e)[:200]}"], source=self.name)
+    def critique(self, image: Image.Image, task: Task) -> Feedback:
+        messages = [
+            {"role": "system", "content": "You are a meticulous image critic. You answer in JSON."},
+            user_message(critic_prompt(task), [image]),
+        ]
+        try:
+            reply = self.chat.chat(messages)
+        except ChatError as e:
+            return Feedback(parse_status="failed", issues=[f"critic unavailable: {e}"], source=self.name)
+        except Exception as e:
+            return Feedback(parse_status="failed", issues=[f"critic error: {type(e).__name__}: {str(e)[:200]}"], source=self.name)
         fb = parse_feedback(reply, task, self.name)
         for _ in range(self.repair_retries):
-            if fb.parse_status != "failed": break
+            if fb.parse_status != "failed":
+                break
             messages = messages + [{"role": "assistant", "content": reply}, {"role": "user", "content": REPAIR_PROMPT}]
-            try: reply = self.chat.chat(messages)
-            except Exception as e: fb.issues.append(f"repair attempt failed: {type(e).__name__}"); break
+            try:
+                reply = self.chat.chat(messages)
+            except Exception as e:
+                fb.issues.append(f"repair attempt failed: {type(e).__name__}")
+                break
             fb2 = parse_feedback(reply, task, self.name)
             fb2.issues = ["first reply unreadable; repaired on retry"] + fb2.issues
             fb = fb2
         return fb
 
-def vlm_critic(model:str, **kw) -> ModelCritic:
+
+def vlm_critic(model: str, **kw) -> ModelCritic:
     "A critic backed by a local transformers VLM (`model`: hub id or folder)."
     from image_poser.backends.llm import TransformersVLM
+
     return ModelCritic(TransformersVLM(model, **kw), name=f"vlm:{model}")
 
-def http_critic(base_url:str, model:str, **kw) -> ModelCritic:
+
+def http_critic(base_url: str, model: str, **kw) -> ModelCritic:
     "A critic backed by an OpenAI-compatible server."
     from image_poser.backends.llm import OpenAIChat
+
     return ModelCritic(OpenAIChat(base_url=base_url, model=model, **kw), name=f"http:{model}")

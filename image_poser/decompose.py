@@ -20,38 +20,49 @@ __all__ = ['DECOMPOSE_PROMPT', 'Decomposer', 'rule_based_task', 'DecompositionRe
 from pydantic import BaseModel, Field, ValidationError, field_validator
 
 # %% ../nbs/04_decompose.ipynb #0ba5a9de
-from .core import REQUIREMENT_KINDS, Command, Requirement, Task
 from .backends.llm import ChatError, ChatModel
+from .core import REQUIREMENT_KINDS, Command, Requirement, Task
 from .feedback import json_candidates, loads_lenient
 
 # %% ../nbs/04_decompose.ipynb #70531afc
 @runtime_checkable
 class Decomposer(Protocol):
     "Turns a prompt into a Task."
+
     name: str
-    def decompose(self, prompt:str) -> Task: ...
+
+    def decompose(self, prompt: str) -> Task: ...
 
 # %% ../nbs/04_decompose.ipynb #56dc7c3b
 _MARKERS = re.compile(r"(?:[,;.]\s*|\s+)(?:and\s+then|then|afterwards|after\s+that|finally|lastly|next)\b[,:]?\s*", re.I)
-_KIND_WORDS = [("background", r"\bbackground\b"), ("relation", r"\b(left|right|above|below|under|beneath|next to|beside|near|behind|in front of)\b"),
-               ("count", r"\b(two|three|four|five|six|seven|eight|nine|ten|\d+)\b"), ("texture", r"\b(striped|dotted|spotted|plaid|textured)\b"),
-               ("size", r"\b(small|large|big|tiny|huge)\b"), ("style", r"\b(style|watercolou?r|sketch|photo-?realistic|cartoon|minimalist)\b"),
-               ("color", r"\b(red|orange|yellow|green|cyan|blue|purple|pink|brown|gr[ae]y|white|black)\b")]
+_KIND_WORDS = [
+    ("background", r"\bbackground\b"),
+    ("relation", r"\b(left|right|above|below|under|beneath|next to|beside|near|behind|in front of)\b"),
+    ("count", r"\b(two|three|four|five|six|seven|eight|nine|ten|\d+)\b"),
+    ("texture", r"\b(striped|dotted|spotted|plaid|textured)\b"),
+    ("size", r"\b(small|large|big|tiny|huge)\b"),
+    ("style", r"\b(style|watercolou?r|sketch|photo-?realistic|cartoon|minimalist)\b"),
+    ("color", r"\b(red|orange|yellow|green|cyan|blue|purple|pink|brown|gr[ae]y|white|black)\b"),
+]
 
-def _guess_kind(clause:str) -> str:
+
+def _guess_kind(clause: str) -> str:
     for kind, pat in _KIND_WORDS:
-        if re.search(pat, clause, re.I): return kind
+        if re.search(pat, clause, re.I):
+            return kind
     return "presence"
 
-def rule_based_task(prompt:str) -> Task:
+
+def rule_based_task(prompt: str) -> Task:
     "A Task from splitting `prompt` at edit markers and sentences (works for any prompt; requirements are not machine-checkable)."
-    if not isinstance(prompt, str) or not prompt.strip(): raise ValueError("empty prompt: nothing to decompose")
+    if not isinstance(prompt, str) or not prompt.strip():
+        raise ValueError("empty prompt: nothing to decompose")
     parts = [p.strip(" ,;.") for p in _MARKERS.split(prompt) if p and p.strip(" ,;.")]
     base, edits = (parts[0], parts[1:]) if parts else (prompt.strip(), [])
     clauses = [c.strip() for c in re.split(r"(?<=[.;!?])\s+|,\s+(?=[a-z])", base) if c.strip(" ,;.")]
     reqs = [Requirement(id=f"r{i}", kind=_guess_kind(c), text=c.strip(" ,;.")) for i, c in enumerate(clauses)]
     reqs += [Requirement(id=f"r{len(clauses) + k}", kind="edit", text=e) for k, e in enumerate(edits)]
-    cmds = [Command(text=base, kind="generate", requirements=[q.id for q in reqs[:len(clauses)]])]
+    cmds = [Command(text=base, kind="generate", requirements=[q.id for q in reqs[: len(clauses)]])]
     cmds += [Command(text=e, kind="edit", requirements=[f"r{len(clauses) + k}"]) for k, e in enumerate(edits)]
     return Task(prompt=prompt, requirements=reqs, commands=cmds, meta={"decomposer": "rule-based"})
 
@@ -60,70 +71,96 @@ class _Req(BaseModel):
     kind: Literal[REQUIREMENT_KINDS]  # type: ignore[valid-type]
     text: str = Field(min_length=1, max_length=500)
 
+
 class _Cmd(BaseModel):
     kind: Literal["generate", "edit"]
     text: str = Field(min_length=1, max_length=2000)
 
+
 class DecompositionReply(BaseModel):
     "The JSON a model-backed decomposer must return."
+
     requirements: list[_Req] = Field(min_length=1, max_length=64)
     commands: list[_Cmd] = Field(min_length=1, max_length=32)
 
     @field_validator("commands")
     @classmethod
     def _first_generates(cls, v):
-        if v[0].kind != "generate": raise ValueError("the first command must generate the base image")
+        if v[0].kind != "generate":
+            raise ValueError("the first command must generate the base image")
         return v
 
-DECOMPOSE_PROMPT = ("Split the image prompt below into (1) a checklist of atomic requirements the final image must satisfy, each with a "
-                    "kind from " + ", ".join(REQUIREMENT_KINDS) + ", and (2) an ordered queue of commands: one 'generate' command "
-                    "describing the base scene, then one 'edit' command per follow-up change. Reply with JSON only: "
-                    '{"requirements": [{"kind": ..., "text": ...}], "commands": [{"kind": "generate"|"edit", "text": ...}]}\n\nPrompt: ')
+
+DECOMPOSE_PROMPT = (
+    "Split the image prompt below into (1) a checklist of atomic requirements the final image must satisfy, each with a "
+    "kind from " + ", ".join(REQUIREMENT_KINDS) + ", and (2) an ordered queue of commands: one 'generate' command "
+    "describing the base scene, then one 'edit' command per follow-up change. Reply with JSON only: "
+    '{"requirements": [{"kind": ..., "text": ...}], "commands": [{"kind": "generate"|"edit", "text": ...}]}\n\nPrompt: '
+)
+
 
 @dataclass
 class LLMDecomposer:
     "A decomposer backed by a language model, with schema validation and a rule-based fallback."
+
     chat: ChatModel
     name: str = "llm"
 
-    def decompose(self, prompt:str) -> Task:
-        if not isinstance(prompt, str) or not prompt.strip(): raise ValueError("empty prompt: nothing to decompose")
-        try: reply = self.chat.chat([{"role": "user", "content": DECOMPOSE_PROMPT + prompt}])
-        except ChatError as e: return self._fallback(prompt, f"model unavailable: {e}", None)
-        except Exception as e: return self._fallback(prompt, f"model error: {type(e).__name__}: {str(e)[:200]}", None)
+    def decompose(self, prompt: str) -> Task:
+        if not isinstance(prompt, str) or not prompt.strip():
+            raise ValueError("empty prompt: nothing to decompose")
+        try:
+            reply = self.chat.chat([{"role": "user", "content": DECOMPOSE_PROMPT + prompt}])
+        except ChatError as e:
+            return self._fallback(prompt, f"model unavailable: {e}", None)
+        except Exception as e:
+            return self._fallback(prompt, f"model error: {type(e).__name__}: {str(e)[:200]}", None)
         problem = "no JSON in the reply"
         for cand in json_candidates(reply):
             data, _ = loads_lenient(cand)
-            if not isinstance(data, dict): continue
-            try: parsed = DecompositionReply.model_validate(data)
-            except ValidationError as e: problem = "invalid JSON: " + "; ".join(f"{'.'.join(map(str, x['loc']))}: {x['msg']}" for x in e.errors()[:3]); continue
+            if not isinstance(data, dict):
+                continue
+            try:
+                parsed = DecompositionReply.model_validate(data)
+            except ValidationError as e:
+                problem = "invalid JSON: " + "; ".join(f"{'.'.join(map(str, x['loc']))}: {x['msg']}" for x in e.errors()[:3])
+                continue
             reqs = [Requirement(id=f"r{i}", kind=r.kind, text=r.text) for i, r in enumerate(parsed.requirements)]
             cmds = [Command(text=c.text, kind=c.kind) for c in parsed.commands]
             return Task(prompt=prompt, requirements=reqs, commands=cmds, meta={"decomposer": self.name, "raw": reply[:4000]})
         return self._fallback(prompt, problem, reply)
 
-    def _fallback(self, prompt:str, why:str, reply:str | None) -> Task:
+    def _fallback(self, prompt: str, why: str, reply: str | None) -> Task:
         t = rule_based_task(prompt)
         t.meta.update({"decomposer": f"{self.name} (fallback: rule-based)", "fallback": why, "raw": (reply or "")[:4000]})
         return t
 
-def http_decomposer(base_url:str, model:str, **kw) -> LLMDecomposer:
+
+def http_decomposer(base_url: str, model: str, **kw) -> LLMDecomposer:
     "An LLM decomposer over an OpenAI-compatible server."
     from image_poser.backends.llm import OpenAIChat
+
     return LLMDecomposer(OpenAIChat(base_url=base_url, model=model, **kw), name=f"http:{model}")
 
-def local_decomposer(model:str, **kw) -> LLMDecomposer:
+
+def local_decomposer(model: str, **kw) -> LLMDecomposer:
     "An LLM decomposer backed by a local transformers causal LM."
     from image_poser.backends.llm import TransformersLM
+
     return LLMDecomposer(TransformersLM(model, **kw), name=f"lm:{model}")
 
 # %% ../nbs/04_decompose.ipynb #661ee279
-def decomposer_exact(decomposer:Decomposer, records:list[dict]) -> float:
+def decomposer_exact(decomposer: Decomposer, records: list[dict]) -> float:
     "Share of `records` whose decomposition has exactly the ground-truth requirements (kinds and specs)."
-    key = lambda reqs: sorted(json.dumps([q["kind"], q.get("spec", {})], sort_keys=True) for q in reqs)
+
+    def key(reqs):
+        return sorted(json.dumps([q["kind"], q.get("spec", {})], sort_keys=True) for q in reqs)
+
     ok = 0
     for r in records:
-        try: t = decomposer.decompose(r["prompt"])
-        except ValueError: continue
+        try:
+            t = decomposer.decompose(r["prompt"])
+        except ValueError:
+            continue
         ok += key([q.model_dump(mode="json") for q in t.requirements]) == key(r["requirements"])
     return ok / len(records) if records else 1.0

@@ -18,22 +18,30 @@ __all__ = ['DEMO_POLICIES', 'run_demo']
 import numpy as np
 
 # %% ../nbs/80_demo.ipynb #f10aa9a0
-from .core import Task
-from .shapes.perception import check, overlay, perceive
-from .shapes.scene import SceneSpec, render_spec
 from .shapes.data import load_split, write_splits
 from .shapes.decompose import task_from_prompt
+from .shapes.perception import check, overlay, perceive
+from .shapes.scene import SceneSpec, render_spec
 
 # %% ../nbs/80_demo.ipynb #283b369d
 DEMO_POLICIES = ("single:frontier", "fixed", "threshold", "greedy")
 
-def run_demo(out_dir:str | Path="paper/demo", n:int=8, data_dir:str | Path="data/shapes", n_eval:int=20,
-             policies:tuple[str, ...]=DEMO_POLICIES) -> Path:
+
+def run_demo(
+    out_dir: str | Path = "paper/demo",
+    n: int = 8,
+    data_dir: str | Path = "data/shapes",
+    n_eval: int = 20,
+    policies: tuple[str, ...] = DEMO_POLICIES,
+) -> Path:
     "Write the splits if missing; decompose, render and check `n` test prompts; compare `policies` on `n_eval` test prompts."
     import matplotlib
+
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
+
     from image_poser.core import find_path
+
     out_dir, data_dir = Path(out_dir), find_path(data_dir)
     if not (data_dir / "test.jsonl").exists():
         print(f"writing prompt splits to {data_dir}/ ...")
@@ -53,22 +61,36 @@ def run_demo(out_dir:str | Path="paper/demo", n:int=8, data_dir:str | Path="data
         img.save(out_dir / f"{r['id']}.png")
         lines.append(f"| {r['id']} | {r['tier']} | {len(task.requirements)} | {ok}/{len(res.verdicts)} |")
         rows.append({"id": r["id"], "tier": r["tier"], "requirements": len(task.requirements), "satisfied": ok})
-        axs[k, 0].imshow(img); axs[k, 0].axis("off"); axs[k, 0].set_title(f"{r['id']} (tier {r['tier']})", fontsize=8)
+        axs[k, 0].imshow(img)
+        axs[k, 0].axis("off")
+        axs[k, 0].set_title(f"{r['id']} (tier {r['tier']})", fontsize=8)
         axs[k, 0].text(0, 134, "\n".join(textwrap.wrap(r["prompt"], 70)[:10]), fontsize=5.5, va="top")
         overlay(img, pc, axs[k, 1])
-    fig.tight_layout(); fig.savefig(out_dir / "gallery.png", dpi=110); plt.close(fig)
+    fig.tight_layout()
+    fig.savefig(out_dir / "gallery.png", dpi=110)
+    plt.close(fig)
     print("\n".join(lines))
     # orchestration: the non-learned policies on test prompts, scored by the Evaluator
     from image_poser.env import EnvConfig
     from image_poser.evaluate import evaluate, gallery, results_table
+
     cfg = EnvConfig(data_dir=str(data_dir))
     summaries = {}
     for p in policies:
         _, summaries[p] = evaluate(p, "test", n_eval, (0,), cfg)
     table = results_table(summaries)
     gallery("threshold", load_split("test", data_dir, n=2), out_dir / "trajectories.png", cfg)
-    lines += ["", f"## Policies on {n_eval} test prompts (Evaluator scores, 95 % bootstrap CIs)", "", table, "",
-              "![gallery](gallery.png)", "", "![trajectories of the threshold loop](trajectories.png)", ""]
+    lines += [
+        "",
+        f"## Policies on {n_eval} test prompts (Evaluator scores, 95 % bootstrap CIs)",
+        "",
+        table,
+        "",
+        "![gallery](gallery.png)",
+        "",
+        "![trajectories of the threshold loop](trajectories.png)",
+        "",
+    ]
     (out_dir / "README.md").write_text("\n".join(lines))
     (out_dir / "summary.json").write_text(json.dumps({"renders": rows, "policies": summaries}, indent=1))
     print(f"\n{table}")

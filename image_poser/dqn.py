@@ -19,7 +19,6 @@ __all__ = ['CHECKPOINT_FORMAT', 'Args', 'QNetwork', 'linear_schedule', 'ReplayBu
            'load_agent', 'select_actions', 'store', 'td_update', 'train']
 
 # %% ../nbs/65_dqn.ipynb #1a1e92a9
-import gymnasium as gym
 import numpy as np
 import torch
 import torch.nn as nn
@@ -90,73 +89,115 @@ class Args:
 # %% ../nbs/65_dqn.ipynb #a6f93731
 class QNetwork(nn.Module):
     "The paper's 3-layer MLP: state -> one Q-value per action."
-    def __init__(self, obs_dim:int, n_actions:int, hidden:int=128):
+
+    def __init__(self, obs_dim: int, n_actions: int, hidden: int = 128):
         super().__init__()
-        self.network = nn.Sequential(nn.Linear(obs_dim, hidden), nn.ReLU(), nn.Linear(hidden, hidden), nn.ReLU(), nn.Linear(hidden, n_actions))
-    def forward(self, x): return self.network(x)
-    def act(self, obs:np.ndarray, info:dict, deterministic:bool=True) -> int:
+        self.network = nn.Sequential(
+            nn.Linear(obs_dim, hidden), nn.ReLU(), nn.Linear(hidden, hidden), nn.ReLU(), nn.Linear(hidden, n_actions)
+        )
+
+    def forward(self, x):
+        return self.network(x)
+
+    def act(self, obs: np.ndarray, info: dict, deterministic: bool = True) -> int:
         "The valid action with the highest Q-value."
         with torch.no_grad():
             q = self(torch.as_tensor(obs, dtype=torch.float32)[None])[0]
             q[~torch.as_tensor(info["action_mask"], dtype=torch.bool)] = -1e8
             return int(q.argmax())
 
-def linear_schedule(start_e:float, end_e:float, duration:float, t:int) -> float:
+
+def linear_schedule(start_e: float, end_e: float, duration: float, t: int) -> float:
     return max(end_e, start_e + (end_e - start_e) * t / max(duration, 1))
+
 
 class ReplayBuffer:
     "Uniform replay of (obs, mask, action, reward, next_obs, next_mask, done)."
-    def __init__(self, size:int, obs_dim:int, n_actions:int, seed:int=0):
+
+    def __init__(self, size: int, obs_dim: int, n_actions: int, seed: int = 0):
         self.size, self.pos, self.full = size, 0, False
         self.obs, self.next_obs = np.zeros((size, obs_dim), np.float32), np.zeros((size, obs_dim), np.float32)
         self.next_mask = np.zeros((size, n_actions), bool)
         self.actions, self.rewards, self.dones = np.zeros(size, np.int64), np.zeros(size, np.float32), np.zeros(size, np.float32)
         self.rng = np.random.default_rng(seed)
+
     def add(self, o, a, r, no, nm, d):
         i = self.pos
         self.obs[i], self.actions[i], self.rewards[i], self.next_obs[i], self.next_mask[i], self.dones[i] = o, a, r, no, nm, d
-        self.pos = (i + 1) % self.size; self.full = self.full or self.pos == 0
-    def __len__(self): return self.size if self.full else self.pos
-    def sample(self, n:int):
+        self.pos = (i + 1) % self.size
+        self.full = self.full or self.pos == 0
+
+    def __len__(self):
+        return self.size if self.full else self.pos
+
+    def sample(self, n: int):
         idx = self.rng.integers(0, len(self), n)
-        t = lambda x: torch.as_tensor(x[idx])
+
+        def t(x):
+            return torch.as_tensor(x[idx])
+
         return t(self.obs), t(self.actions), t(self.rewards), t(self.next_obs), t(self.next_mask), t(self.dones)
 
 # %% ../nbs/65_dqn.ipynb #7030589c
 CHECKPOINT_FORMAT = 1
 
-def save_checkpoint(path, q, target, optimizer, global_step:int, args, obs_dim:int, n_actions:int):
-    path = Path(path); path.parent.mkdir(parents=True, exist_ok=True)
-    state = {"format": CHECKPOINT_FORMAT, "algo": "dqn", "model": q.state_dict(), "target": target.state_dict(), "optimizer": optimizer.state_dict(),
-             "global_step": global_step, "args": json.dumps(asdict(args)), "obs_dim": obs_dim, "n_actions": n_actions, "torch_rng": torch.get_rng_state()}
-    tmp = path.with_suffix(".tmp"); torch.save(state, tmp); os.replace(tmp, path)
 
-def load_checkpoint(path, obs_dim:int | None=None, n_actions:int | None=None) -> dict:
+def save_checkpoint(path, q, target, optimizer, global_step: int, args, obs_dim: int, n_actions: int):
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    state = {
+        "format": CHECKPOINT_FORMAT,
+        "algo": "dqn",
+        "model": q.state_dict(),
+        "target": target.state_dict(),
+        "optimizer": optimizer.state_dict(),
+        "global_step": global_step,
+        "args": json.dumps(asdict(args)),
+        "obs_dim": obs_dim,
+        "n_actions": n_actions,
+        "torch_rng": torch.get_rng_state(),
+    }
+    tmp = path.with_suffix(".tmp")
+    torch.save(state, tmp)
+    os.replace(tmp, path)
+
+
+def load_checkpoint(path, obs_dim: int | None = None, n_actions: int | None = None) -> dict:
     "Read a checkpoint with `weights_only=True`; clear errors for missing, corrupted or mismatched files."
     path = Path(path)
-    if not path.exists(): raise FileNotFoundError(f"no checkpoint at {path}")
-    try: ck = torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as e: raise ValueError(f"{path} is not a readable checkpoint ({type(e).__name__}: {str(e)[:120]})") from None
-    if not isinstance(ck, dict) or ck.get("format") != CHECKPOINT_FORMAT: raise ValueError(f"{path}: unknown checkpoint format")
+    if not path.exists():
+        raise FileNotFoundError(f"no checkpoint at {path}")
+    try:
+        ck = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as e:
+        raise ValueError(f"{path} is not a readable checkpoint ({type(e).__name__}: {str(e)[:120]})") from None
+    if not isinstance(ck, dict) or ck.get("format") != CHECKPOINT_FORMAT:
+        raise ValueError(f"{path}: unknown checkpoint format")
     if obs_dim is not None and (ck["obs_dim"], ck["n_actions"]) != (obs_dim, n_actions):
-        raise ValueError(f"{path}: checkpoint is for observations of {ck['obs_dim']} and {ck['n_actions']} actions, "
-                         f"but the environment has {obs_dim} and {n_actions}")
+        raise ValueError(
+            f"{path}: checkpoint is for observations of {ck['obs_dim']} and {ck['n_actions']} actions, "
+            f"but the environment has {obs_dim} and {n_actions}"
+        )
     return ck
+
 
 def load_agent(path) -> tuple[QNetwork, dict]:
     "A trained Q-network (and its run's args) from a checkpoint."
     ck = load_checkpoint(path)
     args = json.loads(ck["args"])
-    q = QNetwork(ck["obs_dim"], ck["n_actions"], args.get("hidden", 128)); q.load_state_dict(ck["model"]); q.eval()
+    q = QNetwork(ck["obs_dim"], ck["n_actions"], args.get("hidden", 128))
+    q.load_state_dict(ck["model"])
+    q.eval()
     return q, args
 
 # %% ../nbs/65_dqn.ipynb #dqntrn01
-def _log(f, step:int, **metrics):
+def _log(f, step: int, **metrics):
     "Append one JSON line of metrics."
     f.write(json.dumps({"global_step": step, **{k: float(v) for k, v in metrics.items()}}) + "\n")
     f.flush()
 
-def _setup(args:Args):
+
+def _setup(args: Args):
     "Seeding, the run folder, the environments, the Q-network, its target and optimiser (resumed if asked)."
     run = Path(args.run_dir) / args.run_name
     run.mkdir(parents=True, exist_ok=True)
@@ -183,23 +224,26 @@ def _setup(args:Args):
         print(f"resumed from {ck_path} at step {global_step}")
     return run, envs, q, target, optimizer, obs_dim, n_actions, global_step
 
-def _tracker(args:Args, run:Path):
+
+def _tracker(args: Args, run: Path):
     "A wandb run when `--track` (its mode only when given), else None."
     if not args.track:
         return None
     import wandb
+
     kw = {"mode": args.wandb_mode} if args.wandb_mode else {}
     return wandb.init(project=args.wandb_project_name, name=args.run_name, config=asdict(args), dir=str(run), **kw)
 
 # %% ../nbs/65_dqn.ipynb #dqntrn02
-def select_actions(q:QNetwork, obs:np.ndarray, mask:np.ndarray, eps:float, rng:np.random.Generator) -> np.ndarray:
+def select_actions(q: QNetwork, obs: np.ndarray, mask: np.ndarray, eps: float, rng: np.random.Generator) -> np.ndarray:
     "ε-greedy over the valid actions of each environment."
     with torch.no_grad():
         qv = q(torch.as_tensor(obs)).numpy()
     qv[~mask] = -1e8
     return np.array([rng.choice(np.flatnonzero(m)) if rng.random() < eps else int(qv[i].argmax()) for i, m in enumerate(mask)])
 
-def store(rb:ReplayBuffer, obs, actions, rewards, next_obs, next_mask, term, trunc, info:dict, args:Args):
+
+def store(rb: ReplayBuffer, obs, actions, rewards, next_obs, next_mask, term, trunc, info: dict, args: Args):
     "Add one vector step to the buffer (a finished episode's real last observation comes from `final_obs`)."
     real_next = next_obs.copy()
     for i in np.flatnonzero(term | trunc):
@@ -209,7 +253,8 @@ def store(rb:ReplayBuffer, obs, actions, rewards, next_obs, next_mask, term, tru
         nm = next_mask[i] if not (term[i] or trunc[i]) else np.ones(next_mask.shape[1], bool)
         rb.add(obs[i], actions[i], rewards[i], real_next[i], nm, float(term[i] or (trunc[i] and not args.bootstrap_truncated)))
 
-def td_update(q:QNetwork, target:QNetwork, optimizer, rb:ReplayBuffer, args:Args) -> tuple[torch.Tensor, torch.Tensor]:
+
+def td_update(q: QNetwork, target: QNetwork, optimizer, rb: ReplayBuffer, args: Args) -> tuple[torch.Tensor, torch.Tensor]:
     "One gradient step on the TD error of a sampled minibatch; returns (loss, Q-values of the taken actions)."
     o, a, r, no, nm, d = rb.sample(args.batch_size)
     with torch.no_grad():
@@ -223,7 +268,7 @@ def td_update(q:QNetwork, target:QNetwork, optimizer, rb:ReplayBuffer, args:Args
     return loss, old
 
 # %% ../nbs/65_dqn.ipynb #dqntrn03
-def train(args:Args) -> Path:
+def train(args: Args) -> Path:
     "Train the DQN; returns the run folder."
     run, envs, q, target, optimizer, obs_dim, n_actions, global_step = _setup(args)
     ck_path = run / "checkpoint.pt"
@@ -237,6 +282,7 @@ def train(args:Args) -> Path:
     bar = None
     if args.progress:
         from tqdm.auto import tqdm
+
         bar = tqdm(total=args.total_timesteps, initial=global_step, desc=args.run_name, unit="step")
     t0, step0 = time.time(), global_step
     next_ck = (global_step // args.checkpoint_every + 1) * args.checkpoint_every
@@ -252,8 +298,15 @@ def train(args:Args) -> Path:
         if "final_info" in info and "episode" in info["final_info"]:
             fin = info["final_info"]
             for i in np.flatnonzero(fin["_episode"]):
-                _log(metrics, global_step, **{"charts/episodic_return": fin["episode"]["r"][i],
-                                              "charts/episodic_length": fin["episode"]["l"][i], "charts/epsilon": eps})
+                _log(
+                    metrics,
+                    global_step,
+                    **{
+                        "charts/episodic_return": fin["episode"]["r"][i],
+                        "charts/episodic_length": fin["episode"]["l"][i],
+                        "charts/epsilon": eps,
+                    },
+                )
         obs, mask = next_obs, next_mask
         global_step += args.num_envs
         if bar:
@@ -286,4 +339,5 @@ def train(args:Args) -> Path:
 # %% ../nbs/65_dqn.ipynb #b092d896
 if __name__ == "__main__" and "__file__" in globals():
     import tyro
+
     train(tyro.cli(Args))

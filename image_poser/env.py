@@ -7,8 +7,8 @@ Docs: https://image-poser.github.io/image_poser/env.html.md"""
 # %% ../nbs/40_env.ipynb #ce48cc69
 from __future__ import annotations
 
-import zlib
 import re
+import zlib
 from dataclasses import dataclass, replace
 from typing import Literal
 
@@ -33,10 +33,11 @@ from .shapes.decompose import GrammarDecomposer
 # %% ../nbs/40_env.ipynb #31a08bfb
 class HashingEncoder:
     "Words and word pairs hashed into `dim` signed buckets, L2-normalised (stable across runs)."
-    def __init__(self, dim:int=64):
+
+    def __init__(self, dim: int = 64):
         self.dim = dim
 
-    def __call__(self, text:str) -> np.ndarray:
+    def __call__(self, text: str) -> np.ndarray:
         v = np.zeros(self.dim, np.float32)
         words = re.findall(r"[a-z0-9]+", text.lower())
         for tok in words + [a + "_" + b for a, b in zip(words, words[1:])]:
@@ -49,6 +50,7 @@ class HashingEncoder:
 @dataclass
 class EnvConfig:
     "Everything that defines the MDP (defaults: the paper's horizon and retries, the shapes world)."
+
     split: str = "train"  # prompt split to sample from
     data_dir: str | None = None  # default: data/shapes of the project
     registry: str | None = None  # expert registry TOML (default configs/experts/shapes.toml)
@@ -71,28 +73,40 @@ class EnvConfig:
 @dataclass(frozen=True)
 class ObsPart:
     "One named slice of the observation vector."
+
     name: str
     size: int
     what: str
 
-def obs_layout(cfg:EnvConfig, n_experts:int) -> list[ObsPart]:
+
+def obs_layout(cfg: EnvConfig, n_experts: int) -> list[ObsPart]:
     "The parts of the observation, in order."
     k = len(REQUIREMENT_KINDS)
-    text = [ObsPart("command", cfg.text_dim, "hashed embedding of the command at the head of the queue"),
-            ObsPart("queue", cfg.text_dim, "hashed embedding of the rest of the queue, concatenated")]
+    text = [
+        ObsPart("command", cfg.text_dim, "hashed embedding of the command at the head of the queue"),
+        ObsPart("queue", cfg.text_dim, "hashed embedding of the rest of the queue, concatenated"),
+    ]
     if cfg.obs_mode == "paper":
         return text
     return text + [
         ObsPart("command_meta", 4, "the command generates / edits; it comes from the decomposer / the critic"),
-        ObsPart("command_op", len(EDIT_OPS) + 1, "one-hot of the edit operation (" + ", ".join(EDIT_OPS) + ", other); zeros for generation"),
+        ObsPart(
+            "command_op", len(EDIT_OPS) + 1, "one-hot of the edit operation (" + ", ".join(EDIT_OPS) + ", other); zeros for generation"
+        ),
         ObsPart("command_unmet", k, "per requirement kind: does the command target a requirement of this kind the critic finds unmet?"),
         ObsPart("feedback_by_kind", 2 * k, "per requirement kind: present in the task?, share the critic judges satisfied"),
         ObsPart("scores", 3, "critic alignment, fidelity, aesthetics of the current image"),
-        ObsPart("progress", 7, "has an image, step / horizon, spent cost (scaled), attempts / max, queue length / max, prompt tokens / 300, command tokens / 300"),
+        ObsPart(
+            "progress",
+            7,
+            "has an image, step / horizon, spent cost (scaled), attempts / max, queue length / max, prompt tokens / 300, command tokens / 300",
+        ),
         ObsPart("last_action", n_experts + 1, "one-hot of the last action (the STOP slot before any action)"),
-        ObsPart("failures", n_experts, "failed calls of each expert this episode / max")]
+        ObsPart("failures", n_experts, "failed calls of each expert this episode / max"),
+    ]
 
-def obs_table(cfg:EnvConfig, n_experts:int) -> str:
+
+def obs_table(cfg: EnvConfig, n_experts: int) -> str:
     "The observation layout as a markdown table (with the offsets of each part)."
     rows = ["| part | offset | size | content |", "|---|---|---|---|"]
     off = 0
@@ -103,6 +117,7 @@ def obs_table(cfg:EnvConfig, n_experts:int) -> str:
 
 # %% ../nbs/40_env.ipynb #85e2c654
 STOP = "STOP"
+
 
 class ImagePoserEnv(gym.Env):
     """The Image-POSER MDP over an expert registry, with a critic and a decomposer.
@@ -127,10 +142,19 @@ class ImagePoserEnv(gym.Env):
     Terminates on STOP (or a masked action), or when the queue is empty and the critic finds every requirement met;
     truncated at `horizon` steps.
     """
+
     metadata = {"render_modes": ["rgb_array"], "render_fps": 2}
 
-    def __init__(self, config:EnvConfig | None=None, registry:Registry | None=None, critic=None, decomposer=None,
-                 records:list[dict] | None=None, render_mode:str | None=None, **overrides):
+    def __init__(
+        self,
+        config: EnvConfig | None = None,
+        registry: Registry | None = None,
+        critic=None,
+        decomposer=None,
+        records: list[dict] | None = None,
+        render_mode: str | None = None,
+        **overrides,
+    ):
         self.cfg = replace(config or EnvConfig(), **overrides)
         self.registry = registry if registry is not None else load_registry(self.cfg.registry)
         self.critic = critic if critic is not None else ShapesCritic(ErrorModel().scaled(self.cfg.critic_error_scale))
@@ -160,7 +184,7 @@ class ImagePoserEnv(gym.Env):
 
 # %% ../nbs/40_env.ipynb #envrst01
 @patch
-def reset(self:ImagePoserEnv, *, seed:int | None=None, options:dict | None=None):
+def reset(self: ImagePoserEnv, *, seed: int | None = None, options: dict | None = None):
     gym.Env.reset(self, seed=seed)
     options = options or {}
     if "task" in options:
@@ -186,8 +210,9 @@ def reset(self:ImagePoserEnv, *, seed:int | None=None, options:dict | None=None)
     self.dropped: list[Command] = []
     return self._obs(), self._info(None)
 
+
 @patch
-def _pick_record(self:ImagePoserEnv, options:dict) -> dict:
+def _pick_record(self: ImagePoserEnv, options: dict) -> dict:
     "The record an episode starts from."
     if "prompt" in options:
         return {"prompt": options["prompt"], "tier": None, "id": "prompt"}
@@ -198,7 +223,7 @@ def _pick_record(self:ImagePoserEnv, options:dict) -> dict:
 
 # %% ../nbs/40_env.ipynb #envmsk01
 @patch
-def action_mask(self:ImagePoserEnv) -> np.ndarray:
+def action_mask(self: ImagePoserEnv) -> np.ndarray:
     "1 for each valid action (see the rules above)."
     m = np.zeros(self.n_experts + 1, np.int8)
     for i, e in enumerate(self.registry):
@@ -212,21 +237,23 @@ def action_mask(self:ImagePoserEnv) -> np.ndarray:
         m[self.stop_action] = 1
     return m
 
+
 @patch
-def action_masks(self:ImagePoserEnv) -> np.ndarray:
+def action_masks(self: ImagePoserEnv) -> np.ndarray:
     "The action mask as booleans, under the name sb3-contrib's `MaskablePPO` looks for."
     return self.action_mask().astype(bool)
 
 # %% ../nbs/40_env.ipynb #envstp01
 @patch
-def _current_command(self:ImagePoserEnv) -> Command:
+def _current_command(self: ImagePoserEnv) -> Command:
     "The head of the queue (the whole prompt once the queue is empty)."
     if self.queue:
         return self.queue[0]
     return Command(text=self.task.prompt, kind="generate", origin="decomposer", requirements=[q.id for q in self.task.requirements])
 
+
 @patch
-def _call(self:ImagePoserEnv, action:int, command:Command):
+def _call(self: ImagePoserEnv, action: int, command: Command):
     "Call expert `action` on `command` (cached: identical calls in one episode are deterministic)."
     expert = self.registry[action]
     seed = (self._episode_seed * 1_000_003 + self.t * 7919 + action) % (2**31 - 1)
@@ -238,8 +265,9 @@ def _call(self:ImagePoserEnv, action:int, command:Command):
         self._calls[key] = call_expert(expert, command.text, image_in, seed=seed, size=(self.cfg.image_size, self.cfg.image_size))
     return self._calls[key]
 
+
 @patch
-def _critique(self:ImagePoserEnv, image:Image.Image) -> Feedback:
+def _critique(self: ImagePoserEnv, image: Image.Image) -> Feedback:
     "The critic's feedback on `image` (cached by content within the episode)."
     key = image_ref(image)
     if key not in self._critiques:
@@ -250,7 +278,7 @@ def _critique(self:ImagePoserEnv, image:Image.Image) -> Feedback:
 
 # %% ../nbs/40_env.ipynb #envstp02
 @patch
-def step(self:ImagePoserEnv, action):
+def step(self: ImagePoserEnv, action):
     assert self.task is not None, "call reset() first"
     action = int(action)
     if not self.action_space.contains(action):
@@ -272,8 +300,18 @@ def step(self:ImagePoserEnv, action):
     else:
         fb = self._accept(res.image, command)
         reward += fb.alignment - prev_align
-    step = Step(index=self.t, action=action, expert=expert.name, command=command, cost=cost, wall_time_s=res.wall_time_s,
-                feedback=fb, reward=0.0, image=image_ref(res.image) if res.ok else None, error=res.error)
+    step = Step(
+        index=self.t,
+        action=action,
+        expert=expert.name,
+        command=command,
+        cost=cost,
+        wall_time_s=res.wall_time_s,
+        feedback=fb,
+        reward=0.0,
+        image=image_ref(res.image) if res.ok else None,
+        error=res.error,
+    )
     self.steps.append(step)
     self.t += 1
     self.last_action = action
@@ -286,19 +324,27 @@ def step(self:ImagePoserEnv, action):
 
 # %% ../nbs/40_env.ipynb #envstp03
 @patch
-def _stop(self:ImagePoserEnv, action:int):
+def _stop(self: ImagePoserEnv, action: int):
     "End the episode: STOP, or a masked action treated as STOP."
     invalid = action != self.stop_action
-    self.steps.append(Step(index=self.t, action=action, expert=self.registry[action].name if invalid else STOP,
-                           error="masked action: treated as STOP" if invalid else None, reward=0.0))
+    self.steps.append(
+        Step(
+            index=self.t,
+            action=action,
+            expert=self.registry[action].name if invalid else STOP,
+            error="masked action: treated as STOP" if invalid else None,
+            reward=0.0,
+        )
+    )
     self.t += 1
     self.last_action = action
     reward = self._terminal_reward()
     self.steps[-1].reward = reward
     return self._obs(), reward, True, False, self._info(None)
 
+
 @patch
-def _accept(self:ImagePoserEnv, image:Image.Image, command:Command) -> Feedback:
+def _accept(self: ImagePoserEnv, image: Image.Image, command: Command) -> Feedback:
     "Take a new image: critique it, finish, retry or drop the command, reflect."
     self.image = image
     fb = self._critique(image)
@@ -316,17 +362,19 @@ def _accept(self:ImagePoserEnv, image:Image.Image, command:Command) -> Feedback:
 
 # %% ../nbs/40_env.ipynb #envrul01
 @patch
-def _all_met(self:ImagePoserEnv) -> bool:
+def _all_met(self: ImagePoserEnv) -> bool:
     "Does the current feedback judge every requirement of the task met?"
     fb = self.feedback
     return fb is not None and not fb.unmet and all(fb.verdict(q.id) is not None for q in self.task.requirements)
 
-@patch
-def _terminal_reward(self:ImagePoserEnv) -> float:
-    return self.cfg.success_bonus if self._all_met() else 0.0
 
 @patch
-def _retry_or_drop(self:ImagePoserEnv, command:Command):
+def _terminal_reward(self: ImagePoserEnv) -> float:
+    return self.cfg.success_bonus if self._all_met() else 0.0
+
+
+@patch
+def _retry_or_drop(self: ImagePoserEnv, command: Command):
     "Count one more try of the head command; drop it after `max_attempts`."
     if not self.queue or self.queue[0] is not command and self.queue[0].text != command.text:
         return
@@ -334,8 +382,9 @@ def _retry_or_drop(self:ImagePoserEnv, command:Command):
     if self.queue[0].attempts >= self.cfg.max_attempts:
         self.dropped.append(self.queue.pop(0))
 
+
 @patch
-def _reflect(self:ImagePoserEnv, fb:Feedback):
+def _reflect(self: ImagePoserEnv, fb: Feedback):
     "Queue the critic's suggestions for requirements no queued command targets."
     covered = {r for c in self.queue for r in c.requirements}
     for s in fb.suggestions:
@@ -350,7 +399,7 @@ def _reflect(self:ImagePoserEnv, fb:Feedback):
 
 # %% ../nbs/40_env.ipynb #envobs01
 @patch
-def _obs_parts(self:ImagePoserEnv) -> dict[str, list | np.ndarray]:
+def _obs_parts(self: ImagePoserEnv) -> dict[str, list | np.ndarray]:
     "Each part of the observation by name (the text parts only in `paper` mode)."
     cmd = self._current_command()
     parts = {"command": self.encoder(cmd.text), "queue": self.encoder(" ".join(c.text for c in self.queue[1:]))}
@@ -363,10 +412,15 @@ def _obs_parts(self:ImagePoserEnv) -> dict[str, list | np.ndarray]:
     parts["command_unmet"] = self._command_unmet(cmd)
     parts["feedback_by_kind"] = self._feedback_by_kind()
     parts["scores"] = [fb.alignment, fb.fidelity, fb.aesthetics] if fb is not None else [0.0, 0.0, 0.0]
-    parts["progress"] = [self.image is not None, self.t / self.cfg.horizon,
-                         min(self.spent / (self.cfg.horizon * self._max_cost), 1.0), cmd.attempts / self.cfg.max_attempts,
-                         len(self.queue) / self.cfg.max_queue, min(count_tokens(self.task.prompt) / 300, 3.0),
-                         min(count_tokens(cmd.text) / 300, 3.0)]
+    parts["progress"] = [
+        self.image is not None,
+        self.t / self.cfg.horizon,
+        min(self.spent / (self.cfg.horizon * self._max_cost), 1.0),
+        cmd.attempts / self.cfg.max_attempts,
+        len(self.queue) / self.cfg.max_queue,
+        min(count_tokens(self.task.prompt) / 300, 3.0),
+        min(count_tokens(cmd.text) / 300, 3.0),
+    ]
     last = np.zeros(self.n_experts + 1, np.float32)
     last[self.last_action if self.last_action is not None else self.stop_action] = 1
     parts["last_action"] = last
@@ -375,20 +429,22 @@ def _obs_parts(self:ImagePoserEnv) -> dict[str, list | np.ndarray]:
 
 # %% ../nbs/40_env.ipynb #envobs02
 @patch
-def _satisfied(self:ImagePoserEnv, rid:str) -> bool:
+def _satisfied(self: ImagePoserEnv, rid: str) -> bool:
     "Does the current feedback judge requirement `rid` satisfied?"
     v = self.feedback.verdict(rid) if self.feedback is not None else None
     return v is not None and v.satisfied
 
+
 @patch
-def _command_unmet(self:ImagePoserEnv, cmd:Command) -> list[float]:
+def _command_unmet(self: ImagePoserEnv, cmd: Command) -> list[float]:
     "Per requirement kind: does `cmd` target a requirement of that kind that is not judged satisfied?"
     by_id = {q.id: q for q in self.task.requirements}
     mine = [by_id[r] for r in cmd.requirements if r in by_id]
     return [float(any(q.kind == k and not self._satisfied(q.id) for q in mine)) for k in REQUIREMENT_KINDS]
 
+
 @patch
-def _feedback_by_kind(self:ImagePoserEnv) -> list[float]:
+def _feedback_by_kind(self: ImagePoserEnv) -> list[float]:
     "Per requirement kind: present in the task?, share judged satisfied."
     out = []
     for k in REQUIREMENT_KINDS:
@@ -396,8 +452,9 @@ def _feedback_by_kind(self:ImagePoserEnv) -> list[float]:
         out += [1.0, float(np.mean([self._satisfied(i) for i in ids]))] if ids else [0.0, 0.0]
     return out
 
+
 @patch
-def _obs(self:ImagePoserEnv) -> np.ndarray:
+def _obs(self: ImagePoserEnv) -> np.ndarray:
     "The observation vector, assembled in `obs_layout` order (each part's size checked)."
     parts = self._obs_parts()
     out = []
@@ -409,19 +466,37 @@ def _obs(self:ImagePoserEnv) -> np.ndarray:
 
 # %% ../nbs/40_env.ipynb #envinf01
 @patch
-def _info(self:ImagePoserEnv, fb:Feedback | None) -> dict:
+def _info(self: ImagePoserEnv, fb: Feedback | None) -> dict:
     "What a step reports besides the observation (no wall times: they would make identical steps differ)."
-    return {"action_mask": self.action_mask(), "feedback": fb, "image": self.image, "cost": self.steps[-1].cost if self.steps else 0.0,
-            "spent": self.spent, "queue": [c.text for c in self.queue], "task": self.task}
+    return {
+        "action_mask": self.action_mask(),
+        "feedback": fb,
+        "image": self.image,
+        "cost": self.steps[-1].cost if self.steps else 0.0,
+        "spent": self.spent,
+        "queue": [c.text for c in self.queue],
+        "task": self.task,
+    }
+
 
 @patch
-def snapshot(self:ImagePoserEnv) -> tuple:
+def snapshot(self: ImagePoserEnv) -> tuple:
     "The mutable episode state, for `restore` (planners look ahead with it)."
-    return ([c.model_copy() for c in self.queue], self.image, self.feedback, list(self.steps), self.t, self.spent,
-            self.last_action, self.failures.copy(), list(self.dropped))
+    return (
+        [c.model_copy() for c in self.queue],
+        self.image,
+        self.feedback,
+        list(self.steps),
+        self.t,
+        self.spent,
+        self.last_action,
+        self.failures.copy(),
+        list(self.dropped),
+    )
+
 
 @patch
-def restore(self:ImagePoserEnv, snap:tuple):
+def restore(self: ImagePoserEnv, snap: tuple):
     "Return to a state saved by `snapshot`."
     q, self.image, self.feedback, steps, self.t, self.spent, self.last_action, f, d = snap
     self.queue = [c.model_copy() for c in q]
@@ -429,37 +504,45 @@ def restore(self:ImagePoserEnv, snap:tuple):
     self.failures = f.copy()
     self.dropped = list(d)
 
+
 @patch
-def trajectory(self:ImagePoserEnv, policy:str="") -> Trajectory:
+def trajectory(self: ImagePoserEnv, policy: str = "") -> Trajectory:
     "The episode so far as a `Trajectory` (with each step's wall time)."
     final = image_ref(self.image) if self.image is not None else None
     return Trajectory(task=self.task, steps=list(self.steps), policy=policy, final_image=final)
 
+
 @patch
-def render(self:ImagePoserEnv):
+def render(self: ImagePoserEnv):
     if self.image is None:
         return np.zeros((self.cfg.image_size, self.cfg.image_size, 3), np.uint8)
     return np.asarray(self.image.convert("RGB"))
 
 # %% ../nbs/40_env.ipynb #fbafadc0
-def valid_actions(info:dict) -> np.ndarray:
+def valid_actions(info: dict) -> np.ndarray:
     "Indices of the valid actions in a step's `info` (the helper policies use)."
     return np.flatnonzero(info["action_mask"])
+
 
 if "ImagePoser/Shapes-v0" not in gym.registry:
     gym.register("ImagePoser/Shapes-v0", entry_point="image_poser.env:ImagePoserEnv", max_episode_steps=None)
 
 # %% ../nbs/40_env.ipynb #ec4ccd01
-def make_env(config:EnvConfig | None=None, seed:int | None=None, **kw):
+def make_env(config: EnvConfig | None = None, seed: int | None = None, **kw):
     "A thunk that builds one environment with episode statistics (its action space seeded when `seed` is given)."
+
     def thunk():
         env = gym.wrappers.RecordEpisodeStatistics(ImagePoserEnv(config, **kw))
         if seed is not None:
             env.action_space.seed(seed)
         return env
+
     return thunk
 
-def make_vector_env(n:int, config:EnvConfig | None=None, asynchronous:bool=False, seed:int | None=None, **kw) -> gym.vector.VectorEnv:
+
+def make_vector_env(
+    n: int, config: EnvConfig | None = None, asynchronous: bool = False, seed: int | None = None, **kw
+) -> gym.vector.VectorEnv:
     "`n` environments with same-step autoreset (final observations in info['final_obs']); the one factory trainers use."
     cls = gym.vector.AsyncVectorEnv if asynchronous else gym.vector.SyncVectorEnv
     thunks = [make_env(config, None if seed is None else seed + i, **kw) for i in range(n)]

@@ -12,7 +12,7 @@ import json
 import os
 import time
 from concurrent.futures import ProcessPoolExecutor
-from dataclasses import asdict, replace
+from dataclasses import replace
 from pathlib import Path
 
 # %% auto #0
@@ -32,7 +32,8 @@ from .shapes.evaluator import ShapesEvaluator
 # %% ../nbs/55_evaluate.ipynb #109f71ea
 METRICS = ("alignment", "full_success", "fidelity", "aesthetics", "cost", "calls", "errors", "wall_time_s", "return", "critic_alignment")
 
-def run_episode(env:ImagePoserEnv, policy:Policy, record:dict, seed:int, keep_images:bool=False) -> dict:
+
+def run_episode(env: ImagePoserEnv, policy: Policy, record: dict, seed: int, keep_images: bool = False) -> dict:
     "Run `policy` on `record` and score the result with the Evaluator."
     t0 = time.perf_counter()
     obs, info = env.reset(seed=seed, options={"record": record})
@@ -40,8 +41,10 @@ def run_episode(env:ImagePoserEnv, policy:Policy, record:dict, seed:int, keep_im
     ret, done, images = 0.0, False, []
     while not done:
         obs, r, term, trunc, info = env.step(policy.act(obs, info))
-        ret += r; done = term or trunc
-        if keep_images: images.append(info["image"])
+        ret += r
+        done = term or trunc
+        if keep_images:
+            images.append(info["image"])
     ev = ShapesEvaluator().evaluate(env.image, env.task)
     tr = env.trajectory(policy.name)
     tr.seed, tr.evaluation = seed, ev.scores()
@@ -49,19 +52,31 @@ def run_episode(env:ImagePoserEnv, policy:Policy, record:dict, seed:int, keep_im
     for q, v in zip(env.task.requirements, ev.verdicts):
         by_kind.setdefault(q.kind, []).append(v.satisfied)
     search_cost, search_calls = getattr(policy, "search_cost", 0.0), getattr(policy, "search_calls", 0)
-    row = {"id": record.get("id"), "tier": record.get("tier"), "seed": seed, **ev.scores(), "cost": tr.total_cost + search_cost,
-           "calls": tr.n_calls + search_calls, "search_cost": search_cost,
-           "errors": tr.n_errors, "wall_time_s": time.perf_counter() - t0, "return": ret,
-           "critic_alignment": env.feedback.alignment if env.feedback else 0.0,
-           "experts": [s.expert for s in tr.steps], "by_kind": {k: float(np.mean(v)) for k, v in by_kind.items()}}
-    if keep_images: row["_trajectory"], row["_images"] = tr, images
+    row = {
+        "id": record.get("id"),
+        "tier": record.get("tier"),
+        "seed": seed,
+        **ev.scores(),
+        "cost": tr.total_cost + search_cost,
+        "calls": tr.n_calls + search_calls,
+        "search_cost": search_cost,
+        "errors": tr.n_errors,
+        "wall_time_s": time.perf_counter() - t0,
+        "return": ret,
+        "critic_alignment": env.feedback.alignment if env.feedback else 0.0,
+        "experts": [s.expert for s in tr.steps],
+        "by_kind": {k: float(np.mean(v)) for k, v in by_kind.items()},
+    }
+    if keep_images:
+        row["_trajectory"], row["_images"] = tr, images
     return row
 
 # %% ../nbs/55_evaluate.ipynb #42f229c4
-def bootstrap_ci(values, n_boot:int=2000, alpha:float=0.05, seed:int=0) -> tuple[float, float, float]:
+def bootstrap_ci(values, n_boot: int = 2000, alpha: float = 0.05, seed: int = 0) -> tuple[float, float, float]:
     "(mean, low, high): percentile bootstrap confidence interval of the mean."
     x = np.asarray(values, float)
-    if len(x) == 0: return float("nan"), float("nan"), float("nan")
+    if len(x) == 0:
+        return float("nan"), float("nan"), float("nan")
     rng = np.random.default_rng(seed)
     means = x[rng.integers(0, len(x), (n_boot, len(x)))].mean(1)
     return float(x.mean()), float(np.quantile(means, alpha / 2)), float(np.quantile(means, 1 - alpha / 2))
@@ -69,27 +84,42 @@ def bootstrap_ci(values, n_boot:int=2000, alpha:float=0.05, seed:int=0) -> tuple
 # %% ../nbs/55_evaluate.ipynb #0467ad0a
 _LEGACY_ENV_ARGS = ("obs_mode", "horizon", "max_attempts", "cost_weight", "critic_error_scale", "success_bonus")
 
+
 class CheckpointPolicy(Policy):
     "A trained PPO or DQN agent from a checkpoint (greedy over valid actions)."
-    def __init__(self, path:str | Path):
+
+    def __init__(self, path: str | Path):
         import torch
+
         self.path = Path(path) / "checkpoint.pt" if Path(path).is_dir() else Path(path)
-        if not self.path.exists(): raise FileNotFoundError(f"no checkpoint at {self.path}")
-        try: algo = torch.load(self.path, map_location="cpu", weights_only=True).get("algo")
-        except Exception as e: raise ValueError(f"{self.path} is not a readable checkpoint ({type(e).__name__})") from None
-        if algo == "ppo": from image_poser.ppo import load_agent
-        elif algo == "dqn": from image_poser.dqn import load_agent
-        else: raise ValueError(f"{self.path}: unknown algorithm {algo!r}")
+        if not self.path.exists():
+            raise FileNotFoundError(f"no checkpoint at {self.path}")
+        try:
+            algo = torch.load(self.path, map_location="cpu", weights_only=True).get("algo")
+        except Exception as e:
+            raise ValueError(f"{self.path} is not a readable checkpoint ({type(e).__name__})") from None
+        if algo == "ppo":
+            from image_poser.ppo import load_agent
+        elif algo == "dqn":
+            from image_poser.dqn import load_agent
+        else:
+            raise ValueError(f"{self.path}: unknown algorithm {algo!r}")
         self.agent, args = load_agent(self.path)
         self.name = f"{algo}:{self.path.parent.name}"
-        env = args["env"] if "env" in args else {k: args[k] for k in _LEGACY_ENV_ARGS if k in args}  # checkpoints before EnvConfig was nested
+        env = (
+            args["env"] if "env" in args else {k: args[k] for k in _LEGACY_ENV_ARGS if k in args}
+        )  # checkpoints before EnvConfig was nested
         self.env_overrides = {k: v for k, v in env.items() if k not in ("split", "data_dir")}  # the MDP it was trained in
-    def act(self, obs, info): return self.agent.act(obs, info)
 
-def load_policy(spec:str, seed:int=0) -> Policy:
+    def act(self, obs, info):
+        return self.agent.act(obs, info)
+
+
+def load_policy(spec: str, seed: int = 0) -> Policy:
     "A baseline ('baseline:NAME' or 'NAME') or a trained agent (a checkpoint file or run folder)."
     p = Path(spec)
-    if spec.endswith(".pt") or (p.is_dir() and (p / "checkpoint.pt").exists()): return CheckpointPolicy(p)
+    if spec.endswith(".pt") or (p.is_dir() and (p / "checkpoint.pt").exists()):
+        return CheckpointPolicy(p)
     return make_policy(spec, seed=seed)
 
 # %% ../nbs/55_evaluate.ipynb #3bed71d4
@@ -99,53 +129,75 @@ def _worker(args):
     env = ImagePoserEnv(replace(cfg, **policy.env_overrides), records=records)
     return [run_episode(env, policy, r, s) for r, s in seeds]
 
-def summarize(rows:list[dict], seed:int=0) -> dict:
+
+def summarize(rows: list[dict], seed: int = 0) -> dict:
     "Means with 95 % bootstrap intervals, overall, by tier and by requirement kind."
     out = {}
     for k in METRICS:
         m, lo, hi = bootstrap_ci([r[k] for r in rows], seed=seed)
         out[k] = {"mean": round(m, 4), "ci_low": round(lo, 4), "ci_high": round(hi, 4)}
-    out["by_tier"] = {str(t): {k: round(float(np.mean([r[k] for r in rows if r["tier"] == t])), 4) for k in ("alignment", "full_success", "cost")}
-                      for t in sorted({r["tier"] for r in rows if r["tier"] is not None})}
-    out["by_kind"] = {k: round(float(np.mean(v)), 4) for k in REQUIREMENT_KINDS if (v := [r["by_kind"][k] for r in rows if k in r["by_kind"]])}
+    out["by_tier"] = {
+        str(t): {k: round(float(np.mean([r[k] for r in rows if r["tier"] == t])), 4) for k in ("alignment", "full_success", "cost")}
+        for t in sorted({r["tier"] for r in rows if r["tier"] is not None})
+    }
+    out["by_kind"] = {
+        k: round(float(np.mean(v)), 4) for k in REQUIREMENT_KINDS if (v := [r["by_kind"][k] for r in rows if k in r["by_kind"]])
+    }
     usage: dict = {}
     for r in rows:
-        for e in r["experts"]: usage[e] = usage.get(e, 0) + 1
+        for e in r["experts"]:
+            usage[e] = usage.get(e, 0) + 1
     out["expert_usage"] = dict(sorted(usage.items(), key=lambda kv: -kv[1]))
     out["n_episodes"] = len(rows)
     return out
 
-def evaluate(policy:str, split:str="test", n:int=300, seeds:tuple[int, ...]=(0, 1, 2), config:EnvConfig | None=None,
-             workers:int=1, records:list[dict] | None=None) -> tuple[list[dict], dict]:
+
+def evaluate(
+    policy: str,
+    split: str = "test",
+    n: int = 300,
+    seeds: tuple[int, ...] = (0, 1, 2),
+    config: EnvConfig | None = None,
+    workers: int = 1,
+    records: list[dict] | None = None,
+) -> tuple[list[dict], dict]:
     "Run `policy` (a baseline name or a checkpoint) on the first `n` prompts of `split` for every seed; returns (rows, summary)."
     cfg = replace(config or EnvConfig(), split=split)
     recs = records if records is not None else load_split(split, cfg.data_dir, n=n)
     jobs = [(r, s) for s in seeds for r in recs]
-    chunks = [jobs[i::max(1, workers)] for i in range(max(1, workers))]
+    chunks = [jobs[i :: max(1, workers)] for i in range(max(1, workers))]
     args = [(policy, cfg, recs, c, k) for k, c in enumerate(chunks) if c]
     if workers > 1:
-        with ProcessPoolExecutor(workers) as ex: parts = list(ex.map(_worker, args))
-    else: parts = [_worker(a) for a in args]
+        with ProcessPoolExecutor(workers) as ex:
+            parts = list(ex.map(_worker, args))
+    else:
+        parts = [_worker(a) for a in args]
     rows = [r for p in parts for r in p]
     rows.sort(key=lambda r: (r["seed"], str(r["id"])))
     return rows, summarize(rows)
 
 # %% ../nbs/55_evaluate.ipynb #8d6911a0
-def write_results(name:str, rows:list[dict], summary:dict, out_dir:str | Path="paper/results") -> dict[str, Path]:
+def write_results(name: str, rows: list[dict], summary: dict, out_dir: str | Path = "paper/results") -> dict[str, Path]:
     "Write `<name>.csv` (one row per episode) and `<name>.json` (the summary) under `out_dir`."
-    out = Path(out_dir); out.mkdir(parents=True, exist_ok=True)
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
     safe = name.replace(":", "_").replace("/", "_")
     cols = ["id", "tier", "seed", *METRICS]
     with open(out / f"{safe}.csv", "w", newline="") as f:
-        w = csv.writer(f); w.writerow(cols + ["experts"])
-        for r in rows: w.writerow([r[c] if not isinstance(r[c], float) else round(r[c], 5) for c in cols] + [" ".join(r["experts"])])
+        w = csv.writer(f)
+        w.writerow(cols + ["experts"])
+        for r in rows:
+            w.writerow([r[c] if not isinstance(r[c], float) else round(r[c], 5) for c in cols] + [" ".join(r["experts"])])
     (out / f"{safe}.json").write_text(json.dumps({"method": name, **summary}, indent=1))
     return {"csv": out / f"{safe}.csv", "json": out / f"{safe}.json"}
 
-def _fmt(s:dict, k:str, digits:int=3) -> str:
-    v = s[k]; return f"{v['mean']:.{digits}f} [{v['ci_low']:.{digits}f}, {v['ci_high']:.{digits}f}]"
 
-def results_table(summaries:dict[str, dict]) -> str:
+def _fmt(s: dict, k: str, digits: int = 3) -> str:
+    v = s[k]
+    return f"{v['mean']:.{digits}f} [{v['ci_low']:.{digits}f}, {v['ci_high']:.{digits}f}]"
+
+
+def results_table(summaries: dict[str, dict]) -> str:
     "Markdown table: one row per method, means with 95 % CIs."
     cols = [("alignment", 3), ("full_success", 3), ("fidelity", 3), ("aesthetics", 3), ("cost", 1), ("calls", 2)]
     out = ["| method | " + " | ".join(c for c, _ in cols) + " | episodes |", "|---|" + "---|" * (len(cols) + 1)]
@@ -153,12 +205,16 @@ def results_table(summaries:dict[str, dict]) -> str:
         out.append(f"| {name} | " + " | ".join(_fmt(s, c, d) for c, d in cols) + f" | {s['n_episodes']} |")
     return "\n".join(out)
 
-def gallery(policy:str, records:list[dict], path:str | Path, config:EnvConfig | None=None, seed:int=0):
+
+def gallery(policy: str, records: list[dict], path: str | Path, config: EnvConfig | None = None, seed: int = 0):
     "A PNG with one row per prompt: every step's image with its expert, command and critic alignment."
     import matplotlib
+
     matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
     import textwrap
+
+    import matplotlib.pyplot as plt
+
     cfg = config or EnvConfig()
     pol = load_policy(policy, seed=seed)
     env = ImagePoserEnv(replace(cfg, **pol.env_overrides), records=records)
@@ -167,8 +223,10 @@ def gallery(policy:str, records:list[dict], path:str | Path, config:EnvConfig | 
     fig, axs = plt.subplots(len(rows), width, figsize=(2.3 * width, 2.9 * len(rows)), squeeze=False)
     for i, (r, rec) in enumerate(zip(rows, records)):
         for j in range(width):
-            ax = axs[i, j]; ax.axis("off")
-            if j >= len(r["_images"]) or r["_images"][j] is None: continue
+            ax = axs[i, j]
+            ax.axis("off")
+            if j >= len(r["_images"]) or r["_images"][j] is None:
+                continue
             st = r["_trajectory"].steps[j]
             ax.imshow(r["_images"][j])
             cmd = st.command.text if st.command else "STOP"
@@ -176,32 +234,48 @@ def gallery(policy:str, records:list[dict], path:str | Path, config:EnvConfig | 
             ax.set_title(f"{st.expert} (critic {al})", fontsize=6.5)
             ax.text(0, 1.02 * r["_images"][j].height + 3, "\n".join(textwrap.wrap(cmd, 34)[:3]), fontsize=5, va="top")
         axs[i, 0].text(-4, -14, f"{rec.get('id')} tier {rec.get('tier')}: evaluator {r['alignment']:.2f}", fontsize=7)
-    fig.tight_layout(); path = Path(path); path.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(path, dpi=110); plt.close(fig)
+    fig.tight_layout()
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
     return path
 
 # %% ../nbs/55_evaluate.ipynb #622a27f7
-def _strip(images:list, steps:list, path:Path):
+def _strip(images: list, steps: list, path: Path):
     import matplotlib
+
     matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
     import textwrap
+
+    import matplotlib.pyplot as plt
+
     shown = [(im, st) for im, st in zip(images, steps) if im is not None]
     fig, axs = plt.subplots(1, max(1, len(shown)), figsize=(2.4 * max(1, len(shown)), 3.2), squeeze=False)
     for ax, (im, st) in zip(axs[0], shown):
-        ax.imshow(im); ax.axis("off")
+        ax.imshow(im)
+        ax.axis("off")
         al = f"{st.feedback.alignment:.2f}" if st.feedback else "-"
         ax.set_title(f"{st.index}: {st.expert} (critic {al})", fontsize=7)
-        ax.text(0, 1.03 * im.height + 3, "\n".join(textwrap.wrap(st.command.text if st.command else "STOP", 36)[:4]), fontsize=5.5, va="top")
-    fig.tight_layout(); fig.savefig(path, dpi=120); plt.close(fig)
+        ax.text(
+            0, 1.03 * im.height + 3, "\n".join(textwrap.wrap(st.command.text if st.command else "STOP", 36)[:4]), fontsize=5.5, va="top"
+        )
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
+    plt.close(fig)
 
-def run_prompt(prompt:str, policy:str="baseline:greedy", out_dir:str | Path="runs/prompt", seed:int=0, config:EnvConfig | None=None) -> dict:
+
+def run_prompt(
+    prompt: str, policy: str = "baseline:greedy", out_dir: str | Path = "runs/prompt", seed: int = 0, config: EnvConfig | None = None
+) -> dict:
     "Run `policy` on `prompt`; write final.png, trajectory.json and strip.png to `out_dir`; return the scores."
     pol = load_policy(policy, seed=seed)
     env = ImagePoserEnv(replace(config or EnvConfig(), **pol.env_overrides), records=[])
     row = run_episode(env, pol, {"prompt": prompt, "id": "prompt", "tier": None}, seed, keep_images=True)
-    out = Path(out_dir); out.mkdir(parents=True, exist_ok=True)
-    if env.image is not None: env.image.save(out / "final.png")
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    if env.image is not None:
+        env.image.save(out / "final.png")
     row["_trajectory"].save(out / "trajectory.json")
     _strip(row["_images"], row["_trajectory"].steps, out / "strip.png")
     return {k: row[k] for k in METRICS} | {"experts": row["experts"], "out_dir": str(out)}

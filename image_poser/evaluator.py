@@ -23,6 +23,7 @@ from .core import Task, Verdict
 @dataclass
 class Evaluation:
     "An evaluator's verdict on one image."
+
     alignment: float
     full_success: float
     fidelity: float
@@ -32,8 +33,11 @@ class Evaluation:
     def scores(self) -> dict[str, float]:
         return {"alignment": self.alignment, "full_success": self.full_success, "fidelity": self.fidelity, "aesthetics": self.aesthetics}
 
+
 @runtime_checkable
 class Evaluator(Protocol):
     "Scores a final image against a task. Never used for training."
+
     name: str
-    def evaluate(self, image:Image.Image | None, task:Task) -> Evaluation: ...
+
+    def evaluate(self, image: Image.Image | None, task: Task) -> Evaluation: ...

@@ -20,8 +20,10 @@ __all__ = ['ExpertKind', 'CLASS_ALIASES', 'Expert', 'ExpertError', 'ExpertResult
            'count_tokens', 'truncate_tokens', 'resolve_class', 'Registry', 'load_registry', 'default_registry_path']
 
 # %% ../nbs/01_experts.ipynb #724e6a25
-try: import tomllib
-except ImportError: import tomli as tomllib  # Python < 3.11
+try:
+    import tomllib
+except ImportError:
+    import tomli as tomllib  # Python < 3.11
 
 # %% ../nbs/01_experts.ipynb #6b76abc8
 import numpy as np
@@ -33,114 +35,167 @@ from .core import find_path
 # %% ../nbs/01_experts.ipynb #040fe6ec
 ExpertKind = Literal["t2i", "i2i"]
 
+
 @runtime_checkable
 class Expert(Protocol):
     "What the environment needs of an expert."
+
     name: str  # unique name (also the action's label)
     kind: ExpertKind  # "t2i" ignores `image`; "i2i" edits it
     cost: float  # relative compute units per call
     max_tokens: int  # prompt tokens it reads (the rest is silently dropped)
     good_at: str  # one line for people: what it is good at
 
-    def __call__(self, command:str, image:Image.Image | None=None, *, seed:int) -> Image.Image: ...
+    def __call__(self, command: str, image: Image.Image | None = None, *, seed: int) -> Image.Image: ...
 
 # %% ../nbs/01_experts.ipynb #0b18d126
 class ExpertError(Exception):
     "An expert call failed; `reason` says how."
-    def __init__(self, expert:str, reason:str):
-        super().__init__(f"{expert}: {reason}"); self.expert, self.reason = expert, reason
+
+    def __init__(self, expert: str, reason: str):
+        super().__init__(f"{expert}: {reason}")
+        self.expert, self.reason = expert, reason
+
 
 @dataclass
 class ExpertResult:
     "The outcome of one guarded expert call."
+
     image: Image.Image | None
     error: str | None
     wall_time_s: float
 
     @property
-    def ok(self) -> bool: return self.error is None
+    def ok(self) -> bool:
+        return self.error is None
+
 
 _POOL = cf.ThreadPoolExecutor(max_workers=4, thread_name_prefix="expert")
 
-def validate_output(out:Any, size:tuple[int, int] | None, name:str="expert") -> Image.Image:
+
+def validate_output(out: Any, size: tuple[int, int] | None, name: str = "expert") -> Image.Image:
     "An RGB PIL image from an expert's output, or ExpertError (wrong type, size, mode, non-finite or empty pixels)."
     if isinstance(out, np.ndarray):
-        if not np.issubdtype(out.dtype, np.number) or not np.isfinite(out).all(): raise ExpertError(name, "output has non-finite pixels (NaN or inf)")
+        if not np.issubdtype(out.dtype, np.number) or not np.isfinite(out).all():
+            raise ExpertError(name, "output has non-finite pixels (NaN or inf)")
         arr = out
         if arr.dtype != np.uint8:
             arr = np.clip(arr * (255 if arr.max() <= 1.0 else 1), 0, 255).astype(np.uint8)
-        if arr.ndim != 3 or arr.shape[2] not in (3, 4): raise ExpertError(name, f"output array has shape {out.shape}, expected (H, W, 3)")
+        if arr.ndim != 3 or arr.shape[2] not in (3, 4):
+            raise ExpertError(name, f"output array has shape {out.shape}, expected (H, W, 3)")
         out = Image.fromarray(arr[..., :3])
-    if not isinstance(out, Image.Image): raise ExpertError(name, f"output is a {type(out).__name__}, not an image")
+    if not isinstance(out, Image.Image):
+        raise ExpertError(name, f"output is a {type(out).__name__}, not an image")
     if out.mode != "RGB":
-        if out.mode in ("RGBA", "L", "P", "LA"): out = out.convert("RGB")
-        else: raise ExpertError(name, f"output has mode {out.mode!r}")
-    if out.width == 0 or out.height == 0: raise ExpertError(name, "output image is empty")
-    if size is not None and out.size != tuple(size): raise ExpertError(name, f"output is {out.size[0]}x{out.size[1]}, expected {size[0]}x{size[1]}")
+        if out.mode in ("RGBA", "L", "P", "LA"):
+            out = out.convert("RGB")
+        else:
+            raise ExpertError(name, f"output has mode {out.mode!r}")
+    if out.width == 0 or out.height == 0:
+        raise ExpertError(name, "output image is empty")
+    if size is not None and out.size != tuple(size):
+        raise ExpertError(name, f"output is {out.size[0]}x{out.size[1]}, expected {size[0]}x{size[1]}")
     return out
 
-def call_expert(expert:Expert, command:str, image:Image.Image | None=None, *, seed:int=0,
-                timeout_s:float | None=None, size:tuple[int, int] | None=None) -> ExpertResult:
+
+def call_expert(
+    expert: Expert,
+    command: str,
+    image: Image.Image | None = None,
+    *,
+    seed: int = 0,
+    timeout_s: float | None = None,
+    size: tuple[int, int] | None = None,
+) -> ExpertResult:
     "Call `expert` and never raise: failures come back as `ExpertResult.error`."
     name = getattr(expert, "name", type(expert).__name__)
     t0 = time.perf_counter()
     try:
-        if expert.kind == "i2i" and image is None: raise ExpertError(name, "an image-to-image expert needs an input image")
-        if timeout_s is None: out = expert(command, image, seed=seed)
+        if expert.kind == "i2i" and image is None:
+            raise ExpertError(name, "an image-to-image expert needs an input image")
+        if timeout_s is None:
+            out = expert(command, image, seed=seed)
         else:
             fut = _POOL.submit(expert, command, image, seed=seed)
-            try: out = fut.result(timeout=timeout_s)
-            except cf.TimeoutError: raise ExpertError(name, f"timed out after {timeout_s:g} s") from None
+            try:
+                out = fut.result(timeout=timeout_s)
+            except cf.TimeoutError:
+                raise ExpertError(name, f"timed out after {timeout_s:g} s") from None
         return ExpertResult(validate_output(out, size, name), None, time.perf_counter() - t0)
-    except ExpertError as e: return ExpertResult(None, e.reason, time.perf_counter() - t0)
+    except ExpertError as e:
+        return ExpertResult(None, e.reason, time.perf_counter() - t0)
     except Exception as e:  # an expert's own bug or a library error: an event, not a crash
         return ExpertResult(None, f"raised {type(e).__name__}: {str(e)[:200]}", time.perf_counter() - t0)
 
 # %% ../nbs/01_experts.ipynb #677be23e
 _TOKEN = re.compile(r"\w+|[^\w\s]", re.UNICODE)
 
-def count_tokens(text:str) -> int:
+
+def count_tokens(text: str) -> int:
     "Approximate CLIP tokens of `text`, begin and end tokens included."
     return len(_TOKEN.findall(text)) + 2
 
-def truncate_tokens(text:str, max_tokens:int) -> str:
+
+def truncate_tokens(text: str, max_tokens: int) -> str:
     "The longest prefix of `text` that fits in `max_tokens` (begin and end tokens included)."
     toks = list(_TOKEN.finditer(text))
     keep = max(0, max_tokens - 2)
     return text if len(toks) <= keep else text[: toks[keep - 1].end()] if keep else ""
 
 # %% ../nbs/01_experts.ipynb #94a057c7
-CLASS_ALIASES = {"shapes.t2i": "image_poser.shapes.experts.ShapesT2I", "shapes.editor": "image_poser.shapes.experts.ShapesEditor",
-                 "diffusers": "image_poser.backends.diffusers.DiffusersExpert"}
+CLASS_ALIASES = {
+    "shapes.t2i": "image_poser.shapes.experts.ShapesT2I",
+    "shapes.editor": "image_poser.shapes.experts.ShapesEditor",
+    "diffusers": "image_poser.backends.diffusers.DiffusersExpert",
+}
 
-def resolve_class(name:str, allow_external:bool=False):
+
+def resolve_class(name: str, allow_external: bool = False):
     "The class an expert entry names (alias or dotted path)."
     path = CLASS_ALIASES.get(name, name)
-    if "." not in path: raise ValueError(f"unknown expert class {name!r}; aliases: {sorted(CLASS_ALIASES)}")
+    if "." not in path:
+        raise ValueError(f"unknown expert class {name!r}; aliases: {sorted(CLASS_ALIASES)}")
     if not path.startswith("image_poser.") and not allow_external:
         raise ValueError(f"expert class {path!r} is outside image_poser; pass allow_external=True to trust it")
     mod, _, cls = path.rpartition(".")
-    try: return getattr(importlib.import_module(mod), cls)
-    except (ImportError, AttributeError) as e: raise ValueError(f"cannot load expert class {path!r}: {e}") from None
+    try:
+        return getattr(importlib.import_module(mod), cls)
+    except (ImportError, AttributeError) as e:
+        raise ValueError(f"cannot load expert class {path!r}: {e}") from None
+
 
 @dataclass
 class Registry:
     "Experts in action order (action id = position)."
+
     experts: list
     source: str = ""
 
-    def __len__(self): return len(self.experts)
-    def __getitem__(self, i): return self.experts[i]
-    def __iter__(self): return iter(self.experts)
+    def __len__(self):
+        return len(self.experts)
+
+    def __getitem__(self, i):
+        return self.experts[i]
+
+    def __iter__(self):
+        return iter(self.experts)
+
     @property
-    def names(self) -> list[str]: return [e.name for e in self.experts]
-    def index(self, name:str) -> int: return self.names.index(name)
-    def by_kind(self, kind:str) -> list[int]: return [i for i, e in enumerate(self.experts) if e.kind == kind]
+    def names(self) -> list[str]:
+        return [e.name for e in self.experts]
+
+    def index(self, name: str) -> int:
+        return self.names.index(name)
+
+    def by_kind(self, kind: str) -> list[int]:
+        return [i for i, e in enumerate(self.experts) if e.kind == kind]
 
     def table(self) -> list[dict]:
         "One row per expert: action id, name, kind, cost, token limit, what it is good at."
-        return [{"action": i, "name": e.name, "kind": e.kind, "cost": e.cost, "max_tokens": e.max_tokens, "good_at": e.good_at}
-                for i, e in enumerate(self.experts)]
+        return [
+            {"action": i, "name": e.name, "kind": e.kind, "cost": e.cost, "max_tokens": e.max_tokens, "good_at": e.good_at}
+            for i, e in enumerate(self.experts)
+        ]
 
     def markdown(self) -> str:
         rows = self.table()
@@ -148,25 +203,36 @@ class Registry:
         out += [f"| {r['action']} | {r['name']} | {r['kind']} | {r['cost']:g} | {r['max_tokens']} | {r['good_at']} |" for r in rows]
         return "\n".join(out)
 
-def load_registry(path:str | Path | None=None, allow_external:bool=False) -> Registry:
+
+def load_registry(path: str | Path | None = None, allow_external: bool = False) -> Registry:
     "Build the experts listed in a TOML registry file (default: the shapes world's)."
     path = Path(path) if path is not None else default_registry_path()
-    if not path.exists(): raise FileNotFoundError(f"expert registry {path} not found")
-    try: cfg = tomllib.loads(path.read_text())
-    except tomllib.TOMLDecodeError as e: raise ValueError(f"{path}: not valid TOML: {e}") from None
+    if not path.exists():
+        raise FileNotFoundError(f"expert registry {path} not found")
+    try:
+        cfg = tomllib.loads(path.read_text())
+    except tomllib.TOMLDecodeError as e:
+        raise ValueError(f"{path}: not valid TOML: {e}") from None
     entries = cfg.get("experts")
-    if not isinstance(entries, list) or not entries: raise ValueError(f"{path}: expected a non-empty list of [[experts]] tables")
+    if not isinstance(entries, list) or not entries:
+        raise ValueError(f"{path}: expected a non-empty list of [[experts]] tables")
     experts, seen = [], set()
     for k, ent in enumerate(entries):
         ent = dict(ent)
-        if "class" not in ent or "name" not in ent: raise ValueError(f"{path}: expert #{k} needs 'name' and 'class'")
+        if "class" not in ent or "name" not in ent:
+            raise ValueError(f"{path}: expert #{k} needs 'name' and 'class'")
         cls = resolve_class(ent.pop("class"), allow_external)
-        if ent["name"] in seen: raise ValueError(f"{path}: duplicate expert name {ent['name']!r}")
+        if ent["name"] in seen:
+            raise ValueError(f"{path}: duplicate expert name {ent['name']!r}")
         seen.add(ent["name"])
-        if "ops" in ent: ent["ops"] = tuple(ent["ops"])
-        try: experts.append(cls(**ent))
-        except TypeError as e: raise ValueError(f"{path}: expert {ent['name']!r}: {e}") from None
+        if "ops" in ent:
+            ent["ops"] = tuple(ent["ops"])
+        try:
+            experts.append(cls(**ent))
+        except TypeError as e:
+            raise ValueError(f"{path}: expert {ent['name']!r}: {e}") from None
     return Registry(experts, str(path))
+
 
 def default_registry_path() -> Path:
     "configs/experts/shapes.toml, found from the working directory or the package's checkout."

@@ -27,34 +27,57 @@ from .core import Command, Feedback, Task, Verdict
 # %% ../nbs/02_feedback.ipynb #123aaf94
 FEEDBACK_SCHEMA_ID = "image_poser.feedback/1"
 FEEDBACK_SCHEMA = {
-    "$id": FEEDBACK_SCHEMA_ID, "type": "object", "required": ["verdicts"],
+    "$id": FEEDBACK_SCHEMA_ID,
+    "type": "object",
+    "required": ["verdicts"],
     "properties": {
         "schema": {"const": FEEDBACK_SCHEMA_ID},
-        "verdicts": {"type": "array", "items": {"type": "object", "required": ["id", "satisfied"], "properties": {
-            "id": {"type": "string", "description": "requirement id from the prompt, e.g. r3"},
-            "satisfied": {"type": "boolean"}, "score": {"type": "number", "minimum": 0, "maximum": 1}, "reason": {"type": "string"}}}},
-        "alignment": {"type": "number", "minimum": 0, "maximum": 1}, "fidelity": {"type": "number", "minimum": 0, "maximum": 1},
+        "verdicts": {
+            "type": "array",
+            "items": {
+                "type": "object",
+                "required": ["id", "satisfied"],
+                "properties": {
+                    "id": {"type": "string", "description": "requirement id from the prompt, e.g. r3"},
+                    "satisfied": {"type": "boolean"},
+                    "score": {"type": "number", "minimum": 0, "maximum": 1},
+                    "reason": {"type": "string"},
+                },
+            },
+        },
+        "alignment": {"type": "number", "minimum": 0, "maximum": 1},
+        "fidelity": {"type": "number", "minimum": 0, "maximum": 1},
         "aesthetics": {"type": "number", "minimum": 0, "maximum": 1},
-        "issues": {"type": "array", "items": {"type": "string"}}, "suggestions": {"type": "array", "items": {"type": "string"}}}}
+        "issues": {"type": "array", "items": {"type": "string"}},
+        "suggestions": {"type": "array", "items": {"type": "string"}},
+    },
+}
 
-def critic_prompt(task:Task) -> str:
+
+def critic_prompt(task: Task) -> str:
     "The instruction a model-backed critic receives with the image."
     reqs = "\n".join(f"- {q.id}: {q.text}" for q in task.requirements)
-    return (f"You are checking a generated image against a prompt.\nPrompt: {task.prompt}\n\nRequirements:\n{reqs}\n\n"
-            "For every requirement decide whether the image satisfies it. Also rate alignment (share satisfied), fidelity "
-            "(freedom from artifacts) and aesthetics, each from 0 to 1, list issues, and suggest short editing commands that would "
-            "fix the unmet requirements (e.g. \"make the blue square red\", \"add two small yellow stars below the square\").\n"
-            f"Reply with JSON only, following this schema ({FEEDBACK_SCHEMA_ID}):\n" + json.dumps(FEEDBACK_SCHEMA))
+    return (
+        f"You are checking a generated image against a prompt.\nPrompt: {task.prompt}\n\nRequirements:\n{reqs}\n\n"
+        "For every requirement decide whether the image satisfies it. Also rate alignment (share satisfied), fidelity "
+        "(freedom from artifacts) and aesthetics, each from 0 to 1, list issues, and suggest short editing commands that would "
+        "fix the unmet requirements (e.g. \"make the blue square red\", \"add two small yellow stars below the square\").\n"
+        f"Reply with JSON only, following this schema ({FEEDBACK_SCHEMA_ID}):\n" + json.dumps(FEEDBACK_SCHEMA)
+    )
 
-REPAIR_PROMPT = ("Your reply could not be read as the requested JSON. Reply again with only one JSON object with keys "
-                 "\"verdicts\" (a list of {\"id\", \"satisfied\", \"score\", \"reason\"}), \"alignment\", \"fidelity\", \"aesthetics\", "
-                 "\"issues\" and \"suggestions\". No prose, no code fences.")
+
+REPAIR_PROMPT = (
+    "Your reply could not be read as the requested JSON. Reply again with only one JSON object with keys "
+    "\"verdicts\" (a list of {\"id\", \"satisfied\", \"score\", \"reason\"}), \"alignment\", \"fidelity\", \"aesthetics\", "
+    "\"issues\" and \"suggestions\". No prose, no code fences."
+)
 
 # %% ../nbs/02_feedback.ipynb #ca184243
 _FENCE = re.compile(r"```(?:json|JSON|javascript|python)?\s*\n?(.*?)(?:```|$)", re.S)
 _SMART = str.maketrans({"“": '"', "”": '"', "„": '"', "‘": "'", "’": "'", "\u00a0": " "})
 
-def json_candidates(reply:str) -> list[str]:
+
+def json_candidates(reply: str) -> list[str]:
     "Substrings of `reply` that may hold the JSON, most likely first."
     out = [m.group(1) for m in _FENCE.finditer(reply) if m.group(1).strip()]
     for open_, close in (("{", "}"), ("[", "]")):
@@ -64,176 +87,271 @@ def json_candidates(reply:str) -> list[str]:
             while j < len(reply):
                 ch = reply[j]
                 if instr:
-                    if ch == "\\": j += 1
-                    elif ch == q: instr = False
-                elif ch in "\"'": instr, q = True, ch
-                elif ch == open_: depth += 1
+                    if ch == "\\":
+                        j += 1
+                    elif ch == q:
+                        instr = False
+                elif ch in "\"'":
+                    instr, q = True, ch
+                elif ch == open_:
+                    depth += 1
                 elif ch == close:
                     depth -= 1
-                    if depth == 0: out.append(reply[i:j + 1]); break
+                    if depth == 0:
+                        out.append(reply[i : j + 1])
+                        break
                 j += 1
-            else: out.append(reply[i:])  # never closed: truncated
+            else:
+                out.append(reply[i:])  # never closed: truncated
             i = reply.find(open_, j + 1) if j < len(reply) else -1
-            if len(out) > 12: break
+            if len(out) > 12:
+                break
     out.append(reply)
     return out
 
-def _close_truncated(s:str) -> str:
+
+def _close_truncated(s: str) -> str:
     "Close the strings, brackets and braces a truncated JSON text left open."
     stack, instr, q, esc = [], False, "", False
     for ch in s:
         if instr:
-            if esc: esc = False
-            elif ch == "\\": esc = True
-            elif ch == q: instr = False
-        elif ch in "\"'": instr, q = True, ch
-        elif ch in "{[": stack.append("}" if ch == "{" else "]")
-        elif ch in "}]" and stack: stack.pop()
+            if esc:
+                esc = False
+            elif ch == "\\":
+                esc = True
+            elif ch == q:
+                instr = False
+        elif ch in "\"'":
+            instr, q = True, ch
+        elif ch in "{[":
+            stack.append("}" if ch == "{" else "]")
+        elif ch in "}]" and stack:
+            stack.pop()
     s = s + (q if instr else "")
     s = re.sub(r"[,:]\s*$", "", s.rstrip())
     s = re.sub(r',\s*"[^"]*"\s*$', "", s)  # a dangling key
     return s + "".join(reversed(stack))
 
-def loads_lenient(s:str) -> tuple[Any, bool]:
+
+def loads_lenient(s: str) -> tuple[Any, bool]:
     "(value, repaired?) from a JSON-ish text, or (None, True)."
     s = s.strip()
-    if not s: return None, True
-    try: return json.loads(s), False
-    except (json.JSONDecodeError, ValueError): pass
+    if not s:
+        return None, True
+    try:
+        return json.loads(s), False
+    except (json.JSONDecodeError, ValueError):
+        pass
     t = s.translate(_SMART)
     t = re.sub(r",\s*([}\]])", r"\1", t)
     for attempt in (t, _close_truncated(t)):
-        try: return json.loads(attempt), True
-        except (json.JSONDecodeError, ValueError): pass
+        try:
+            return json.loads(attempt), True
+        except (json.JSONDecodeError, ValueError):
+            pass
         py = re.sub(r"\btrue\b", "True", re.sub(r"\bfalse\b", "False", re.sub(r"\bnull\b", "None", attempt)))
         try:
             with warnings.catch_warnings():
                 warnings.simplefilter("ignore", SyntaxWarning)
                 return ast.literal_eval(py), True
-        except (ValueError, SyntaxError, TypeError, MemoryError, RecursionError): pass
+        except (ValueError, SyntaxError, TypeError, MemoryError, RecursionError):
+            pass
         quoted = re.sub(r"([{,]\s*)([A-Za-z_][\w\-]*)\s*:", r'\1"\2":', attempt)
-        try: return json.loads(quoted), True
-        except (json.JSONDecodeError, ValueError): pass
+        try:
+            return json.loads(quoted), True
+        except (json.JSONDecodeError, ValueError):
+            pass
     return None, True
 
 # %% ../nbs/02_feedback.ipynb #631e0f5b
 def _unit(v) -> float | None:
     "A score in [0, 1] from 0-1, 0-10, 0-100, '80%', '7/10', 'high'."
-    if isinstance(v, bool): return float(v)
+    if isinstance(v, bool):
+        return float(v)
     if isinstance(v, str):
         s = v.strip().lower()
         m = re.match(r"^(-?[\d.]+)\s*/\s*([\d.]+)$", s)
         if m:
-            try: return float(np.clip(float(m.group(1)) / float(m.group(2)), 0, 1))
-            except (ValueError, ZeroDivisionError): return None
+            try:
+                return float(np.clip(float(m.group(1)) / float(m.group(2)), 0, 1))
+            except (ValueError, ZeroDivisionError):
+                return None
         if s.endswith("%"):
-            try: return float(np.clip(float(s[:-1]) / 100, 0, 1))
-            except ValueError: return None
+            try:
+                return float(np.clip(float(s[:-1]) / 100, 0, 1))
+            except ValueError:
+                return None
         words = {"high": 0.9, "medium": 0.5, "low": 0.1, "none": 0.0, "perfect": 1.0}
-        if s in words: return words[s]
-        try: v = float(s)
-        except ValueError: return None
-    if not isinstance(v, (int, float)) or v != v: return None
+        if s in words:
+            return words[s]
+        try:
+            v = float(s)
+        except ValueError:
+            return None
+    if not isinstance(v, (int, float)) or v != v:
+        return None
     v = float(v)
-    if v < 0: return 0.0
-    if v <= 1: return v
-    if v <= 10: return v / 10
-    if v <= 100: return v / 100
+    if v < 0:
+        return 0.0
+    if v <= 1:
+        return v
+    if v <= 10:
+        return v / 10
+    if v <= 100:
+        return v / 100
     return 1.0
 
+
 _TRUE = {"true", "yes", "y", "pass", "passed", "ok", "met", "satisfied", "correct", "present", "1", "✓", "✔", "done"}
-_FALSE = {"false", "no", "n", "fail", "failed", "not met", "unmet", "unsatisfied", "not satisfied", "incorrect", "missing", "absent", "0", "✗", "✘", "partial"}
+_FALSE = {
+    "false",
+    "no",
+    "n",
+    "fail",
+    "failed",
+    "not met",
+    "unmet",
+    "unsatisfied",
+    "not satisfied",
+    "incorrect",
+    "missing",
+    "absent",
+    "0",
+    "✗",
+    "✘",
+    "partial",
+}
+
 
 def _boolish(v) -> bool | None:
-    if isinstance(v, bool): return v
-    if isinstance(v, (int, float)) and not isinstance(v, bool): return None if v != v else (v >= 0.5 if v <= 1 else v >= 5)
+    if isinstance(v, bool):
+        return v
+    if isinstance(v, (int, float)) and not isinstance(v, bool):
+        return None if v != v else (v >= 0.5 if v <= 1 else v >= 5)
     if isinstance(v, str):
         s = v.strip().lower().rstrip(".!")
-        if s in _TRUE: return True
-        if s in _FALSE: return False
-        if s.startswith(("yes", "true", "satisfied", "pass")): return True
-        if s.startswith(("no", "false", "not", "unsatisfied", "fail")): return False
+        if s in _TRUE:
+            return True
+        if s in _FALSE:
+            return False
+        if s.startswith(("yes", "true", "satisfied", "pass")):
+            return True
+        if s.startswith(("no", "false", "not", "unsatisfied", "fail")):
+            return False
     return None
 
-def _get(d:dict, *names):
+
+def _get(d: dict, *names):
     low = {str(k).lower().strip(): v for k, v in d.items()}
     for n in names:
-        if n in low: return low[n]
+        if n in low:
+            return low[n]
     return None
+
 
 _ID_KEYS = ("id", "requirement_id", "req_id", "requirement", "req", "rid", "index", "idx", "number", "name", "text", "claim", "item")
 _SAT_KEYS = ("satisfied", "pass", "passed", "met", "ok", "verdict", "answer", "result", "status", "correct", "value", "present")
 _SCORE_KEYS = ("score", "confidence", "probability", "prob", "rating")
 _REASON_KEYS = ("reason", "explanation", "why", "rationale", "comment", "evidence", "note", "notes")
 
+
 class _Resolver:
     "Requirement references (id, index, text) to requirement ids."
-    def __init__(self, task:Task, indices:list):
+
+    def __init__(self, task: Task, indices: list):
         self.task, self.ids = task, [q.id for q in task.requirements]
-        ints = [i for i in indices if (isinstance(i, int) and not isinstance(i, bool)) or (isinstance(i, str) and i.strip().lstrip("#").isdigit())]
+        ints = [
+            i
+            for i in indices
+            if (isinstance(i, int) and not isinstance(i, bool)) or (isinstance(i, str) and i.strip().lstrip("#").isdigit())
+        ]
         vals = [int(str(i).strip().lstrip("#")) for i in ints]
         n = len(self.ids)
         self.one_based = bool(vals) and 0 not in vals and max(vals) <= n
 
     def __call__(self, ref) -> str | None:
-        if ref is None: return None
-        if isinstance(ref, bool): return None
-        if isinstance(ref, (int, float)) and float(ref).is_integer(): return self._index(int(ref))
+        if ref is None:
+            return None
+        if isinstance(ref, bool):
+            return None
+        if isinstance(ref, (int, float)) and float(ref).is_integer():
+            return self._index(int(ref))
         s = str(ref).strip()
         low = s.lower()
         for rid in self.ids:
-            if low == rid.lower(): return rid
+            if low == rid.lower():
+                return rid
         m = re.match(r"^(?:r|req|requirement)?\s*[#_\-]?\s*(\d+)$", low)
         if m:
             k = int(m.group(1))
-            if low.startswith(("r", "req")) and f"r{k}" in self.ids: return f"r{k}"
+            if low.startswith(("r", "req")) and f"r{k}" in self.ids:
+                return f"r{k}"
             return self._index(k)
         m = re.match(r"^(r\d+)\s*[:\-)]", low)
-        if m and m.group(1) in self.ids: return m.group(1)
+        if m and m.group(1) in self.ids:
+            return m.group(1)
         texts = {q.text.lower(): q.id for q in self.task.requirements}
-        if low in texts: return texts[low]
+        if low in texts:
+            return texts[low]
         close = difflib.get_close_matches(low, list(texts), n=1, cutoff=0.75)
         return texts[close[0]] if close else None
 
-    def _index(self, k:int) -> str | None:
+    def _index(self, k: int) -> str | None:
         k = k - 1 if self.one_based else k
         return self.ids[k] if 0 <= k < len(self.ids) else None
 
+
 def _verdict_items(data) -> list[tuple[Any, Any]]:
     "(reference, verdict payload) pairs from whatever shape the model used."
-    if isinstance(data, list): return [(None, x) for x in data]
-    if not isinstance(data, dict): return []
+    if isinstance(data, list):
+        return [(None, x) for x in data]
+    if not isinstance(data, dict):
+        return []
     v = _get(data, "verdicts", "requirements", "checks", "results", "evaluations", "items", "checklist", "answers", "assessment")
     if v is None:
         keys = [k for k in data if re.match(r"^(r\d+|\d+)$", str(k).strip().lower())]
-        if keys: return [(k, data[k]) for k in keys]
+        if keys:
+            return [(k, data[k]) for k in keys]
         return []
-    if isinstance(v, dict): return [(k, x) for k, x in v.items()]
-    if isinstance(v, list): return [(None, x) for x in v]
+    if isinstance(v, dict):
+        return [(k, x) for k, x in v.items()]
+    if isinstance(v, list):
+        return [(None, x) for x in v]
     return []
+
 
 _OVERALL_KEYS = ("alignment", "overall", "overall_score", "score", "overall_alignment")
 
+
 def _conforms(x) -> bool:
     "Is this verdict exactly as the schema asks (id string, boolean satisfied, numeric score in [0, 1])?"
-    if not isinstance(x, dict) or not isinstance(x.get("id"), str) or not isinstance(x.get("satisfied"), bool): return False
+    if not isinstance(x, dict) or not isinstance(x.get("id"), str) or not isinstance(x.get("satisfied"), bool):
+        return False
     sc = x.get("score")
     return sc is None or (isinstance(sc, (int, float)) and not isinstance(sc, bool) and 0 <= sc <= 1)
 
-def parse_feedback(reply:str, task:Task, source:str="model") -> Feedback:
+
+def parse_feedback(reply: str, task: Task, source: str = "model") -> Feedback:
     "Structured feedback from a model's reply. Never raises on model output."
-    try: return _parse_feedback(reply, task, source)
+    try:
+        return _parse_feedback(reply, task, source)
     except Exception as e:  # a bug here must not crash training: record it
         return Feedback(raw=str(reply)[:20000], parse_status="failed", issues=[f"parser error: {type(e).__name__}: {e}"], source=source)
 
-def _parse_feedback(reply:str, task:Task, source:str) -> Feedback:
+
+def _parse_feedback(reply: str, task: Task, source: str) -> Feedback:
     raw = reply if isinstance(reply, str) else repr(reply)
     if not isinstance(reply, str) or not reply.strip():
         return Feedback(raw=raw, parse_status="failed", issues=["empty reply"], source=source)
     data, repaired = None, False
     for cand in json_candidates(reply):
         val, rep = loads_lenient(cand)
-        if isinstance(val, dict) and len(val) == 1 and isinstance(next(iter(val.values())), dict) and _verdict_items(next(iter(val.values()))):
+        if (
+            isinstance(val, dict)
+            and len(val) == 1
+            and isinstance(next(iter(val.values())), dict)
+            and _verdict_items(next(iter(val.values())))
+        ):
             val, rep = next(iter(val.values())), True  # {"feedback": {...}}: one wrapper level
         if isinstance(val, (dict, list)) and (_verdict_items(val) or (isinstance(val, dict) and _get(val, *_OVERALL_KEYS) is not None)):
             data, repaired = val, rep or cand.strip() != reply.strip() or not isinstance(val, dict)
@@ -249,36 +367,52 @@ def _parse_feedback(reply:str, task:Task, source:str) -> Feedback:
         if rid is None and ref is None and not isinstance(x, dict) and len(items) == len(task.requirements):
             rid = task.requirements[len(verdicts)].id if len(verdicts) < len(task.requirements) else None
         if rid is None:
-            issues.append(f"verdict for an unknown requirement: {str(r0)[:60]!r}"); repaired = True; continue
-        if rid in seen: issues.append(f"duplicate verdict for {rid}"); continue
+            issues.append(f"verdict for an unknown requirement: {str(r0)[:60]!r}")
+            repaired = True
+            continue
+        if rid in seen:
+            issues.append(f"duplicate verdict for {rid}")
+            continue
         if isinstance(x, dict):
             sat = _boolish(_get(x, *_SAT_KEYS))
             score = _unit(_get(x, *_SCORE_KEYS))
             reason = _get(x, *_REASON_KEYS)
         else:
             sat, score, reason = _boolish(x), _unit(x) if isinstance(x, (int, float)) and not isinstance(x, bool) else None, None
-        if sat is None and score is not None: sat = score >= 0.5
-        if sat is None: issues.append(f"no verdict for {rid}"); continue
+        if sat is None and score is not None:
+            sat = score >= 0.5
+        if sat is None:
+            issues.append(f"no verdict for {rid}")
+            continue
         repaired = repaired or not _conforms(x)
         seen.add(rid)
         verdicts.append(Verdict(requirement=rid, satisfied=bool(sat), score=score, reason=str(reason)[:500] if reason is not None else ""))
     top = data if isinstance(data, dict) else {}
     scores = {}
-    for key, names in (("fidelity", ("fidelity", "quality", "artifacts_score")), ("aesthetics", ("aesthetics", "aesthetic", "composition"))):
+    for key, names in (
+        ("fidelity", ("fidelity", "quality", "artifacts_score")),
+        ("aesthetics", ("aesthetics", "aesthetic", "composition")),
+    ):
         raw_v = _get(top, *names)
         v = _unit(raw_v)
         if v is not None:
             scores[key] = v
             repaired = repaired or not (isinstance(raw_v, (int, float)) and 0 <= raw_v <= 1)
     sugg = _get(top, "suggestions", "commands", "corrections", "fixes", "edits", "next_steps") or []
-    if isinstance(sugg, (str, dict)): sugg = [sugg]
+    if isinstance(sugg, (str, dict)):
+        sugg = [sugg]
     cmds = []
     for s in sugg if isinstance(sugg, list) else []:
-        text = s if isinstance(s, str) else (_get(s, "command", "text", "instruction", "edit", "suggestion") if isinstance(s, dict) else None)
-        if isinstance(text, str) and text.strip(): cmds.append(Command(text=text.strip()[:300], kind="edit", origin="critic"))
+        text = (
+            s if isinstance(s, str) else (_get(s, "command", "text", "instruction", "edit", "suggestion") if isinstance(s, dict) else None)
+        )
+        if isinstance(text, str) and text.strip():
+            cmds.append(Command(text=text.strip()[:300], kind="edit", origin="critic"))
     extra = _get(top, "issues", "problems", "errors")
-    if isinstance(extra, list): issues = [str(i)[:300] for i in extra] + issues
-    elif isinstance(extra, str): issues = [extra[:300]] + issues
+    if isinstance(extra, list):
+        issues = [str(i)[:300] for i in extra] + issues
+    elif isinstance(extra, str):
+        issues = [extra[:300]] + issues
     if verdicts:
         fb = Feedback.from_verdicts(task, verdicts, issues=issues, suggestions=cmds, raw=raw, source=source, **scores)
         covered = len(seen) == len(task.requirements)
@@ -286,24 +420,39 @@ def _parse_feedback(reply:str, task:Task, source:str) -> Feedback:
         return fb
     overall = _unit(_get(top, *_OVERALL_KEYS))
     if overall is not None:
-        return Feedback(alignment=overall, issues=issues + ["no per-requirement verdicts"], suggestions=cmds, raw=raw, source=source,
-                        parse_status="partial", **scores)
+        return Feedback(
+            alignment=overall,
+            issues=issues + ["no per-requirement verdicts"],
+            suggestions=cmds,
+            raw=raw,
+            source=source,
+            parse_status="partial",
+            **scores,
+        )
     return Feedback(raw=raw, parse_status="failed", issues=issues + ["no verdicts found"], suggestions=cmds, source=source)
 
 # %% ../nbs/02_feedback.ipynb #b573b246
-def mutate_reply(reply:str, rng:np.random.Generator) -> str:
+def mutate_reply(reply: str, rng: np.random.Generator) -> str:
     "A randomly damaged copy of `reply`."
     s = reply
     for _ in range(int(rng.integers(1, 4))):
         op = int(rng.integers(8))
         n = len(s)
         i = int(rng.integers(n + 1)) if n else 0
-        if op == 0 and n: s = s[:i]  # truncate
-        elif op == 1 and n: s = s[:i] + s[i + int(rng.integers(1, 20)):]  # drop a span
-        elif op == 2 and n: s = s[:i] + s[i:i + int(rng.integers(1, 30))] * 2 + s[i:]  # duplicate a span
-        elif op == 3: s = s.replace('"', "'") if rng.random() < 0.5 else s.replace("'", '"')
-        elif op == 4: s = s[:i] + "".join(chr(int(c)) for c in rng.integers(32, 0x2FFF, int(rng.integers(1, 10)))) + s[i:]
-        elif op == 5: s = s[:i] + str(rng.choice(["{", "}", "[", "]", ",", ":", "null", "NaN", "1e999", "\\", "```"])) + s[i:]
-        elif op == 6: s = s.upper() if rng.random() < 0.5 else s.lower()
-        else: s = s.replace("true", "True").replace("false", "maybe")
+        if op == 0 and n:
+            s = s[:i]  # truncate
+        elif op == 1 and n:
+            s = s[:i] + s[i + int(rng.integers(1, 20)) :]  # drop a span
+        elif op == 2 and n:
+            s = s[:i] + s[i : i + int(rng.integers(1, 30))] * 2 + s[i:]  # duplicate a span
+        elif op == 3:
+            s = s.replace('"', "'") if rng.random() < 0.5 else s.replace("'", '"')
+        elif op == 4:
+            s = s[:i] + "".join(chr(int(c)) for c in rng.integers(32, 0x2FFF, int(rng.integers(1, 10)))) + s[i:]
+        elif op == 5:
+            s = s[:i] + str(rng.choice(["{", "}", "[", "]", ",", ":", "null", "NaN", "1e999", "\\", "```"])) + s[i:]
+        elif op == 6:
+            s = s.upper() if rng.random() < 0.5 else s.lower()
+        else:
+            s = s.replace("true", "True").replace("false", "maybe")
     return s

@@ -19,7 +19,6 @@ __all__ = ['CHECKPOINT_FORMAT', 'Args', 'layer_init', 'Agent', 'save_checkpoint'
            'collect_rollout', 'compute_gae', 'ppo_loss', 'update_policy', 'train']
 
 # %% ../nbs/60_ppo.ipynb #e5235143
-import gymnasium as gym
 import numpy as np
 import torch
 import torch.nn as nn
@@ -115,24 +114,38 @@ def layer_init(layer, std=np.sqrt(2), bias_const=0.0):
     torch.nn.init.constant_(layer.bias, bias_const)
     return layer
 
+
 class Agent(nn.Module):
     "Separate actor and critic MLPs; the actor's logits are masked."
-    def __init__(self, obs_dim:int, n_actions:int, hidden:int=128):
-        super().__init__()
-        self.critic = nn.Sequential(layer_init(nn.Linear(obs_dim, hidden)), nn.Tanh(), layer_init(nn.Linear(hidden, hidden)), nn.Tanh(),
-                                    layer_init(nn.Linear(hidden, 1), std=1.0))
-        self.actor = nn.Sequential(layer_init(nn.Linear(obs_dim, hidden)), nn.Tanh(), layer_init(nn.Linear(hidden, hidden)), nn.Tanh(),
-                                   layer_init(nn.Linear(hidden, n_actions), std=0.01))
 
-    def get_value(self, x): return self.critic(x)
+    def __init__(self, obs_dim: int, n_actions: int, hidden: int = 128):
+        super().__init__()
+        self.critic = nn.Sequential(
+            layer_init(nn.Linear(obs_dim, hidden)),
+            nn.Tanh(),
+            layer_init(nn.Linear(hidden, hidden)),
+            nn.Tanh(),
+            layer_init(nn.Linear(hidden, 1), std=1.0),
+        )
+        self.actor = nn.Sequential(
+            layer_init(nn.Linear(obs_dim, hidden)),
+            nn.Tanh(),
+            layer_init(nn.Linear(hidden, hidden)),
+            nn.Tanh(),
+            layer_init(nn.Linear(hidden, n_actions), std=0.01),
+        )
+
+    def get_value(self, x):
+        return self.critic(x)
 
     def get_action_and_value(self, x, mask, action=None):
         logits = self.actor(x).masked_fill(~mask.bool(), -1e8)
         probs = Categorical(logits=logits)
-        if action is None: action = probs.sample()
+        if action is None:
+            action = probs.sample()
         return action, probs.log_prob(action), probs.entropy(), self.critic(x)
 
-    def act(self, obs:np.ndarray, info:dict, deterministic:bool=True) -> int:
+    def act(self, obs: np.ndarray, info: dict, deterministic: bool = True) -> int:
         "A policy interface for evaluation: the most likely valid action (or a sample)."
         with torch.no_grad():
             x = torch.as_tensor(obs, dtype=torch.float32)[None]
@@ -143,45 +156,70 @@ class Agent(nn.Module):
 # %% ../nbs/60_ppo.ipynb #38c7e6da
 CHECKPOINT_FORMAT = 1
 
-def save_checkpoint(path, agent, optimizer, iteration:int, global_step:int, args, obs_dim:int, n_actions:int):
-    "Write a checkpoint atomically (a crash mid-write never corrupts the previous one)."
-    path = Path(path); path.parent.mkdir(parents=True, exist_ok=True)
-    state = {"format": CHECKPOINT_FORMAT, "algo": "ppo", "model": agent.state_dict(), "optimizer": optimizer.state_dict(),
-             "iteration": iteration, "global_step": global_step, "args": json.dumps(asdict(args)), "obs_dim": obs_dim, "n_actions": n_actions,
-             "torch_rng": torch.get_rng_state(), "numpy_rng": json.dumps(np.random.get_state()[1].tolist()), "python_rng": json.dumps(random.getstate()[1])}
-    tmp = path.with_suffix(".tmp")
-    torch.save(state, tmp); os.replace(tmp, path)
 
-def load_checkpoint(path, obs_dim:int | None=None, n_actions:int | None=None) -> dict:
+def save_checkpoint(path, agent, optimizer, iteration: int, global_step: int, args, obs_dim: int, n_actions: int):
+    "Write a checkpoint atomically (a crash mid-write never corrupts the previous one)."
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    state = {
+        "format": CHECKPOINT_FORMAT,
+        "algo": "ppo",
+        "model": agent.state_dict(),
+        "optimizer": optimizer.state_dict(),
+        "iteration": iteration,
+        "global_step": global_step,
+        "args": json.dumps(asdict(args)),
+        "obs_dim": obs_dim,
+        "n_actions": n_actions,
+        "torch_rng": torch.get_rng_state(),
+        "numpy_rng": json.dumps(np.random.get_state()[1].tolist()),
+        "python_rng": json.dumps(random.getstate()[1]),
+    }
+    tmp = path.with_suffix(".tmp")
+    torch.save(state, tmp)
+    os.replace(tmp, path)
+
+
+def load_checkpoint(path, obs_dim: int | None = None, n_actions: int | None = None) -> dict:
     "Read a checkpoint with `weights_only=True`; clear errors for missing, corrupted or mismatched files."
     path = Path(path)
-    if not path.exists(): raise FileNotFoundError(f"no checkpoint at {path}")
-    try: ck = torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as e: raise ValueError(f"{path} is not a readable checkpoint ({type(e).__name__}: {str(e)[:120]})") from None
-    if not isinstance(ck, dict) or ck.get("format") != CHECKPOINT_FORMAT: raise ValueError(f"{path}: unknown checkpoint format")
+    if not path.exists():
+        raise FileNotFoundError(f"no checkpoint at {path}")
+    try:
+        ck = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as e:
+        raise ValueError(f"{path} is not a readable checkpoint ({type(e).__name__}: {str(e)[:120]})") from None
+    if not isinstance(ck, dict) or ck.get("format") != CHECKPOINT_FORMAT:
+        raise ValueError(f"{path}: unknown checkpoint format")
     if obs_dim is not None and (ck["obs_dim"], ck["n_actions"]) != (obs_dim, n_actions):
-        raise ValueError(f"{path}: checkpoint is for observations of {ck['obs_dim']} and {ck['n_actions']} actions, "
-                         f"but the environment has {obs_dim} and {n_actions} (another registry or obs_mode?)")
+        raise ValueError(
+            f"{path}: checkpoint is for observations of {ck['obs_dim']} and {ck['n_actions']} actions, "
+            f"but the environment has {obs_dim} and {n_actions} (another registry or obs_mode?)"
+        )
     return ck
+
 
 def load_agent(path) -> tuple[Agent, dict]:
     "A trained agent (and its run's args) from a checkpoint."
     ck = load_checkpoint(path)
     args = json.loads(ck["args"])
     agent = Agent(ck["obs_dim"], ck["n_actions"], args.get("hidden", 128))
-    agent.load_state_dict(ck["model"]); agent.eval()
+    agent.load_state_dict(ck["model"])
+    agent.eval()
     return agent, args
 
 # %% ../nbs/60_ppo.ipynb #a1cbcbfa
-def _log(f, step:int, **metrics):
+def _log(f, step: int, **metrics):
     "Append one JSON line of metrics."
     row = {"global_step": step, **{k: (float(v) if v is not None else None) for k, v in metrics.items()}}
     f.write(json.dumps(row) + "\n")
     f.flush()
 
+
 @dataclass
 class Rollout:
     "The storage of one rollout: `num_steps` x `num_envs` of everything PPO needs."
+
     obs: torch.Tensor
     masks: torch.Tensor
     actions: torch.Tensor
@@ -191,20 +229,28 @@ class Rollout:
     values: torch.Tensor
 
     @classmethod
-    def zeros(cls, num_steps:int, num_envs:int, obs_dim:int, n_actions:int) -> Rollout:
+    def zeros(cls, num_steps: int, num_envs: int, obs_dim: int, n_actions: int) -> Rollout:
         shape = (num_steps, num_envs)
-        return cls(obs=torch.zeros(shape + (obs_dim,)), masks=torch.zeros(shape + (n_actions,), dtype=torch.bool),
-                   actions=torch.zeros(shape, dtype=torch.long), logprobs=torch.zeros(shape), rewards=torch.zeros(shape),
-                   dones=torch.zeros(shape), values=torch.zeros(shape))
+        return cls(
+            obs=torch.zeros(shape + (obs_dim,)),
+            masks=torch.zeros(shape + (n_actions,), dtype=torch.bool),
+            actions=torch.zeros(shape, dtype=torch.long),
+            logprobs=torch.zeros(shape),
+            rewards=torch.zeros(shape),
+            dones=torch.zeros(shape),
+            values=torch.zeros(shape),
+        )
 
 # %% ../nbs/60_ppo.ipynb #ppoenv01
 def _as_obs(x) -> torch.Tensor:
     return torch.as_tensor(x, dtype=torch.float32)
 
-def _as_mask(info:dict) -> torch.Tensor:
+
+def _as_mask(info: dict) -> torch.Tensor:
     return torch.as_tensor(np.stack(info["action_mask"]), dtype=torch.bool)
 
-def _log_episodes(info:dict, global_step:int, metrics, wb):
+
+def _log_episodes(info: dict, global_step: int, metrics, wb):
     "Log the return and length of every episode that ended in this step (same-step autoreset: in `final_info`)."
     if "final_info" not in info or "episode" not in info["final_info"]:
         return
@@ -216,7 +262,7 @@ def _log_episodes(info:dict, global_step:int, metrics, wb):
             wb.log(row, step=global_step)
 
 # %% ../nbs/60_ppo.ipynb #ppoenv02
-def collect_rollout(envs, agent:Agent, buf:Rollout, state:dict, args:Args, metrics, wb) -> dict:
+def collect_rollout(envs, agent: Agent, buf: Rollout, state: dict, args: Args, metrics, wb) -> dict:
     "Step the vector environment `num_steps` times with the current policy; `state` holds next_obs, next_mask, next_done, global_step."
     for step in range(args.num_steps):
         state["global_step"] += args.num_envs
@@ -244,7 +290,9 @@ def collect_rollout(envs, agent:Agent, buf:Rollout, state:dict, args:Args, metri
     return state
 
 # %% ../nbs/60_ppo.ipynb #ppogae01
-def compute_gae(agent:Agent, buf:Rollout, next_obs:torch.Tensor, next_done:torch.Tensor, args:Args) -> tuple[torch.Tensor, torch.Tensor]:
+def compute_gae(
+    agent: Agent, buf: Rollout, next_obs: torch.Tensor, next_done: torch.Tensor, args: Args
+) -> tuple[torch.Tensor, torch.Tensor]:
     "Generalised advantage estimation: (advantages, returns)."
     with torch.no_grad():
         next_value = agent.get_value(next_obs).reshape(1, -1)
@@ -264,7 +312,7 @@ def compute_gae(agent:Agent, buf:Rollout, next_obs:torch.Tensor, next_done:torch
     return advantages, returns
 
 # %% ../nbs/60_ppo.ipynb #ppoupd01
-def ppo_loss(agent:Agent, b:dict, mb:np.ndarray, args:Args) -> tuple[torch.Tensor, dict]:
+def ppo_loss(agent: Agent, b: dict, mb: np.ndarray, args: Args) -> tuple[torch.Tensor, dict]:
     "The PPO loss on minibatch `mb` of the flattened batch `b`, and its parts."
     _, newlogprob, entropy, newvalue = agent.get_action_and_value(b["obs"][mb], b["masks"][mb], b["actions"][mb])
     logratio = newlogprob - b["logprobs"][mb]
@@ -291,23 +339,36 @@ def ppo_loss(agent:Agent, b:dict, mb:np.ndarray, args:Args) -> tuple[torch.Tenso
         v_loss = 0.5 * ((newvalue - b["returns"][mb]) ** 2).mean()
     entropy_loss = entropy.mean()
     loss = pg_loss - args.ent_coef * entropy_loss + v_loss * args.vf_coef
-    parts = {"pg_loss": pg_loss, "v_loss": v_loss, "entropy_loss": entropy_loss, "old_approx_kl": old_approx_kl,
-             "approx_kl": approx_kl, "clipfrac": clipfrac}
+    parts = {
+        "pg_loss": pg_loss,
+        "v_loss": v_loss,
+        "entropy_loss": entropy_loss,
+        "old_approx_kl": old_approx_kl,
+        "approx_kl": approx_kl,
+        "clipfrac": clipfrac,
+    }
     return loss, parts
 
 # %% ../nbs/60_ppo.ipynb #ppoupd02
-def update_policy(agent:Agent, optimizer, buf:Rollout, advantages:torch.Tensor, returns:torch.Tensor, obs_dim:int, n_actions:int,
-                  args:Args) -> dict:
+def update_policy(
+    agent: Agent, optimizer, buf: Rollout, advantages: torch.Tensor, returns: torch.Tensor, obs_dim: int, n_actions: int, args: Args
+) -> dict:
     "Optimise the policy and value network for `update_epochs` epochs of minibatches; returns the last minibatch's loss parts."
-    b = {"obs": buf.obs.reshape(-1, obs_dim), "masks": buf.masks.reshape(-1, n_actions), "logprobs": buf.logprobs.reshape(-1),
-         "actions": buf.actions.reshape(-1), "advantages": advantages.reshape(-1), "returns": returns.reshape(-1),
-         "values": buf.values.reshape(-1)}
+    b = {
+        "obs": buf.obs.reshape(-1, obs_dim),
+        "masks": buf.masks.reshape(-1, n_actions),
+        "logprobs": buf.logprobs.reshape(-1),
+        "actions": buf.actions.reshape(-1),
+        "advantages": advantages.reshape(-1),
+        "returns": returns.reshape(-1),
+        "values": buf.values.reshape(-1),
+    }
     b_inds = np.arange(args.batch_size)
     clipfracs = []
     for epoch in range(args.update_epochs):
         np.random.shuffle(b_inds)
         for start in range(0, args.batch_size, args.minibatch_size):
-            mb = b_inds[start:start + args.minibatch_size]
+            mb = b_inds[start : start + args.minibatch_size]
             loss, parts = ppo_loss(agent, b, mb, args)
             clipfracs.append(parts["clipfrac"])
             optimizer.zero_grad()
@@ -324,7 +385,7 @@ def update_policy(agent:Agent, optimizer, buf:Rollout, advantages:torch.Tensor, 
     return parts
 
 # %% ../nbs/60_ppo.ipynb #ppotrn01
-def _setup(args:Args):
+def _setup(args: Args):
     "Seeding, the run folder, the environments, the agent and its optimiser, resumed from a checkpoint if asked."
     run = Path(args.run_dir) / args.run_name
     run.mkdir(parents=True, exist_ok=True)
@@ -349,16 +410,18 @@ def _setup(args:Args):
         print(f"resumed from {ck_path} at iteration {ck['iteration']} (step {global_step})")
     return run, envs, agent, optimizer, obs_dim, n_actions, start, global_step
 
-def _tracker(args:Args, run:Path):
+
+def _tracker(args: Args, run: Path):
     "A wandb run when `--track` (its mode only when given), else None."
     if not args.track:
         return None
     import wandb
+
     kw = {"mode": args.wandb_mode} if args.wandb_mode else {}
     return wandb.init(project=args.wandb_project_name, name=args.run_name, config=asdict(args), dir=str(run), **kw)
 
 # %% ../nbs/60_ppo.ipynb #ppotrn02
-def train(args:Args) -> Path:
+def train(args: Args) -> Path:
     "Train PPO; returns the run folder (metrics.jsonl, checkpoint.pt)."
     run, envs, agent, optimizer, obs_dim, n_actions, start, global_step = _setup(args)
     wb = _tracker(args, run)
@@ -366,10 +429,16 @@ def train(args:Args) -> Path:
     (run / "args.json").write_text(json.dumps(asdict(args), indent=1))
     buf = Rollout.zeros(args.num_steps, args.num_envs, obs_dim, n_actions)
     next_obs, info = envs.reset(seed=args.seed + 1000 * (start - 1))  # resumed runs continue on fresh episodes
-    state = {"next_obs": _as_obs(next_obs), "next_mask": _as_mask(info), "next_done": torch.zeros(args.num_envs), "global_step": global_step}
+    state = {
+        "next_obs": _as_obs(next_obs),
+        "next_mask": _as_mask(info),
+        "next_done": torch.zeros(args.num_envs),
+        "global_step": global_step,
+    }
     bar = None
     if args.progress:
         from tqdm.auto import tqdm
+
         bar = tqdm(total=args.num_iterations, initial=start - 1, desc=args.run_name, unit="update")
     t0, step0 = time.time(), global_step
     for iteration in range(start, args.num_iterations + 1):
@@ -380,10 +449,17 @@ def train(args:Args) -> Path:
         parts = update_policy(agent, optimizer, buf, advantages, returns, obs_dim, n_actions, args)
         # TRY NOT TO MODIFY: record rewards for plotting purposes
         sps = int((state["global_step"] - step0) / max(time.time() - t0, 1e-9))
-        logs = {"charts/learning_rate": optimizer.param_groups[0]["lr"], "losses/value_loss": parts["v_loss"].item(),
-                "losses/policy_loss": parts["pg_loss"].item(), "losses/entropy": parts["entropy_loss"].item(),
-                "losses/old_approx_kl": parts["old_approx_kl"].item(), "losses/approx_kl": parts["approx_kl"].item(),
-                "losses/clipfrac": parts["clipfrac"], "losses/explained_variance": parts["explained_var"], "charts/SPS": sps}
+        logs = {
+            "charts/learning_rate": optimizer.param_groups[0]["lr"],
+            "losses/value_loss": parts["v_loss"].item(),
+            "losses/policy_loss": parts["pg_loss"].item(),
+            "losses/entropy": parts["entropy_loss"].item(),
+            "losses/old_approx_kl": parts["old_approx_kl"].item(),
+            "losses/approx_kl": parts["approx_kl"].item(),
+            "losses/clipfrac": parts["clipfrac"],
+            "losses/explained_variance": parts["explained_var"],
+            "charts/SPS": sps,
+        }
         _log(metrics, state["global_step"], **logs)
         if wb:
             wb.log(logs, step=state["global_step"])
@@ -403,4 +479,5 @@ def train(args:Args) -> Path:
 # %% ../nbs/60_ppo.ipynb #98cacac4
 if __name__ == "__main__" and "__file__" in globals():
     import tyro
+
     train(tyro.cli(Args))

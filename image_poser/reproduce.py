@@ -12,7 +12,7 @@ import os
 import shutil
 import time
 from concurrent.futures import ProcessPoolExecutor
-from dataclasses import asdict, dataclass, field, replace
+from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 
 # %% auto #0
@@ -33,6 +33,7 @@ from .shapes.data import load_split
 @dataclass(frozen=True)
 class Profile:
     "The sizes of one reproduction run."
+
     name: str
     ppo_steps: int  # environment steps per PPO training run
     ppo_seeds: tuple[int, ...]  # PPO training seeds
@@ -47,13 +48,50 @@ class Profile:
     gallery_n: int = 3  # prompts per trajectory gallery
     workers: int = 2  # parallel processes (one core each)
 
+
 PROFILES = {
-    "quick": Profile("quick", ppo_steps=16_000, ppo_seeds=(1,), dqn_steps=6_000, dqn_seeds=(1,), test_n=50, eval_seeds=(0, 1, 2),
-                     greedy_n=50, oracle_n=20, ablation_steps=2_000, ablation_n=30),
-    "full": Profile("full", ppo_steps=32_000, ppo_seeds=(1, 2, 3), dqn_steps=20_000, dqn_seeds=(1, 2, 3), test_n=300, eval_seeds=(0, 1, 2),
-                    greedy_n=300, oracle_n=100, ablation_steps=16_000, ablation_n=150, gallery_n=4),
-    "smoke": Profile("smoke", ppo_steps=128, ppo_seeds=(1,), dqn_steps=64, dqn_seeds=(1,), test_n=4, eval_seeds=(0,), greedy_n=2, oracle_n=1,
-                     ablation_steps=64, ablation_n=2, gallery_n=1, workers=1),
+    "quick": Profile(
+        "quick",
+        ppo_steps=16_000,
+        ppo_seeds=(1,),
+        dqn_steps=6_000,
+        dqn_seeds=(1,),
+        test_n=50,
+        eval_seeds=(0, 1, 2),
+        greedy_n=50,
+        oracle_n=20,
+        ablation_steps=2_000,
+        ablation_n=30,
+    ),
+    "full": Profile(
+        "full",
+        ppo_steps=32_000,
+        ppo_seeds=(1, 2, 3),
+        dqn_steps=20_000,
+        dqn_seeds=(1, 2, 3),
+        test_n=300,
+        eval_seeds=(0, 1, 2),
+        greedy_n=300,
+        oracle_n=100,
+        ablation_steps=16_000,
+        ablation_n=150,
+        gallery_n=4,
+    ),
+    "smoke": Profile(
+        "smoke",
+        ppo_steps=128,
+        ppo_seeds=(1,),
+        dqn_steps=64,
+        dqn_seeds=(1,),
+        test_n=4,
+        eval_seeds=(0,),
+        greedy_n=2,
+        oracle_n=1,
+        ablation_steps=64,
+        ablation_n=2,
+        gallery_n=1,
+        workers=1,
+    ),
 }
 
 # %% ../nbs/75_reproduce.ipynb #b040e208
@@ -71,10 +109,11 @@ ABLATIONS: list[tuple[str, str, dict]] = [
 ]
 
 # %% ../nbs/75_reproduce.ipynb #8d993202
-def train_job(job:tuple[str, dict]) -> dict:
+def train_job(job: tuple[str, dict]) -> dict:
     "Train one run (or reuse a finished identical one); returns its folder, wall time and whether it was reused."
     algo, kw = job
     import importlib
+
     mod = importlib.import_module(f"image_poser.{algo}")
     args = mod.Args(**kw)
     run = Path(args.run_dir) / args.run_name
@@ -82,30 +121,37 @@ def train_job(job:tuple[str, dict]) -> dict:
     want = json.loads(json.dumps(asdict(args)))
     if done.exists() and (run / "checkpoint.pt").exists():
         d = json.loads(done.read_text())
-        if d.get("args") == want: return {"run": str(run), "train_s": d["train_s"], "reused": True}
-    if run.exists(): shutil.rmtree(run)
+        if d.get("args") == want:
+            return {"run": str(run), "train_s": d["train_s"], "reused": True}
+    if run.exists():
+        shutil.rmtree(run)
     t0 = time.perf_counter()
     mod.train(args)
     dt = round(time.perf_counter() - t0, 1)
     done.write_text(json.dumps({"args": want, "train_s": dt}))
     return {"run": str(run), "train_s": dt, "reused": False}
 
-def run_jobs(jobs:list[tuple[str, dict]], workers:int=2) -> list[dict]:
+
+def run_jobs(jobs: list[tuple[str, dict]], workers: int = 2) -> list[dict]:
     "Run training jobs, `workers` at a time (the longest first, so the pool drains evenly)."
     order = sorted(range(len(jobs)), key=lambda i: -jobs[i][1].get("total_timesteps", 0))
-    if workers <= 1: res = {i: train_job(jobs[i]) for i in order}
+    if workers <= 1:
+        res = {i: train_job(jobs[i]) for i in order}
     else:
-        with ProcessPoolExecutor(workers) as ex: res = dict(zip(order, ex.map(train_job, [jobs[i] for i in order])))
+        with ProcessPoolExecutor(workers) as ex:
+            res = dict(zip(order, ex.map(train_job, [jobs[i] for i in order])))
     return [res[i] for i in range(len(jobs))]
 
 # %% ../nbs/75_reproduce.ipynb #5d386057
-def _run_stamp(spec:str) -> dict | None:
+def _run_stamp(spec: str) -> dict | None:
     "What identifies a trained policy's run: its done.json (arguments and training time); None for baselines."
     done = Path(spec) / "done.json"
     return json.loads(done.read_text()) if done.exists() else None
 
-def evaluate_methods(methods:dict[str, list[str]], profile:Profile, config:EnvConfig | None=None, out_dir:str | Path | None=None,
-                     log=print) -> dict[str, dict]:
+
+def evaluate_methods(
+    methods: dict[str, list[str]], profile: Profile, config: EnvConfig | None = None, out_dir: str | Path | None = None, log=print
+) -> dict[str, dict]:
     "`methods`: name -> policy specs (one per training seed, or one baseline). Returns name -> summary; writes CSV/JSON per method."
     cfg = config or EnvConfig()
     out = {}
@@ -115,10 +161,15 @@ def evaluate_methods(methods:dict[str, list[str]], profile:Profile, config:EnvCo
         t0 = time.perf_counter()
         safe = name.replace(":", "_").replace("/", "_")
         stamp = {"specs": specs, "split": "test", "n": n, "seeds": list(seeds), "trained": [_run_stamp(sp) for sp in specs]}
-        if out_dir is not None and (Path(out_dir) / f"{safe}.eval.json").exists() and (Path(out_dir) / f"{safe}.json").exists() \
-           and json.loads((Path(out_dir) / f"{safe}.eval.json").read_text()) == stamp:  # evaluated already, with the same settings
+        if (
+            out_dir is not None
+            and (Path(out_dir) / f"{safe}.eval.json").exists()
+            and (Path(out_dir) / f"{safe}.json").exists()
+            and json.loads((Path(out_dir) / f"{safe}.eval.json").read_text()) == stamp
+        ):  # evaluated already, with the same settings
             out[name] = {k: v for k, v in json.loads((Path(out_dir) / f"{safe}.json").read_text()).items() if k != "method"}
-            log(f"  {name:<22} reused ({out[name]['n_episodes']} episodes)"); continue
+            log(f"  {name:<22} reused ({out[name]['n_episodes']} episodes)")
+            continue
         rows = []
         for k, spec in enumerate(specs):
             r, _ = evaluate(spec, "test", n, seeds, cfg, workers=profile.workers)
@@ -128,53 +179,81 @@ def evaluate_methods(methods:dict[str, list[str]], profile:Profile, config:EnvCo
             write_results(name, rows, out[name], out_dir)
             (Path(out_dir) / f"{safe}.eval.json").write_text(json.dumps(stamp))
         s = out[name]
-        log(f"  {name:<22} alignment {s['alignment']['mean']:.3f}  full success {s['full_success']['mean']:.3f}  cost {s['cost']['mean']:6.2f}"
-            f"  ({len(rows)} episodes, {time.perf_counter() - t0:.0f} s)")
+        log(
+            f"  {name:<22} alignment {s['alignment']['mean']:.3f}  full success {s['full_success']['mean']:.3f}  cost {s['cost']['mean']:6.2f}"
+            f"  ({len(rows)} episodes, {time.perf_counter() - t0:.0f} s)"
+        )
     return out
 
 # %% ../nbs/75_reproduce.ipynb #ed2708af
-def _beats(a:dict, b:dict, k:str) -> bool: return a[k]["ci_low"] > b[k]["ci_high"]
+def _beats(a: dict, b: dict, k: str) -> bool:
+    return a[k]["ci_low"] > b[k]["ci_high"]
 
-def check_targets(s:dict[str, dict], method:str="ppo", train_s:float | None=None) -> list[dict]:
+
+def check_targets(s: dict[str, dict], method: str = "ppo", train_s: float | None = None) -> list[dict]:
     "Each target with its measured value and whether it is met."
-    m = s[method]; out = []
-    def add(name, value, met, detail): out.append({"target": name, "value": value, "met": bool(met), "detail": detail})
+    m = s[method]
+    out = []
+
+    def add(name, value, met, detail):
+        out.append({"target": name, "value": value, "met": bool(met), "detail": detail})
+
     if "oracle" in s:
         o = s["oracle"]
         ra, rc = m["alignment"]["mean"] / o["alignment"]["mean"], m["cost"]["mean"] / o["cost"]["mean"]
-        add("alignment >= 0.95 x oracle at <= 40 % of its cost", round(ra, 3), ra >= 0.95 and rc <= 0.40,
-            f"{ra:.3f} x oracle alignment at {100 * rc:.0f} % of its cost")
+        add(
+            "alignment >= 0.95 x oracle at <= 40 % of its cost",
+            round(ra, 3),
+            ra >= 0.95 and rc <= 0.40,
+            f"{ra:.3f} x oracle alignment at {100 * rc:.0f} % of its cost",
+        )
     singles = {k: v for k, v in s.items() if k.startswith("single:")}
     if singles:
         best = max(singles, key=lambda k: singles[k]["full_success"]["mean"])
         gap = m["full_success"]["mean"] - singles[best]["full_success"]["mean"]
-        ceiling = f"; the oracle search reaches {100 * (s['oracle']['full_success']['mean'] - singles[best]['full_success']['mean']):+.1f}" if "oracle" in s else ""
+        ceiling = (
+            f"; the oracle search reaches {100 * (s['oracle']['full_success']['mean'] - singles[best]['full_success']['mean']):+.1f}"
+            if "oracle" in s
+            else ""
+        )
         add("full success >= best single expert + 30 points", round(gap, 3), gap >= 0.30, f"{100 * gap:+.1f} points over {best}{ceiling}")
     for b in ("threshold", "greedy"):
-        if b not in s: continue
+        if b not in s:
+            continue
         cheaper = m["cost"]["mean"] <= s[b]["cost"]["mean"]
         ba, bs = _beats(m, s[b], "alignment"), _beats(m, s[b], "full_success")
-        add(f"beats {b} at equal or lower cost", None, cheaper and ba,
+        add(
+            f"beats {b} at equal or lower cost",
+            None,
+            cheaper and ba,
             f"cost {m['cost']['mean']:.1f} vs {s[b]['cost']['mean']:.1f}; alignment CI {'above' if ba else 'not above'} {b}'s; "
-            f"full success CI {'above' if bs else 'not above'} {b}'s")
-    if train_s is not None: add("PPO trains in <= 10 minutes on 2 cores", round(train_s, 1), train_s <= 600, f"{train_s / 60:.1f} min per run")
+            f"full success CI {'above' if bs else 'not above'} {b}'s",
+        )
+    if train_s is not None:
+        add("PPO trains in <= 10 minutes on 2 cores", round(train_s, 1), train_s <= 600, f"{train_s / 60:.1f} min per run")
     return out
 
 # %% ../nbs/75_reproduce.ipynb #bdc0a956
 def _plt():
     import matplotlib
+
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
+
     return plt
 
-def _curve(path:Path, key:str="charts/episodic_return", window:int=200):
-    rows = [json.loads(l) for l in Path(path).read_text().splitlines() if l.strip()]
-    xs = np.array([r["global_step"] for r in rows if key in r]); ys = np.array([r[key] for r in rows if key in r], float)
-    if len(ys) == 0: return xs, ys
-    w = max(1, min(window, len(ys) // 5))
-    return xs[w - 1:], np.convolve(ys, np.ones(w) / w, mode="valid")
 
-def plot_learning_curves(runs:dict[str, list[str]], baselines:dict[str, dict], path:str | Path) -> Path:
+def _curve(path: Path, key: str = "charts/episodic_return", window: int = 200):
+    rows = [json.loads(line) for line in Path(path).read_text().splitlines() if line.strip()]
+    xs = np.array([r["global_step"] for r in rows if key in r])
+    ys = np.array([r[key] for r in rows if key in r], float)
+    if len(ys) == 0:
+        return xs, ys
+    w = max(1, min(window, len(ys) // 5))
+    return xs[w - 1 :], np.convolve(ys, np.ones(w) / w, mode="valid")
+
+
+def plot_learning_curves(runs: dict[str, list[str]], baselines: dict[str, dict], path: str | Path) -> Path:
     "Episodic return (moving average) of each training run, with baselines' mean returns as horizontal lines."
     plt = _plt()
     fig, ax = plt.subplots(figsize=(7, 4))
@@ -182,29 +261,40 @@ def plot_learning_curves(runs:dict[str, list[str]], baselines:dict[str, dict], p
     for name, dirs in runs.items():
         for k, d in enumerate(dirs):
             x, y = _curve(Path(d) / "metrics.jsonl")
-            if len(y): ax.plot(x, y, color=colors.get(name, "C2"), alpha=0.85, lw=1.2, label=name if k == 0 else None)
+            if len(y):
+                ax.plot(x, y, color=colors.get(name, "C2"), alpha=0.85, lw=1.2, label=name if k == 0 else None)
     for j, (b, s) in enumerate(baselines.items()):
         ax.axhline(s["return"]["mean"], ls="--", lw=0.9, color=f"C{j + 3}", label=f"{b} (mean return)")
-    ax.set_xlabel("environment steps"); ax.set_ylabel("episodic return (training critic)"); ax.legend(fontsize=7, loc="lower right")
-    ax.set_title("Learning curves on the training split", fontsize=9); fig.tight_layout()
-    path = Path(path); fig.savefig(path, dpi=120); plt.close(fig)
+    ax.set_xlabel("environment steps")
+    ax.set_ylabel("episodic return (training critic)")
+    ax.legend(fontsize=7, loc="lower right")
+    ax.set_title("Learning curves on the training split", fontsize=9)
+    fig.tight_layout()
+    path = Path(path)
+    fig.savefig(path, dpi=120)
+    plt.close(fig)
     return path
 
-def plot_expert_usage(results_dir:str | Path, methods:list[str], path:str | Path) -> Path:
+
+def plot_expert_usage(results_dir: str | Path, methods: list[str], path: str | Path) -> Path:
     "Share of each expert among the calls of each method, per prompt tier (from the per-episode CSVs)."
     import csv
+
     plt = _plt()
     results_dir = Path(results_dir)
     usage, experts = {}, []
     for m in methods:
         f = results_dir / f"{m.replace(':', '_')}.csv"
-        if not f.exists(): continue
+        if not f.exists():
+            continue
         for r in csv.DictReader(open(f)):
             for e in r["experts"].split():
-                if e == "STOP": continue
+                if e == "STOP":
+                    continue
                 usage.setdefault((m, r["tier"]), {}).setdefault(e, 0)
                 usage[(m, r["tier"])][e] += 1
-                if e not in experts: experts.append(e)
+                if e not in experts:
+                    experts.append(e)
     tiers = sorted({t for _, t in usage})
     fig, axs = plt.subplots(1, len(tiers), figsize=(3.2 * len(tiers), 3.6), sharey=True, squeeze=False)
     order = {n: i for i, n in enumerate(load_registry().names)}
@@ -214,14 +304,21 @@ def plot_expert_usage(results_dir:str | Path, methods:list[str], path:str | Path
         bottom = np.zeros(len(methods))
         for j, e in enumerate(experts):
             share = np.array([usage.get((m, t), {}).get(e, 0) / max(1, sum(usage.get((m, t), {}).values())) for m in methods])
-            ax.bar(range(len(methods)), share, bottom=bottom, color=cmap((2 * j) % 20 + (j >= 10)), label=e); bottom += share
-        ax.set_xticks(range(len(methods))); ax.set_xticklabels(methods, rotation=45, ha="right", fontsize=7); ax.set_title(f"tier {t}", fontsize=9)
+            ax.bar(range(len(methods)), share, bottom=bottom, color=cmap((2 * j) % 20 + (j >= 10)), label=e)
+            bottom += share
+        ax.set_xticks(range(len(methods)))
+        ax.set_xticklabels(methods, rotation=45, ha="right", fontsize=7)
+        ax.set_title(f"tier {t}", fontsize=9)
     axs[0, 0].set_ylabel("share of expert calls")
     axs[0, -1].legend(fontsize=6, bbox_to_anchor=(1.02, 1), loc="upper left")
-    fig.tight_layout(); path = Path(path); fig.savefig(path, dpi=120); plt.close(fig)
+    fig.tight_layout()
+    path = Path(path)
+    fig.savefig(path, dpi=120)
+    plt.close(fig)
     return path
 
-def plot_ablations(abl:dict[str, dict], path:str | Path) -> Path:
+
+def plot_ablations(abl: dict[str, dict], path: str | Path) -> Path:
     "Alignment and full success of each ablation variant with 95 % CIs."
     plt = _plt()
     names = list(abl)
@@ -230,63 +327,122 @@ def plot_ablations(abl:dict[str, dict], path:str | Path) -> Path:
         m = np.array([abl[n][k]["mean"] for n in names])
         err = np.array([[m[i] - abl[n][k]["ci_low"], abl[n][k]["ci_high"] - m[i]] for i, n in enumerate(names)]).T
         ax.barh(range(len(names)), m, xerr=err, color=["C0" if i == 0 else "C7" for i in range(len(names))], capsize=2)
-        ax.set_title(k.replace("_", " "), fontsize=9); ax.axvline(m[0], color="C0", lw=0.8, ls=":")
-    axs[0].set_yticks(range(len(names))); axs[0].set_yticklabels(names, fontsize=7); axs[0].invert_yaxis()
-    fig.tight_layout(); path = Path(path); fig.savefig(path, dpi=120); plt.close(fig)
+        ax.set_title(k.replace("_", " "), fontsize=9)
+        ax.axvline(m[0], color="C0", lw=0.8, ls=":")
+    axs[0].set_yticks(range(len(names)))
+    axs[0].set_yticklabels(names, fontsize=7)
+    axs[0].invert_yaxis()
+    fig.tight_layout()
+    path = Path(path)
+    fig.savefig(path, dpi=120)
+    plt.close(fig)
     return path
 
 # %% ../nbs/75_reproduce.ipynb #34e84665
 PAPER_CLAIMS = [
     ("Policy", "DQN, 3-layer MLP over 12 experts", "PPO (masked actor-critic) and the paper's DQN, same 12 experts + STOP"),
-    ("State", "text embedding of the command and the queue", "full state (command operation, critic verdicts by kind, progress, cost); the text-only state is an ablation"),
-    ("Critic vs evaluator", "one model (GPT-o3) is critic, decomposer and evaluator", "noisy training critic; a separate exact Evaluator scores every number here"),
-    ("Baselines", "single experts; human study win rates", "single experts, random, fixed pipeline, threshold loop (T2I-Copilot), greedy lookahead, oracle search"),
+    (
+        "State",
+        "text embedding of the command and the queue",
+        "full state (command operation, critic verdicts by kind, progress, cost); the text-only state is an ablation",
+    ),
+    (
+        "Critic vs evaluator",
+        "one model (GPT-o3) is critic, decomposer and evaluator",
+        "noisy training critic; a separate exact Evaluator scores every number here",
+    ),
+    (
+        "Baselines",
+        "single experts; human study win rates",
+        "single experts, random, fixed pipeline, threshold loop (T2I-Copilot), greedy lookahead, oracle search",
+    ),
     ("Statistics", "14 participants x 30 prompts, win rates", "bootstrap 95 % CIs over prompts x seeds (and training seeds)"),
     ("Ablations", "none", "critic noise, state, horizon, retries, cost weight"),
 ]
 
-def _table_rows(s:dict[str, dict]) -> str: return results_table(s)
 
-def write_report(out:Path, profile:Profile, main:dict[str, dict], abl:dict[str, dict], targets:list[dict], timings:dict, figures:dict[str, str]) -> Path:
+def _table_rows(s: dict[str, dict]) -> str:
+    return results_table(s)
+
+
+def write_report(
+    out: Path, profile: Profile, main: dict[str, dict], abl: dict[str, dict], targets: list[dict], timings: dict, figures: dict[str, str]
+) -> Path:
     "paper README: main table, targets, ablations, figures and the comparison with the paper's claims."
-    ppo, best_single = main.get("ppo"), max((k for k in main if k.startswith("single:")), key=lambda k: main[k]["full_success"]["mean"], default=None)
-    L = [f"# Image-POSER, reproduced ({profile.name} profile)", "",
-         f"Generated by `image-poser reproduce{' --quick' if profile.name == 'quick' else ''}` on {os.cpu_count()} CPU cores. This invocation took "
-         f"{timings['total_s'] / 60:.1f} minutes (training {timings['train_s'] / 60:.1f}, evaluation {timings['eval_s'] / 60:.1f}, ablations "
-         f"{timings['ablation_s'] / 60:.1f}); the {len(timings['runs'])} training runs it used took {sum(timings['runs'].values()) / 60:.0f} core-minutes "
-         "in all (a run or evaluation reused from an earlier, interrupted invocation counts there, not in this invocation's time). "
-         "Every number below is measured by that command; nothing is typed in.", "",
-         f"Test split: the first {profile.test_n} prompts x evaluation seeds {list(profile.eval_seeds)} (greedy: {profile.greedy_n} prompts; "
-         f"oracle: {profile.oracle_n}). PPO: {len(profile.ppo_seeds)} training seed(s) x {profile.ppo_steps:,} steps; DQN: {len(profile.dqn_seeds)} x "
-         f"{profile.dqn_steps:,} (and as many with the paper's text-only state, `dqn:paper-state`). Scores come from the Evaluator (exact perception, never the training critic); means with bootstrap 95 % CIs. "
-         "Cost is expert cost per prompt, including the calls a planner spends searching.", "",
-         "## Main table", "", results_table(main), "",
-         "## Targets", "", "| target | met | measured |", "|---|---|---|"]
+    ppo, best_single = (
+        main.get("ppo"),
+        max((k for k in main if k.startswith("single:")), key=lambda k: main[k]["full_success"]["mean"], default=None),
+    )
+    L = [
+        f"# Image-POSER, reproduced ({profile.name} profile)",
+        "",
+        f"Generated by `image-poser reproduce{' --quick' if profile.name == 'quick' else ''}` on {os.cpu_count()} CPU cores. This invocation took "
+        f"{timings['total_s'] / 60:.1f} minutes (training {timings['train_s'] / 60:.1f}, evaluation {timings['eval_s'] / 60:.1f}, ablations "
+        f"{timings['ablation_s'] / 60:.1f}); the {len(timings['runs'])} training runs it used took {sum(timings['runs'].values()) / 60:.0f} core-minutes "
+        "in all (a run or evaluation reused from an earlier, interrupted invocation counts there, not in this invocation's time). "
+        "Every number below is measured by that command; nothing is typed in.",
+        "",
+        f"Test split: the first {profile.test_n} prompts x evaluation seeds {list(profile.eval_seeds)} (greedy: {profile.greedy_n} prompts; "
+        f"oracle: {profile.oracle_n}). PPO: {len(profile.ppo_seeds)} training seed(s) x {profile.ppo_steps:,} steps; DQN: {len(profile.dqn_seeds)} x "
+        f"{profile.dqn_steps:,} (and as many with the paper's text-only state, `dqn:paper-state`). Scores come from the Evaluator (exact perception, never the training critic); means with bootstrap 95 % CIs. "
+        "Cost is expert cost per prompt, including the calls a planner spends searching.",
+        "",
+        "## Main table",
+        "",
+        results_table(main),
+        "",
+        "## Targets",
+        "",
+        "| target | met | measured |",
+        "|---|---|---|",
+    ]
     L += [f"| {t['target']} | {'yes' if t['met'] else 'no'} | {t['detail']} |" for t in targets]
     L += ["", "## Against the paper", "", "| | the paper | here |", "|---|---|---|"] + [f"| {a} | {b} | {c} |" for a, b, c in PAPER_CLAIMS]
     if ppo and best_single:
         holds = _beats(ppo, main[best_single], "full_success")
-        L += ["", f"The paper's headline, a learned policy beating single experts on long compositional prompts, {'holds' if holds else 'is not shown'} here "
-              f"({'non-overlapping' if holds else 'overlapping'} 95 % intervals): PPO reaches full success "
-              f"{ppo['full_success']['mean']:.3f} against {main[best_single]['full_success']['mean']:.3f} for the best single expert ({best_single}); by tier:", "",
-              "| tier | " + " | ".join(["ppo", best_single] + [b for b in ("fixed", "threshold", "greedy", "oracle") if b in main]) + " |",
-              "|---|" + "---|" * (2 + sum(b in main for b in ("fixed", "threshold", "greedy", "oracle")))]
+        L += [
+            "",
+            f"The paper's headline, a learned policy beating single experts on long compositional prompts, {'holds' if holds else 'is not shown'} here "
+            f"({'non-overlapping' if holds else 'overlapping'} 95 % intervals): PPO reaches full success "
+            f"{ppo['full_success']['mean']:.3f} against {main[best_single]['full_success']['mean']:.3f} for the best single expert ({best_single}); by tier:",
+            "",
+            "| tier | " + " | ".join(["ppo", best_single] + [b for b in ("fixed", "threshold", "greedy", "oracle") if b in main]) + " |",
+            "|---|" + "---|" * (2 + sum(b in main for b in ("fixed", "threshold", "greedy", "oracle"))),
+        ]
         for t in sorted(ppo["by_tier"]):
             cols = ["ppo", best_single] + [b for b in ("fixed", "threshold", "greedy", "oracle") if b in main]
-            L.append(f"| {t} | " + " | ".join(f"{main[c]['by_tier'].get(t, {}).get('full_success', float('nan')):.2f}" for c in cols) + " |")
-    L += ["", "## Ablations", "", f"PPO trained {profile.ablation_steps:,} steps per variant, evaluated on {profile.ablation_n} test prompts; compare each row with the reference row.", "",
-          results_table(abl), "", f"![ablations]({figures['ablations']})", "",
-          "## Figures", "", f"![learning curves]({figures['curves']})", "", f"![expert usage by tier]({figures['usage']})", ""]
+            L.append(
+                f"| {t} | " + " | ".join(f"{main[c]['by_tier'].get(t, {}).get('full_success', float('nan')):.2f}" for c in cols) + " |"
+            )
+    L += [
+        "",
+        "## Ablations",
+        "",
+        f"PPO trained {profile.ablation_steps:,} steps per variant, evaluated on {profile.ablation_n} test prompts; compare each row with the reference row.",
+        "",
+        results_table(abl),
+        "",
+        f"![ablations]({figures['ablations']})",
+        "",
+        "## Figures",
+        "",
+        f"![learning curves]({figures['curves']})",
+        "",
+        f"![expert usage by tier]({figures['usage']})",
+        "",
+    ]
     L += [f"![{k}]({v})\n" for k, v in figures.items() if k.startswith("gallery")]
-    path = out / "README.md"; path.write_text("\n".join(L))
+    path = out / "README.md"
+    path.write_text("\n".join(L))
     return path
 
 # %% ../nbs/75_reproduce.ipynb #02be46d9
-def _report_only(p:Profile, out:Path, log=print) -> dict:
+def _report_only(p: Profile, out: Path, log=print) -> dict:
     "Rewrite README.md from the JSON a finished run left in `out/results` (after a change to the report's layout)."
     res_dir = out / "results"
     missing = [f for f in ("main.json", "ablations.json", "targets.json") if not (res_dir / f).exists()]
-    if missing: raise FileNotFoundError(f"{res_dir} lacks {', '.join(missing)}: run the reproduction first")
+    if missing:
+        raise FileNotFoundError(f"{res_dir} lacks {', '.join(missing)}: run the reproduction first")
     main = json.loads((res_dir / "main.json").read_text())["methods"]
     abl = json.loads((res_dir / "ablations.json").read_text())["summaries"]
     t = json.loads((res_dir / "targets.json").read_text())
@@ -296,26 +452,35 @@ def _report_only(p:Profile, out:Path, log=print) -> dict:
     log(f"report: {report}")
     return {"main": main, "ablations": abl, "targets": t["targets"], "timings": t["timings"], "out": str(out)}
 
-def reproduce(profile:str | Profile="quick", out:str | Path | None=None, run_dir:str | Path | None=None, log=print,
-              report_only:bool=False) -> dict:
+
+def reproduce(
+    profile: str | Profile = "quick", out: str | Path | None = None, run_dir: str | Path | None = None, log=print, report_only: bool = False
+) -> dict:
     "Train, evaluate, ablate, plot and write the report; returns the main summaries, ablations and targets."
     p = PROFILES[profile] if isinstance(profile, str) else profile
     out = Path(out) if out is not None else Path("paper") if p.name == "full" else Path("paper") / p.name
-    if report_only: return _report_only(p, out, log)
+    if report_only:
+        return _report_only(p, out, log)
     res_dir, runs = out / "results", Path(run_dir) if run_dir is not None else Path("runs") / f"reproduce-{p.name}"
     res_dir.mkdir(parents=True, exist_ok=True)
     T0 = time.perf_counter()
     common = dict(run_dir=str(runs), progress=False)
     jobs = [("ppo", dict(common, exp_name="ppo", seed=s, total_timesteps=p.ppo_steps)) for s in p.ppo_seeds]
     jobs += [("dqn", dict(common, exp_name="dqn", seed=s, total_timesteps=p.dqn_steps)) for s in p.dqn_seeds]
-    jobs += [("dqn", dict(common, exp_name="dqn-paper", seed=s, total_timesteps=p.dqn_steps, env=EnvConfig(obs_mode="paper"))) for s in p.dqn_seeds]
-    abl_jobs = [("ppo", dict(common, exp_name=f"ablation-{i}", seed=p.ppo_seeds[0], total_timesteps=p.ablation_steps, env=EnvConfig(**kw)))
-                for i, (_, _, kw) in enumerate(ABLATIONS)]
+    jobs += [
+        ("dqn", dict(common, exp_name="dqn-paper", seed=s, total_timesteps=p.dqn_steps, env=EnvConfig(obs_mode="paper")))
+        for s in p.dqn_seeds
+    ]
+    abl_jobs = [
+        ("ppo", dict(common, exp_name=f"ablation-{i}", seed=p.ppo_seeds[0], total_timesteps=p.ablation_steps, env=EnvConfig(**kw)))
+        for i, (_, _, kw) in enumerate(ABLATIONS)
+    ]
     log(f"[1/5] training {len(jobs)} runs and {len(abl_jobs)} ablation runs ({p.workers} workers) in {runs}/")
     done = run_jobs(jobs + abl_jobs, p.workers)
-    main_runs, abl_runs = done[: len(jobs)], done[len(jobs):]
+    main_runs, abl_runs = done[: len(jobs)], done[len(jobs) :]
     train_s = time.perf_counter() - T0
-    for j, d in zip(jobs, main_runs): log(f"  {d['run']}: {'reused' if d['reused'] else 'trained'} ({d['train_s']:.0f} s)")
+    for j, d in zip(jobs, main_runs):
+        log(f"  {d['run']}: {'reused' if d['reused'] else 'trained'} ({d['train_s']:.0f} s)")
     log("[2/5] evaluating on the test split")
     t1 = time.perf_counter()
     registry = load_registry()
@@ -332,29 +497,44 @@ def reproduce(profile:str | Profile="quick", out:str | Path | None=None, run_dir
     ab_profile = replace(p, test_n=p.ablation_n, eval_seeds=p.eval_seeds[:1])
     labels = [lab for _, lab, _ in ABLATIONS]
     abl = evaluate_methods({lab: [d["run"]] for lab, d in zip(labels, abl_runs)}, ab_profile, log=log)
-    (res_dir / "ablations.json").write_text(json.dumps({"variants": [{"group": g, "label": lab, "overrides": kw} for g, lab, kw in ABLATIONS],
-                                                         "summaries": abl}, indent=1))
+    (res_dir / "ablations.json").write_text(
+        json.dumps({"variants": [{"group": g, "label": lab, "overrides": kw} for g, lab, kw in ABLATIONS], "summaries": abl}, indent=1)
+    )
     (res_dir / "ablations.md").write_text(results_table(abl) + "\n")
     ablation_s = time.perf_counter() - t2
     log("[4/5] figures")
     figs = {"curves": "results/learning_curves.png", "usage": "results/expert_usage.png", "ablations": "results/ablations.png"}
-    plot_learning_curves({k: methods[k] for k in ("ppo", "dqn", "dqn:paper-state")}, {b: main[b] for b in ("fixed", "threshold", "greedy") if b in main}, out / figs["curves"])
+    plot_learning_curves(
+        {k: methods[k] for k in ("ppo", "dqn", "dqn:paper-state")},
+        {b: main[b] for b in ("fixed", "threshold", "greedy") if b in main},
+        out / figs["curves"],
+    )
     plot_expert_usage(res_dir, ["ppo", "dqn", "dqn:paper-state", "fixed", "threshold", "greedy", "oracle"], out / figs["usage"])
     plot_ablations(abl, out / figs["ablations"])
-    recs = [load_split("test", n=1, tier=t)[0] for t in (1, 2, 3, 4)][: p.gallery_n] if p.gallery_n <= 4 else load_split("test", n=p.gallery_n)
+    recs = (
+        [load_split("test", n=1, tier=t)[0] for t in (1, 2, 3, 4)][: p.gallery_n] if p.gallery_n <= 4 else load_split("test", n=p.gallery_n)
+    )
     for name in ("ppo", "dqn"):
         figs[f"gallery_{name}"] = f"results/gallery_{name}.png"
         gallery(methods[name][0], recs, out / figs[f"gallery_{name}"], EnvConfig())
-    ck = out / "checkpoints"; ck.mkdir(exist_ok=True)
-    for name in ("ppo", "dqn"): shutil.copy(Path(methods[name][0]) / "checkpoint.pt", ck / f"{name}.pt")
+    ck = out / "checkpoints"
+    ck.mkdir(exist_ok=True)
+    for name in ("ppo", "dqn"):
+        shutil.copy(Path(methods[name][0]) / "checkpoint.pt", ck / f"{name}.pt")
     log("[5/5] report")
     ppo_train = float(np.mean([d["train_s"] for j, d in zip(jobs, main_runs) if j[0] == "ppo"]))
     targets = check_targets(main, "ppo", ppo_train)
-    timings = {"total_s": time.perf_counter() - T0, "train_s": train_s, "eval_s": eval_s, "ablation_s": ablation_s,
-               "runs": {Path(d["run"]).name: d["train_s"] for d in done}}
+    timings = {
+        "total_s": time.perf_counter() - T0,
+        "train_s": train_s,
+        "eval_s": eval_s,
+        "ablation_s": ablation_s,
+        "runs": {Path(d["run"]).name: d["train_s"] for d in done},
+    }
     (res_dir / "targets.json").write_text(json.dumps({"targets": targets, "timings": timings}, indent=1))
     report = write_report(out, p, main, abl, targets, timings, figs)
     log("\n" + results_table(main) + "\n")
-    for t in targets: log(f"  [{'x' if t['met'] else ' '}] {t['target']}: {t['detail']}")
+    for t in targets:
+        log(f"  [{'x' if t['met'] else ' '}] {t['target']}: {t['detail']}")
     log(f"\nreport: {report}; figures and per-method CSV/JSON: {res_dir}/; checkpoints: {ck}/ (took {timings['total_s'] / 60:.1f} min)")
     return {"main": main, "ablations": abl, "targets": targets, "timings": timings, "out": str(out)}

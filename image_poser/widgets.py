@@ -11,7 +11,7 @@ import base64
 import html
 import io
 import json
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 # %% auto #0
@@ -33,21 +33,29 @@ from .shapes.evaluator import ShapesEvaluator
 @dataclass
 class Episode:
     "A trajectory with the image after every step and the Evaluator's verdicts on it."
+
     trajectory: Trajectory
     images: list  # PIL image after each step (None for STOP or a failed call)
     evaluations: list  # Evaluator result for each step's image (None where there is no image)
 
     @property
-    def task(self) -> Task: return self.trajectory.task
+    def task(self) -> Task:
+        return self.trajectory.task
+
     @property
     def final(self):
         "The Evaluator's result on the final image."
         return next((e for e in reversed(self.evaluations) if e is not None), None)
 
-def record_episode(policy:str, prompt:str | None=None, record:dict | None=None, seed:int=0, config:EnvConfig | None=None) -> Episode:
+
+def record_episode(
+    policy: str, prompt: str | None = None, record: dict | None = None, seed: int = 0, config: EnvConfig | None = None
+) -> Episode:
     "Run `policy` on `prompt` (or a split `record`) and keep every step's image and evaluation."
     from image_poser.evaluate import load_policy, run_episode
-    if (prompt is None) == (record is None): raise ValueError("give exactly one of prompt or record")
+
+    if (prompt is None) == (record is None):
+        raise ValueError("give exactly one of prompt or record")
     pol = load_policy(policy, seed=seed)
     env = ImagePoserEnv(replace(config or EnvConfig(), **pol.env_overrides), records=[])
     rec = record if record is not None else {"prompt": prompt, "id": "prompt", "tier": None}
@@ -59,12 +67,15 @@ def record_episode(policy:str, prompt:str | None=None, record:dict | None=None, 
     return Episode(tr, images, [ev.evaluate(im, env.task) if im is not None else None for im in images])
 
 # %% ../nbs/85_widgets.ipynb #613933e1
-def img_b64(img:Image.Image, size:int=160) -> str:
+def img_b64(img: Image.Image, size: int = 160) -> str:
     "A PNG data URI of `img`, resized to `size` pixels wide."
     im = img.convert("RGB")
-    if im.width != size: im = im.resize((size, round(im.height * size / im.width)), Image.NEAREST if im.width < size else Image.LANCZOS)
-    buf = io.BytesIO(); im.save(buf, format="PNG", optimize=True)
+    if im.width != size:
+        im = im.resize((size, round(im.height * size / im.width)), Image.NEAREST if im.width < size else Image.LANCZOS)
+    buf = io.BytesIO()
+    im.save(buf, format="PNG", optimize=True)
     return "data:image/png;base64," + base64.b64encode(buf.getvalue()).decode()
+
 
 CSS = """<style>
 .ip-row{display:flex;gap:10px;overflow-x:auto;align-items:flex-start;font-family:system-ui,sans-serif;font-size:12px}
@@ -78,11 +89,14 @@ CSS = """<style>
 .ip-muted{color:#777}
 </style>"""
 
+
 def _mark(ok) -> str:
-    if ok is None: return '<span class="ip-muted">?</span>'
+    if ok is None:
+        return '<span class="ip-muted">?</span>'
     return '<span class="ip-ok">✓</span>' if ok else '<span class="ip-bad">✗</span>'
 
-def checklist_html(task:Task, feedback=None, evaluation=None) -> str:
+
+def checklist_html(task: Task, feedback=None, evaluation=None) -> str:
     "One row per requirement: the critic's ✓/✗ and reason, the Evaluator's ✓/✗; disagreements highlighted."
     ev = {v.requirement: v for v in (evaluation.verdicts if evaluation is not None else [])}
     rows = ['<table class="ip-tab"><tr><th>requirement</th><th>critic</th><th>evaluator</th></tr>']
@@ -91,58 +105,88 @@ def checklist_html(task:Task, feedback=None, evaluation=None) -> str:
         e = ev.get(q.id)
         dis = c is not None and e is not None and c.satisfied != e.satisfied
         reason = f'<br><span class="ip-muted">{html.escape(c.reason)}</span>' if c is not None and c.reason and not c.satisfied else ""
-        rows.append(f'<tr class="{"ip-dis" if dis else ""}"><td>{html.escape(q.text)}</td><td>{_mark(c.satisfied if c else None)}{reason}</td>'
-                    f'<td>{_mark(e.satisfied if e else None)}</td></tr>')
+        rows.append(
+            f'<tr class="{"ip-dis" if dis else ""}"><td>{html.escape(q.text)}</td><td>{_mark(c.satisfied if c else None)}{reason}</td>'
+            f'<td>{_mark(e.satisfied if e else None)}</td></tr>'
+        )
     return "".join(rows) + "</table>"
 
-def step_html(ep:Episode, i:int, size:int=160) -> str:
+
+def step_html(ep: Episode, i: int, size: int = 160) -> str:
     "The card of step `i`."
     s, im, ev = ep.trajectory.steps[i], ep.images[i], ep.evaluations[i]
     head = f"<h4>step {s.index}: {html.escape(s.expert)}</h4>"
-    if s.expert == "STOP": return f'<div class="ip-card">{head}<p>the policy stops; reward {s.reward:+.3f}</p></div>'
-    pic = f'<img src="{img_b64(im, size)}" width="{size}" alt="step {s.index} image">' if im is not None else f'<p class="ip-bad">no image: {html.escape(s.error or "")}</p>'
+    if s.expert == "STOP":
+        return f'<div class="ip-card">{head}<p>the policy stops; reward {s.reward:+.3f}</p></div>'
+    pic = (
+        f'<img src="{img_b64(im, size)}" width="{size}" alt="step {s.index} image">'
+        if im is not None
+        else f'<p class="ip-bad">no image: {html.escape(s.error or "")}</p>'
+    )
     cmd = html.escape(s.command.text) if s.command else ""
     origin = f" ({s.command.origin}, try {s.command.attempts + 1})" if s.command else ""
     fb = s.feedback
     scores = (f"critic alignment {fb.alignment:.2f}" if fb else "no critique") + (f" · evaluator {ev.alignment:.2f}" if ev else "")
     sugg = "".join(f"<li>{html.escape(c.text)}</li>" for c in (fb.suggestions if fb else []))
-    return (f'<div class="ip-card">{head}{pic}<div>cost {s.cost:g} · reward {s.reward:+.3f}</div><div class="ip-cmd">{cmd}<span class="ip-muted">{origin}</span></div>'
-            f"<div>{scores}</div>{checklist_html(ep.task, fb, ev)}" + (f"<div>critic suggests:<ul>{sugg}</ul></div>" if sugg else "") + "</div>")
+    return (
+        f'<div class="ip-card">{head}{pic}<div>cost {s.cost:g} · reward {s.reward:+.3f}</div><div class="ip-cmd">{cmd}<span class="ip-muted">{origin}</span></div>'
+        f"<div>{scores}</div>{checklist_html(ep.task, fb, ev)}" + (f"<div>critic suggests:<ul>{sugg}</ul></div>" if sugg else "") + "</div>"
+    )
 
-def episode_html(ep:Episode, size:int=160, title:str | None=None) -> str:
+
+def episode_html(ep: Episode, size: int = 160, title: str | None = None) -> str:
     "Every step of an episode as a row of cards, with the prompt and the final scores."
     tr, fin = ep.trajectory, ep.final
     t = html.escape(title or tr.policy or "episode")
-    summary = (f"evaluator alignment {fin.alignment:.2f}, full success {'yes' if fin.full_success else 'no'}" if fin else "no image") + f" · cost {tr.total_cost:g} · return {tr.total_reward:+.3f}"
+    summary = (
+        f"evaluator alignment {fin.alignment:.2f}, full success {'yes' if fin.full_success else 'no'}" if fin else "no image"
+    ) + f" · cost {tr.total_cost:g} · return {tr.total_reward:+.3f}"
     cards = "".join(step_html(ep, i, size) for i in range(len(tr.steps)))
-    return (f'{CSS}<div style="font-family:system-ui,sans-serif"><b>{t}</b>: <i>{html.escape(tr.task.prompt)}</i><br>{summary}</div>'
-            f'<div class="ip-row">{cards}</div>')
+    return (
+        f'{CSS}<div style="font-family:system-ui,sans-serif"><b>{t}</b>: <i>{html.escape(tr.task.prompt)}</i><br>{summary}</div>'
+        f'<div class="ip-row">{cards}</div>'
+    )
 
 # %% ../nbs/85_widgets.ipynb #867485f0
 class _Viewable:
     "Base: a live ipywidgets view plus a static HTML rendering of the same content."
-    def widget(self) -> W.Widget: raise NotImplementedError
-    def static_html(self) -> str: raise NotImplementedError
+
+    def widget(self) -> W.Widget:
+        raise NotImplementedError
+
+    def static_html(self) -> str:
+        raise NotImplementedError
+
     def _repr_mimebundle_(self, include=None, exclude=None, **kw):
         bundle = dict(self.widget()._repr_mimebundle_() or {})
         bundle["text/html"] = self.static_html()
         bundle["text/plain"] = f"<{type(self).__name__}>"
         return bundle
-    def save_html(self, path:str | Path) -> Path:
+
+    def save_html(self, path: str | Path) -> Path:
         "Write the static form as a standalone HTML page."
-        path = Path(path); path.parent.mkdir(parents=True, exist_ok=True)
-        path.write_text(f"<!doctype html><html><head><meta charset='utf-8'><title>{type(self).__name__}</title></head><body>{self.static_html()}</body></html>")
+        path = Path(path)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_text(
+            f"<!doctype html><html><head><meta charset='utf-8'><title>{type(self).__name__}</title></head><body>{self.static_html()}</body></html>"
+        )
         return path
 
 # %% ../nbs/85_widgets.ipynb #a3e28e33
 class TrajectoryViewer(_Viewable):
     "Step through an `Episode`: image, command, expert, cost, reward, critic checklist next to the Evaluator's."
-    def __init__(self, ep:Episode, size:int=256, title:str | None=None): self.ep, self.size, self.title = ep, size, title
+
+    def __init__(self, ep: Episode, size: int = 256, title: str | None = None):
+        self.ep, self.size, self.title = ep, size, title
+
     @classmethod
-    def run(cls, policy:str, prompt:str, seed:int=0, size:int=256, title:str | None=None) -> TrajectoryViewer:
+    def run(cls, policy: str, prompt: str, seed: int = 0, size: int = 256, title: str | None = None) -> TrajectoryViewer:
         "Run `policy` on `prompt` and view the episode."
         return cls(record_episode(policy, prompt, seed=seed), size, title or policy)
-    def static_html(self) -> str: return episode_html(self.ep, 160, self.title)
+
+    def static_html(self) -> str:
+        return episode_html(self.ep, 160, self.title)
+
     def widget(self) -> W.Widget:
         n = len(self.ep.trajectory.steps)
         slider = W.IntSlider(value=0, min=0, max=max(0, n - 1), description="step")
@@ -151,25 +195,39 @@ class TrajectoryViewer(_Viewable):
         out = W.HTML(CSS + step_html(self.ep, 0, self.size) if n else "empty episode")
         slider.observe(lambda ch: setattr(out, "value", CSS + step_html(self.ep, ch["new"], self.size)), names="value")
         fin = self.ep.final
-        head = W.HTML(f"<b>{html.escape(self.title or self.ep.trajectory.policy)}</b>: <i>{html.escape(self.ep.task.prompt)}</i><br>"
-                      + (f"final: evaluator alignment {fin.alignment:.2f}, cost {self.ep.trajectory.total_cost:g}" if fin else ""))
+        head = W.HTML(
+            f"<b>{html.escape(self.title or self.ep.trajectory.policy)}</b>: <i>{html.escape(self.ep.task.prompt)}</i><br>"
+            + (f"final: evaluator alignment {fin.alignment:.2f}, cost {self.ep.trajectory.total_cost:g}" if fin else "")
+        )
         return W.VBox([head, W.HBox([play, slider]), out])
 
 # %% ../nbs/85_widgets.ipynb #12b59938
 class Compare(_Viewable):
     "Two policies on one prompt, side by side."
-    def __init__(self, a:Episode, b:Episode, names:tuple[str, str]=("A", "B")): self.a, self.b, self.names = a, b, names
+
+    def __init__(self, a: Episode, b: Episode, names: tuple[str, str] = ("A", "B")):
+        self.a, self.b, self.names = a, b, names
+
     def _verdict(self) -> str:
         fa, fb = self.a.final, self.b.final
         sa, sb = (fa.alignment if fa else 0.0), (fb.alignment if fb else 0.0)
         ca, cb = self.a.trajectory.total_cost, self.b.trajectory.total_cost
         win = self.names[0] if sa > sb else self.names[1] if sb > sa else "neither"
         return f"<p><b>{html.escape(win)}</b> {'wins' if win != 'neither' else 'wins: a tie'} on Evaluator alignment ({sa:.2f} vs {sb:.2f}); cost {ca:g} vs {cb:g}.</p>"
-    def static_html(self) -> str: return self._verdict() + episode_html(self.a, 140, self.names[0]) + "<hr>" + episode_html(self.b, 140, self.names[1])
-    def widget(self) -> W.Widget:
-        return W.VBox([W.HTML(self._verdict()), W.HBox([TrajectoryViewer(self.a, 200, self.names[0]).widget(), TrajectoryViewer(self.b, 200, self.names[1]).widget()])])
 
-def compare(policy_a:str, policy_b:str, prompt:str, seed:int=0) -> Compare:
+    def static_html(self) -> str:
+        return self._verdict() + episode_html(self.a, 140, self.names[0]) + "<hr>" + episode_html(self.b, 140, self.names[1])
+
+    def widget(self) -> W.Widget:
+        return W.VBox(
+            [
+                W.HTML(self._verdict()),
+                W.HBox([TrajectoryViewer(self.a, 200, self.names[0]).widget(), TrajectoryViewer(self.b, 200, self.names[1]).widget()]),
+            ]
+        )
+
+
+def compare(policy_a: str, policy_b: str, prompt: str, seed: int = 0) -> Compare:
     "Run two policies (baselines or checkpoints) on `prompt` with the same seed and compare them."
     return Compare(record_episode(policy_a, prompt, seed=seed), record_episode(policy_b, prompt, seed=seed), (policy_a, policy_b))
 
@@ -177,40 +235,54 @@ def compare(policy_a:str, policy_b:str, prompt:str, seed:int=0) -> Compare:
 SAMPLE_PROMPT = "two red circles left of a large blue square on a white background"
 SAMPLE_EDIT = "make the square green"
 
-def _skill_rows(path:str | Path | None=None) -> dict[str, dict[str, str]]:
+
+def _skill_rows(path: str | Path | None = None) -> dict[str, dict[str, str]]:
     "The skill table of paper/experts.md, by expert name (empty if it does not exist)."
     from image_poser.core import find_path
-    try: p = Path(path) if path else find_path("paper/experts.md")
-    except FileNotFoundError: return {}
-    if not p.exists(): return {}
-    lines = [l for l in p.read_text().splitlines() if l.startswith("| ")]
-    heads = [l for l in lines if l.startswith("| expert |")]
-    if not heads: return {}
+
+    try:
+        p = Path(path) if path else find_path("paper/experts.md")
+    except FileNotFoundError:
+        return {}
+    if not p.exists():
+        return {}
+    lines = [row for row in p.read_text().splitlines() if row.startswith("| ")]
+    heads = [row for row in lines if row.startswith("| expert |")]
+    if not heads:
+        return {}
     cols = [c.strip() for c in heads[0].strip("|").split("|")]
     out = {}
-    for l in lines[lines.index(heads[0]) + 1:]:  # the |---| rule is not in `lines`
-        cells = [c.strip().strip("*") for c in l.strip("|").split("|")]
-        if len(cells) == len(cols): out[cells[0]] = dict(zip(cols, cells))
+    for row in lines[lines.index(heads[0]) + 1 :]:  # the |---| rule is not in `lines`
+        cells = [c.strip().strip("*") for c in row.strip("|").split("|")]
+        if len(cells) == len(cols):
+            out[cells[0]] = dict(zip(cols, cells))
     return out
+
 
 class RegistryBrowser(_Viewable):
     "Browse the experts of a registry with their skills and a sample output."
-    def __init__(self, registry=None, skills_path:str | Path | None=None, seed:int=0):
+
+    def __init__(self, registry=None, skills_path: str | Path | None = None, seed: int = 0):
         from image_poser.experts import load_registry
+
         self.registry = registry if registry is not None else load_registry()
         self.skills, self.seed, self._samples = _skill_rows(skills_path), seed, {}
-    def sample(self, i:int):
+
+    def sample(self, i: int):
         "The expert's output on the sample prompt (editors edit the first text-to-image expert's picture)."
         from image_poser.experts import call_expert
+
         if i not in self._samples:
             e = self.registry[i]
-            if e.kind == "t2i": res = call_expert(e, SAMPLE_PROMPT, None, seed=self.seed)
+            if e.kind == "t2i":
+                res = call_expert(e, SAMPLE_PROMPT, None, seed=self.seed)
             else:
                 base = call_expert(self.registry[self.registry.by_kind("t2i")[0]], SAMPLE_PROMPT, None, seed=self.seed)
                 res = call_expert(e, SAMPLE_EDIT, base.image, seed=self.seed) if base.ok else base
             self._samples[i] = res.image if res.ok else None
         return self._samples[i]
-    def card(self, i:int, size:int=128) -> str:
+
+    def card(self, i: int, size: int = 128) -> str:
         e = self.registry[i]
         sk = self.skills.get(e.name, {})
         keep = {k: v for k, v in sk.items() if v not in ("—", "") and k not in ("expert", "kind", "cost")}
@@ -218,11 +290,20 @@ class RegistryBrowser(_Viewable):
         im = self.sample(i)
         what = SAMPLE_PROMPT if e.kind == "t2i" else f"{SAMPLE_EDIT} (on the first generator's picture)"
         pic = f'<img src="{img_b64(im, size)}" width="{size}" title="{html.escape(what)}">' if im is not None else "<p>no sample</p>"
-        return (f'<div class="ip-card"><h4>{i}: {html.escape(e.name)}</h4>{pic}<div>{e.kind} · cost {e.cost:g} · {e.max_tokens} tokens</div>'
-                f'<div class="ip-cmd">{html.escape(e.good_at)}</div>' + (f'<table class="ip-tab">{skill}</table>' if skill else "") + "</div>")
+        return (
+            f'<div class="ip-card"><h4>{i}: {html.escape(e.name)}</h4>{pic}<div>{e.kind} · cost {e.cost:g} · {e.max_tokens} tokens</div>'
+            f'<div class="ip-cmd">{html.escape(e.good_at)}</div>' + (f'<table class="ip-tab">{skill}</table>' if skill else "") + "</div>"
+        )
+
     def static_html(self) -> str:
-        return CSS + f"<p>Sample prompt: <i>{SAMPLE_PROMPT}</i>; editors: <i>{SAMPLE_EDIT}</i>.</p>" + \
-               '<div class="ip-row" style="flex-wrap:wrap">' + "".join(self.card(i, 96) for i in range(len(self.registry))) + "</div>"
+        return (
+            CSS
+            + f"<p>Sample prompt: <i>{SAMPLE_PROMPT}</i>; editors: <i>{SAMPLE_EDIT}</i>.</p>"
+            + '<div class="ip-row" style="flex-wrap:wrap">'
+            + "".join(self.card(i, 96) for i in range(len(self.registry)))
+            + "</div>"
+        )
+
     def widget(self) -> W.Widget:
         dd = W.Dropdown(options=[(f"{i}: {e.name} ({e.kind})", i) for i, e in enumerate(self.registry)], description="expert")
         out = W.HTML(CSS + self.card(0, 192))
@@ -230,66 +311,105 @@ class RegistryBrowser(_Viewable):
         return W.VBox([dd, out])
 
 # %% ../nbs/85_widgets.ipynb #2464efa5
-def load_summaries(results_dir:str | Path="paper/results") -> dict[str, dict]:
+def load_summaries(results_dir: str | Path = "paper/results") -> dict[str, dict]:
     "Method -> summary, from main.json if present, else from every per-method JSON summary."
     d = Path(results_dir)
-    if (d / "main.json").exists(): return json.loads((d / "main.json").read_text())["methods"]
+    if (d / "main.json").exists():
+        return json.loads((d / "main.json").read_text())["methods"]
     out = {}
     for f in sorted(d.glob("*.json")):
         s = json.loads(f.read_text())
-        if isinstance(s, dict) and "method" in s and "alignment" in s: out[s.pop("method")] = s
+        if isinstance(s, dict) and "method" in s and "alignment" in s:
+            out[s.pop("method")] = s
     return out
 
-def tier_chart(summaries:dict[str, dict], metric:str="full_success", methods:list[str] | None=None) -> Image.Image:
+
+def tier_chart(summaries: dict[str, dict], metric: str = "full_success", methods: list[str] | None = None) -> Image.Image:
     "A grouped bar chart of `metric` by prompt tier (PIL image)."
     import matplotlib
+
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
+
     methods = [m for m in (methods or list(summaries)) if m in summaries]
     tiers = sorted({t for m in methods for t in summaries[m].get("by_tier", {})})
     fig, ax = plt.subplots(figsize=(7.5, 3))
     w = 0.8 / max(1, len(methods))
     for j, m in enumerate(methods):
         ax.bar(np.arange(len(tiers)) + j * w, [summaries[m]["by_tier"].get(t, {}).get(metric, np.nan) for t in tiers], w, label=m)
-    ax.set_xticks(np.arange(len(tiers)) + 0.4 - w / 2); ax.set_xticklabels([f"tier {t}" for t in tiers])
-    ax.set_ylabel(metric.replace("_", " ")); ax.legend(fontsize=6, ncol=2, bbox_to_anchor=(1.01, 1), loc="upper left"); fig.tight_layout()
-    buf = io.BytesIO(); fig.savefig(buf, format="png", dpi=100); plt.close(fig); buf.seek(0)
+    ax.set_xticks(np.arange(len(tiers)) + 0.4 - w / 2)
+    ax.set_xticklabels([f"tier {t}" for t in tiers])
+    ax.set_ylabel(metric.replace("_", " "))
+    ax.legend(fontsize=6, ncol=2, bbox_to_anchor=(1.01, 1), loc="upper left")
+    fig.tight_layout()
+    buf = io.BytesIO()
+    fig.savefig(buf, format="png", dpi=100)
+    plt.close(fig)
+    buf.seek(0)
     return Image.open(buf).convert("RGB")
 
-def results_html(summaries:dict[str, dict], sort_by:str="alignment", methods:list[str] | None=None) -> str:
+
+def results_html(summaries: dict[str, dict], sort_by: str = "alignment", methods: list[str] | None = None) -> str:
     "A table of every method's means and 95 % intervals, sorted by `sort_by` (descending; cost ascending)."
     cols = [("alignment", 3), ("full_success", 3), ("fidelity", 3), ("cost", 1), ("calls", 2)]
     ms = [m for m in (methods or list(summaries)) if m in summaries]
     ms.sort(key=lambda m: summaries[m][sort_by]["mean"] * (1 if sort_by == "cost" else -1))
     head = "".join(f"<th>{c.replace('_', ' ')}</th>" for c, _ in cols)
-    rows = "".join(f"<tr><td>{html.escape(m)}</td>" + "".join(
-        f"<td>{summaries[m][c]['mean']:.{d}f} <span class='ip-muted'>[{summaries[m][c]['ci_low']:.{d}f}, {summaries[m][c]['ci_high']:.{d}f}]</span></td>" for c, d in cols)
-        + f"<td>{summaries[m].get('n_episodes', '')}</td></tr>" for m in ms)
+    rows = "".join(
+        f"<tr><td>{html.escape(m)}</td>"
+        + "".join(
+            f"<td>{summaries[m][c]['mean']:.{d}f} <span class='ip-muted'>[{summaries[m][c]['ci_low']:.{d}f}, {summaries[m][c]['ci_high']:.{d}f}]</span></td>"
+            for c, d in cols
+        )
+        + f"<td>{summaries[m].get('n_episodes', '')}</td></tr>"
+        for m in ms
+    )
     return f'{CSS}<table class="ip-tab" style="width:auto"><tr><th>method</th>{head}<th>episodes</th></tr>{rows}</table>'
+
 
 class ResultsExplorer(_Viewable):
     "Browse the summaries under a results folder: sort, filter methods, chart a metric by tier."
-    def __init__(self, results_dir:str | Path="paper/results"):
+
+    def __init__(self, results_dir: str | Path = "paper/results"):
         from image_poser.core import find_path
+
         d = Path(results_dir)
         if not d.exists():
-            try: d = find_path(str(results_dir))
-            except FileNotFoundError: pass
+            try:
+                d = find_path(str(results_dir))
+            except FileNotFoundError:
+                pass
         self.dir, self.summaries = d, load_summaries(d)
-        if not self.summaries: raise FileNotFoundError(f"no result summaries under {results_dir}: run `image-poser reproduce` or `image-poser eval` first")
+        if not self.summaries:
+            raise FileNotFoundError(f"no result summaries under {results_dir}: run `image-poser reproduce` or `image-poser eval` first")
+
     def static_html(self) -> str:
-        charts = "".join(f'<div><b>{m.replace("_", " ")} by tier</b><br><img src="{img_b64(tier_chart(self.summaries, m), 750)}" width="750"></div>'
-                         for m in ("alignment", "full_success"))
-        return f"<p>{len(self.summaries)} methods from <code>{html.escape(str(self.dir))}</code>; means with bootstrap 95 % CIs.</p>" + results_html(self.summaries) + charts
+        charts = "".join(
+            f'<div><b>{m.replace("_", " ")} by tier</b><br><img src="{img_b64(tier_chart(self.summaries, m), 750)}" width="750"></div>'
+            for m in ("alignment", "full_success")
+        )
+        return (
+            f"<p>{len(self.summaries)} methods from <code>{html.escape(str(self.dir))}</code>; means with bootstrap 95 % CIs.</p>"
+            + results_html(self.summaries)
+            + charts
+        )
+
     def widget(self) -> W.Widget:
         sort = W.Dropdown(options=["alignment", "full_success", "fidelity", "cost", "calls"], description="sort by")
         metric = W.Dropdown(options=["alignment", "full_success", "cost"], value="full_success", description="chart")
-        pick = W.SelectMultiple(options=list(self.summaries), value=tuple(self.summaries), rows=min(8, len(self.summaries)), description="methods")
+        pick = W.SelectMultiple(
+            options=list(self.summaries), value=tuple(self.summaries), rows=min(8, len(self.summaries)), description="methods"
+        )
         table, chart = W.HTML(), W.Image(format="png")
+
         def update(*_):
             ms = list(pick.value) or list(self.summaries)
             table.value = results_html(self.summaries, sort.value, ms)
-            buf = io.BytesIO(); tier_chart(self.summaries, metric.value, ms).save(buf, format="PNG"); chart.value = buf.getvalue()
-        for w in (sort, metric, pick): w.observe(update, names="value")
+            buf = io.BytesIO()
+            tier_chart(self.summaries, metric.value, ms).save(buf, format="PNG")
+            chart.value = buf.getvalue()
+
+        for w in (sort, metric, pick):
+            w.observe(update, names="value")
         update()
         return W.VBox([W.HBox([sort, metric]), pick, table, chart])

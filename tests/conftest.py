@@ -1,4 +1,5 @@
 """Shared pytest setup: no test may touch the network or hang on it."""
+
 import os
 
 # Set before anything imports huggingface_hub / transformers / wandb: a hub lookup otherwise retries for ~140 s.

@@ -1,4 +1,5 @@
 """The console script end to end, as a user runs it (a subprocess, not an import)."""
+
 import json
 import os
 import subprocess
@@ -36,6 +37,7 @@ def test_unknown_subcommand_fails_cleanly():
 
 def test_parse_json_is_a_valid_task():
     from image_poser.core import Task
+
     r = cli("parse", "three small yellow stars below a large blue square; then make the square red", "--json")
     task = Task.from_json(r.stdout)
     assert [q.kind for q in task.requirements].count("edit") == 1
@@ -49,7 +51,9 @@ def test_parse_empty_prompt_is_a_clean_error():
 
 def test_render_writes_the_exact_scene(tmp_path):
     from PIL import Image
+
     from image_poser.shapes.perception import perceive
+
     out = tmp_path / "x.png"
     cli("render", "two red circles left of a blue square on a black background", "-o", str(out))
     pc = perceive(Image.open(out))
@@ -67,16 +71,29 @@ def test_data_is_reproducible_and_matches_the_committed_split(tmp_path):
 def test_reproduce_smoke_end_to_end(tmp_path):
     "Every stage of `reproduce` at toy size; the summaries have the keys of `eval --json`; a rerun reuses the trainings."
     out, runs = tmp_path / "paper", tmp_path / "runs"
-    r = cli("reproduce", "--profile", "smoke", "--out", str(out), "--run-dir", str(runs), timeout=900)
+    cli("reproduce", "--profile", "smoke", "--out", str(out), "--run-dir", str(runs), timeout=900)
     main = json.loads((out / "results" / "main.json").read_text())
     methods = main["methods"]
     assert {"ppo", "dqn", "dqn:paper-state", "fixed", "threshold", "greedy", "oracle", "random"} <= set(methods)
     assert any(m.startswith("single:") for m in methods)
-    ev = json.loads(cli("eval", "--policy", "baseline:fixed", "--split", "test", "--n", "2", "--seeds", "0", "--json",
-                        "--out-dir", str(tmp_path / "ev")).stdout)
+    ev = json.loads(
+        cli(
+            "eval", "--policy", "baseline:fixed", "--split", "test", "--n", "2", "--seeds", "0", "--json", "--out-dir", str(tmp_path / "ev")
+        ).stdout
+    )
     assert all(set(s) == set(ev) for s in methods.values()), "main.json summaries must have exactly the keys of eval --json"
-    for f in ["README.md", "results/ablations.json", "results/targets.json", "results/learning_curves.png", "results/expert_usage.png",
-              "results/ablations.png", "results/gallery_ppo.png", "results/gallery_dqn.png", "checkpoints/ppo.pt", "checkpoints/dqn.pt"]:
+    for f in [
+        "README.md",
+        "results/ablations.json",
+        "results/targets.json",
+        "results/learning_curves.png",
+        "results/expert_usage.png",
+        "results/ablations.png",
+        "results/gallery_ppo.png",
+        "results/gallery_dqn.png",
+        "checkpoints/ppo.pt",
+        "checkpoints/dqn.pt",
+    ]:
         assert (out / f).exists(), f
     targets = json.loads((out / "results" / "targets.json").read_text())["targets"]
     assert {t["target"].split()[0] for t in targets} >= {"alignment", "full", "beats", "PPO"}

@@ -1,4 +1,5 @@
 """The tolerant feedback parser against a corpus of realistic model replies, and thousands of damaged ones."""
+
 import json
 from pathlib import Path
 
@@ -9,7 +10,9 @@ from image_poser.core import Feedback
 from image_poser.critic import mutate_reply, parse_feedback
 from image_poser.shapes.text import task_from_prompt
 
-FIXTURES = [json.loads(line) for line in (Path(__file__).parent / "fixtures" / "critic_replies.jsonl").read_text(encoding="utf-8").splitlines()]
+FIXTURES = [
+    json.loads(line) for line in (Path(__file__).parent / "fixtures" / "critic_replies.jsonl").read_text(encoding="utf-8").splitlines()
+]
 
 
 def test_corpus_is_large_and_varied():

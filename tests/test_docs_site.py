@@ -4,6 +4,7 @@ pages show signatures; screenshots go to paper/screenshots/.
 
 The site is built by `make docs` (tools/build_docs.py); .ci/run builds it before the tests and installs Chromium.
 Without Chromium the test skips locally and fails under CI (CI=1)."""
+
 from __future__ import annotations
 
 import functools
@@ -20,16 +21,32 @@ import pytest
 
 ROOT = Path(__file__).resolve().parents[1]
 DOCS, NBS, SHOTS = ROOT / "_docs", ROOT / "nbs", ROOT / "paper" / "screenshots"
-FLAGS = ["--headless", "--no-sandbox", "--disable-gpu", "--no-first-run", "--disable-background-networking",
-         "--disable-component-update", "--disable-sync"]
-SCREENSHOT = ("index.html", "widgets.html", "reproduce.html", "env.html", "tutorials/quickstart.html", "tutorials/mdp.html",
-              "tutorials/your_experts.html", "tutorials/reproduce.html")
+FLAGS = [
+    "--headless",
+    "--no-sandbox",
+    "--disable-gpu",
+    "--no-first-run",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--disable-sync",
+]
+SCREENSHOT = (
+    "index.html",
+    "widgets.html",
+    "reproduce.html",
+    "env.html",
+    "tutorials/quickstart.html",
+    "tutorials/mdp.html",
+    "tutorials/your_experts.html",
+    "tutorials/reproduce.html",
+)
 pytestmark = pytest.mark.slow
 
 
 def _page(nb: Path) -> str:
     "The HTML page nbdev names for a notebook: the number prefix dropped (10_shapes_scene.ipynb -> shapes_scene.html)."
     from nbdev.config import nbpath2html
+
     return nbpath2html(nb.relative_to(NBS)).as_posix()
 
 
@@ -51,7 +68,8 @@ def site():
 
 
 class _Quiet(http.server.SimpleHTTPRequestHandler):
-    def log_message(self, *a): pass
+    def log_message(self, *a):
+        pass
 
 
 def test_every_notebook_has_a_page_in_the_sidebar(site):
@@ -67,12 +85,14 @@ def browser():
     exe = shutil.which("chromium") or shutil.which("chromium-browser")
     if exe is None:
         msg = "Debian's chromium is not installed (apt-get install chromium); .ci/run installs it"
-        if os.environ.get("CI"): pytest.fail(msg)
+        if os.environ.get("CI"):
+            pytest.fail(msg)
         pytest.skip(msg)
     pw = pytest.importorskip("playwright.sync_api")
     with tempfile.TemporaryDirectory() as profile, pw.sync_playwright() as p:
-        ctx = p.chromium.launch_persistent_context(profile, executable_path=exe, headless=True, args=FLAGS,
-                                                   viewport={"width": 1280, "height": 900})
+        ctx = p.chromium.launch_persistent_context(
+            profile, executable_path=exe, headless=True, args=FLAGS, viewport={"width": 1280, "height": 900}
+        )
         yield ctx
         ctx.close()
 
@@ -84,32 +104,54 @@ def test_pages_render_in_chromium(site, browser):
     for nb in _notebooks():
         name = _page(nb)
         errors: list[str] = []
-        on_console = lambda m: errors.append(f"console {m.type}: {m.text[:200]}") if m.type == "error" else None
-        on_error = lambda e: errors.append(f"page error: {str(e)[:200]}")
-        on_failed = lambda r: errors.append(f"request failed: {r.url[:120]}")
-        on_response = lambda r: errors.append(f"HTTP {r.status} for {r.url[:120]}") if r.status >= 400 else None
-        page.on("console", on_console); page.on("pageerror", on_error); page.on("requestfailed", on_failed); page.on("response", on_response)
+
+        def on_console(m):
+            return errors.append(f"console {m.type}: {m.text[:200]}") if m.type == "error" else None
+
+        def on_error(e):
+            return errors.append(f"page error: {str(e)[:200]}")
+
+        def on_failed(r):
+            return errors.append(f"request failed: {r.url[:120]}")
+
+        def on_response(r):
+            return errors.append(f"HTTP {r.status} for {r.url[:120]}") if r.status >= 400 else None
+
+        page.on("console", on_console)
+        page.on("pageerror", on_error)
+        page.on("requestfailed", on_failed)
+        page.on("response", on_response)
         resp = page.goto(f"{site}/{name}", wait_until="load")
-        if resp is None or resp.status != 200: problems.append(f"{name}: HTTP {resp.status if resp else 'no response'}")
+        if resp is None or resp.status != 200:
+            problems.append(f"{name}: HTTP {resp.status if resp else 'no response'}")
         broken = page.evaluate("[...document.images].filter(i => !i.complete || i.naturalWidth === 0).map(i => i.src.slice(0, 80))")
         n_img = page.evaluate("document.images.length")
-        if broken: problems.append(f"{name}: {len(broken)} of {n_img} images do not render: {broken[:3]}")
+        if broken:
+            problems.append(f"{name}: {len(broken)} of {n_img} images do not render: {broken[:3]}")
         text = page.inner_text("body")
-        if "Traceback (most recent call last)" in text: problems.append(f"{name}: a traceback is rendered in the page")
+        if "Traceback (most recent call last)" in text:
+            problems.append(f"{name}: a traceback is rendered in the page")
         stem = Path(name).stem
         if stem == "widgets":
             cards = page.evaluate("document.querySelectorAll('.ip-card').length")
             card_imgs = page.evaluate("[...document.querySelectorAll('.ip-card img')].filter(i => i.naturalWidth > 0).length")
-            if cards < 12 or card_imgs < 12: problems.append(f"widgets: static fallbacks missing ({cards} cards, {card_imgs} pictures)")
+            if cards < 12 or card_imgs < 12:
+                problems.append(f"widgets: static fallbacks missing ({cards} cards, {card_imgs} pictures)")
         if "#| default_exp" in nb.read_text():  # a library notebook: its API is documented with signatures and docstrings
-            sigs = page.evaluate("[...document.querySelectorAll('h3 + div.highlight pre')].filter(p => /^(async )?(def|class) /.test(p.innerText.trim())).length")
+            sigs = page.evaluate(
+                "[...document.querySelectorAll('h3 + div.highlight pre')].filter(p => /^(async )?(def|class) /.test(p.innerText.trim())).length"
+            )
             docs = page.evaluate("[...document.querySelectorAll('h3 + div.highlight + p > em')].length")
-            if sigs == 0 or docs == 0: problems.append(f"{name}: API page without signatures ({sigs}) or docstrings ({docs})")
+            if sigs == 0 or docs == 0:
+                problems.append(f"{name}: API page without signatures ({sigs}) or docstrings ({docs})")
         if name in SCREENSHOT:
             first_widget = page.query_selector(".ip-row")  # show a widget's static form where the page has one
-            if first_widget is not None and name != "index.html": first_widget.scroll_into_view_if_needed()
+            if first_widget is not None and name != "index.html":
+                first_widget.scroll_into_view_if_needed()
             page.screenshot(path=str(SHOTS / (name.replace("/", "_").removesuffix(".html") + ".png")), full_page=False)
-        page.remove_listener("console", on_console); page.remove_listener("pageerror", on_error); page.remove_listener("requestfailed", on_failed)
+        page.remove_listener("console", on_console)
+        page.remove_listener("pageerror", on_error)
+        page.remove_listener("requestfailed", on_failed)
         page.remove_listener("response", on_response)
         problems += [f"{name}: {e}" for e in errors]
     page.close()

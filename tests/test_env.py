@@ -1,10 +1,9 @@
 """The environment as third-party code sees it: gymnasium's registry and vector envs, Stable-Baselines3, failures as events."""
+
 import gymnasium as gym
 import numpy as np
 import pytest
-from PIL import Image
 
-import image_poser.env  # registers ImagePoser/Shapes-v0
 from image_poser.env import EnvConfig, ImagePoserEnv, make_vector_env
 from image_poser.experts import Registry, load_registry
 
@@ -41,12 +40,14 @@ def test_same_seed_same_episode():
             if term or trunc:
                 break
         return rewards, obs
+
     (r1, o1), (r2, o2) = run(), run()
     assert r1 == r2 and np.array_equal(o1, o2)
 
 
 class Broken:
     kind, cost, max_tokens, good_at, name = "t2i", 1.0, 77, "", "broken"
+
     def __call__(self, command, image=None, *, seed=0):
         raise RuntimeError("CUDA error: device-side assert triggered")
 
@@ -71,6 +72,7 @@ def test_paper_obs_mode_is_text_only():
 
 def test_stable_baselines3_ppo_trains_on_it():
     from stable_baselines3 import PPO
+
     env = ImagePoserEnv(EnvConfig(split="val", horizon=3))
     model = PPO("MlpPolicy", env, n_steps=64, batch_size=32, n_epochs=2, seed=0, verbose=0, device="cpu")
     model.learn(total_timesteps=128)

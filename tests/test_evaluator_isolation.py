@@ -1,17 +1,28 @@
 """The Evaluator is never imported by training code paths (critic, experts, decomposers, and later env and trainers)."""
+
 import subprocess
 import sys
 
-TRAINING_MODULES = ["image_poser.critic", "image_poser.experts", "image_poser.decompose", "image_poser.llm",
-                    "image_poser.shapes.perception", "image_poser.env", "image_poser.ppo", "image_poser.dqn"]
+TRAINING_MODULES = [
+    "image_poser.critic",
+    "image_poser.experts",
+    "image_poser.decompose",
+    "image_poser.llm",
+    "image_poser.shapes.perception",
+    "image_poser.env",
+    "image_poser.ppo",
+    "image_poser.dqn",
+]
 
 
 def test_training_code_does_not_import_the_evaluator():
-    code = ("import importlib, importlib.util, sys\n"
-            f"mods = {TRAINING_MODULES!r}\n"
-            "loaded = [m for m in mods if importlib.util.find_spec(m) is not None]\n"
-            "for m in loaded: importlib.import_module(m)\n"
-            "print(len(loaded), 'image_poser.evaluator' in sys.modules)\n")
+    code = (
+        "import importlib, importlib.util, sys\n"
+        f"mods = {TRAINING_MODULES!r}\n"
+        "loaded = [m for m in mods if importlib.util.find_spec(m) is not None]\n"
+        "for m in loaded: importlib.import_module(m)\n"
+        "print(len(loaded), 'image_poser.evaluator' in sys.modules)\n"
+    )
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=300)
     assert out.returncode == 0, out.stderr
     n, imported = out.stdout.split()

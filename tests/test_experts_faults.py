@@ -1,16 +1,32 @@
 """Fault injection: no expert call may crash its caller, whatever the input; registry files fail clearly."""
+
 import numpy as np
 import pytest
 from PIL import Image
 
-from image_poser.experts import ShapesEditor, ShapesT2I, call_expert, load_registry
-from image_poser.shapes.scene import render, Scene, SceneObject
+from image_poser.experts import call_expert, load_registry
+from image_poser.shapes.scene import Scene, SceneObject, render
 
 REG = load_registry()
-BASE = render(Scene([SceneObject("square", "blue", "large", "solid", 40, 40), SceneObject("star", "yellow", "small", "dotted", 90, 90)], "white"))
-JUNK_COMMANDS = ["", "   ", "a red circle " * 3000, "☃★♥ 中文 🙂\u200b", "make the unicorn sparkle", "remove remove remove", "then then then"]
-JUNK_IMAGES = [BASE, Image.new("RGB", (8, 8), "red"), Image.new("L", (128, 128), 0), Image.new("RGBA", (64, 200), (0, 0, 0, 0)),
-               Image.fromarray(np.random.default_rng(0).integers(0, 256, (128, 128, 3), dtype=np.uint8))]
+BASE = render(
+    Scene([SceneObject("square", "blue", "large", "solid", 40, 40), SceneObject("star", "yellow", "small", "dotted", 90, 90)], "white")
+)
+JUNK_COMMANDS = [
+    "",
+    "   ",
+    "a red circle " * 3000,
+    "☃★♥ 中文 🙂\u200b",
+    "make the unicorn sparkle",
+    "remove remove remove",
+    "then then then",
+]
+JUNK_IMAGES = [
+    BASE,
+    Image.new("RGB", (8, 8), "red"),
+    Image.new("L", (128, 128), 0),
+    Image.new("RGBA", (64, 200), (0, 0, 0, 0)),
+    Image.fromarray(np.random.default_rng(0).integers(0, 256, (128, 128, 3), dtype=np.uint8)),
+]
 
 
 @pytest.mark.parametrize("expert", list(REG), ids=REG.names)

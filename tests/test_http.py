@@ -1,4 +1,5 @@
 """The OpenAI-compatible client, critic and decomposer against a real HTTP server on 127.0.0.1 that scripts faults."""
+
 import json
 import logging
 import threading
@@ -16,6 +17,7 @@ from image_poser.shapes.text import task_from_prompt
 
 class Script:
     "What the server does for each successive request; the last action repeats."
+
     def __init__(self, *actions):
         self.actions, self.requests, self.lock = list(actions), [], threading.Lock()
 
@@ -34,18 +36,29 @@ def _handler(script):
             script.requests.append({"path": self.path, "auth": self.headers.get("Authorization"), "body": json.loads(body)})
             kind, *arg = script.next()
             if kind == "slow":
-                time.sleep(arg[0]); kind, arg = "ok", ["late"]
+                time.sleep(arg[0])
+                kind, arg = "ok", ["late"]
             if kind == "status":
                 self.send_response(arg[0])
-                if arg[0] == 429: self.send_header("Retry-After", "0")
-                self.end_headers(); self.wfile.write(b'{"error": "nope"}'); return
-            payload = {"ok": lambda: json.dumps({"choices": [{"message": {"role": "assistant", "content": arg[0]}}]}).encode(),
-                       "badjson": lambda: b"<html>502 Bad Gateway</html>",
-                       "empty": lambda: json.dumps({"choices": []}).encode()}[kind]()
-            self.send_response(200); self.send_header("Content-Type", "application/json")
-            self.send_header("Content-Length", str(len(payload))); self.end_headers()
-            try: self.wfile.write(payload)
-            except BrokenPipeError: pass
+                if arg[0] == 429:
+                    self.send_header("Retry-After", "0")
+                self.end_headers()
+                self.wfile.write(b'{"error": "nope"}')
+                return
+            payload = {
+                "ok": lambda: json.dumps({"choices": [{"message": {"role": "assistant", "content": arg[0]}}]}).encode(),
+                "badjson": lambda: b"<html>502 Bad Gateway</html>",
+                "empty": lambda: json.dumps({"choices": []}).encode(),
+            }[kind]()
+            self.send_response(200)
+            self.send_header("Content-Type", "application/json")
+            self.send_header("Content-Length", str(len(payload)))
+            self.end_headers()
+            try:
+                self.wfile.write(payload)
+            except BrokenPipeError:
+                pass
+
     return H
 
 
@@ -62,7 +75,8 @@ def server():
 
     yield start
     for srv in started:
-        srv.shutdown(); srv.server_close()
+        srv.shutdown()
+        srv.server_close()
 
 
 def client(url, **kw):
@@ -134,8 +148,12 @@ def test_http_critic_survives_a_dead_server(server):
 
 
 def test_http_decomposer_and_its_fallback(server):
-    reply = json.dumps({"requirements": [{"kind": "count", "text": "two red circles"}],
-                        "commands": [{"kind": "generate", "text": "two red circles"}, {"kind": "edit", "text": "make them blue"}]})
+    reply = json.dumps(
+        {
+            "requirements": [{"kind": "count", "text": "two red circles"}],
+            "commands": [{"kind": "generate", "text": "two red circles"}, {"kind": "edit", "text": "make them blue"}],
+        }
+    )
     url, _ = server(("ok", reply))
     t = http_decomposer(url, "test", backoff_s=0.01).decompose("two red circles, then make them blue")
     assert [c.kind for c in t.commands] == ["generate", "edit"] and "fallback" not in t.meta

@@ -3,16 +3,17 @@
 Cells flagged with the `tst_flags` of pyproject.toml (`notest`, `slow`) are skipped, `#| eval: false` cells never
 run, and `IN_TEST` is set so heavy cells shrink. A notebook's first failing cell fails its item.
 """
+
 from pathlib import Path
 
-import pytest
-
 import nbdev.test as nbt  # not `from nbdev.test import test_nb`: pytest would collect it as a test
+import pytest
 from nbdev.config import get_config
 
 ROOT = Path(__file__).resolve().parents[1]
-NBS = sorted(p for p in (ROOT / "nbs").rglob("*.ipynb")
-             if not any(part.startswith((".", "_")) for part in p.relative_to(ROOT / "nbs").parts))
+NBS = sorted(
+    p for p in (ROOT / "nbs").rglob("*.ipynb") if not any(part.startswith((".", "_")) for part in p.relative_to(ROOT / "nbs").parts)
+)
 
 
 @pytest.mark.notebook

@@ -1,4 +1,5 @@
 """Bad input for the shapes world: parse and perceive never crash on junk, and fail clearly where they must."""
+
 import random
 import string
 
@@ -23,8 +24,10 @@ def test_parse_survives_random_unicode():
     alphabet = string.printable + "äöüßéèñ☃★♥→–—“”‘’…中文日本語한국어🙂🟥🔵\u200b\u0301"
     words = ["red", "circle", "then", "make", "the", "left of", "background", "3", "stars", "remove", ",", ".", "dotted"]
     for _ in range(400):
-        parts = ["".join(rng.choice(alphabet) for _ in range(rng.randint(0, 12))) if rng.random() < 0.5 else rng.choice(words)
-                 for _ in range(rng.randint(1, 30))]
+        parts = [
+            "".join(rng.choice(alphabet) for _ in range(rng.randint(0, 12))) if rng.random() < 0.5 else rng.choice(words)
+            for _ in range(rng.randint(1, 30))
+        ]
         text = " ".join(parts)
         if not text.strip():
             continue
@@ -40,14 +43,17 @@ def test_parse_handles_a_10000_token_prompt():
     assert any("too many objects" in p for p in res.problems)
 
 
-@pytest.mark.parametrize("img", [
-    Image.new("RGB", (128, 128), "white"),  # nothing there
-    Image.fromarray(np.random.default_rng(0).integers(0, 256, (128, 128, 3), dtype=np.uint8)),  # noise
-    Image.new("L", (64, 64), 128),  # grayscale
-    Image.new("RGBA", (96, 96), (255, 0, 0, 128)),  # alpha
-    Image.new("RGB", (8, 8), "red"),  # tiny
-    Image.new("RGB", (256, 256), "navy"),  # larger than the world's default
-])
+@pytest.mark.parametrize(
+    "img",
+    [
+        Image.new("RGB", (128, 128), "white"),  # nothing there
+        Image.fromarray(np.random.default_rng(0).integers(0, 256, (128, 128, 3), dtype=np.uint8)),  # noise
+        Image.new("L", (64, 64), 128),  # grayscale
+        Image.new("RGBA", (96, 96), (255, 0, 0, 128)),  # alpha
+        Image.new("RGB", (8, 8), "red"),  # tiny
+        Image.new("RGB", (256, 256), "navy"),  # larger than the world's default
+    ],
+)
 def test_perceive_never_crashes(img):
     pc = perceive(img)
     task = task_from_prompt("two red circles left of a blue square on a black background")

@@ -7,9 +7,13 @@ refreshed too, so `nbdev-docs` keeps working for anyone who has Quarto.
 
 Usage: python tools/build_docs.py [--readme-only]
 """
+
 from __future__ import annotations
 
-import argparse, html, json, re, shutil, sys
+import argparse
+import html
+import re
+import shutil
 from pathlib import Path
 
 import nbformat
@@ -39,8 +43,11 @@ def _sidebar_entries(nbs: Path) -> list[tuple[str | None, Path]]:
 
     def walk(items, section=None):
         for it in items:
-            if isinstance(it, str): out.append((section, nbs / it))
-            elif isinstance(it, dict) and "contents" in it: walk(it["contents"], it.get("section"))
+            if isinstance(it, str):
+                out.append((section, nbs / it))
+            elif isinstance(it, dict) and "contents" in it:
+                walk(it["contents"], it.get("section"))
+
     walk(data["website"]["sidebar"]["contents"])
     return [(s, p) for s, p in out if p.suffix == ".ipynb"]
 
@@ -49,10 +56,12 @@ def _title(nb) -> str:
     for c in nb.cells:
         if c.cell_type == "raw" and c.source.startswith("---"):
             m = re.search(r"^title:\s*(.+)$", c.source, re.M)
-            if m: return m.group(1).strip().strip("'\"")
+            if m:
+                return m.group(1).strip().strip("'\"")
         if c.cell_type == "markdown":
             m = re.match(r"#\s+(.+)", c.source)
-            if m: return m.group(1).strip()
+            if m:
+                return m.group(1).strip()
     return "untitled"
 
 
@@ -63,20 +72,24 @@ def _clean(nb):
     "Make nbdev's processed notebook acceptable to nbconvert and render its frontmatter as a heading."
     for c in nb.cells:
         c.get("metadata", {}).pop("execution", None)  # nbdev writes a float `total` that nbconvert's schema rejects
-        if c.cell_type != "code": continue
+        if c.cell_type != "code":
+            continue
         # what Quarto would do: hide the input of `#| echo: false` cells, drop directive lines, render show_doc's source link
-        if re.search(r"^#\|\s*echo:\s*false", c.source, re.M): c.metadata.setdefault("tags", []).append("remove_input")
-        c.source = "\n".join(l for l in c.source.splitlines() if not l.startswith("#|")).strip("\n")
+        if re.search(r"^#\|\s*echo:\s*false", c.source, re.M):
+            c.metadata.setdefault("tags", []).append("remove_input")
+        c.source = "\n".join(ln for ln in c.source.splitlines() if not ln.startswith("#|")).strip("\n")
         for o in c.get("outputs", []):
             md = o.get("data", {}).get("text/markdown")
-            if isinstance(md, str): o["data"]["text/markdown"] = _SOURCE_LINK.sub(r'<a href="\1" target="_blank" style="\2">source</a>', md)
+            if isinstance(md, str):
+                o["data"]["text/markdown"] = _SOURCE_LINK.sub(r'<a href="\1" target="_blank" style="\2">source</a>', md)
     cells = []
     for c in nb.cells:
         if c.cell_type == "raw" and c.source.startswith("---"):
             fm = yaml.safe_load(c.source.strip().strip("-")) or {}
             md = f"# {fm.get('title', '')}\n\n" + (f"> {fm['description']}\n" if fm.get("description") else "")
             cells.append(nbformat.v4.new_markdown_cell(md))
-        else: cells.append(c)
+        else:
+            cells.append(c)
     nb.cells = cells
     return nb
 
@@ -90,10 +103,14 @@ def build(readme_only: bool = False) -> Path:
     # README.md from the processed index notebook
     idx = _clean(nbformat.read(proc / "index.ipynb", as_version=4))
     md, _ = MarkdownExporter().from_notebook_node(idx)
-    (root / "README.md").write_text("<!-- generated from nbs/index.ipynb by tools/build_docs.py: edit the notebook, not this file -->\n\n" + md.strip() + "\n")
-    if readme_only: return root / "README.md"
+    (root / "README.md").write_text(
+        "<!-- generated from nbs/index.ipynb by tools/build_docs.py: edit the notebook, not this file -->\n\n" + md.strip() + "\n"
+    )
+    if readme_only:
+        return root / "README.md"
     # HTML site
-    if docs.exists(): shutil.rmtree(docs)
+    if docs.exists():
+        shutil.rmtree(docs)
     docs.mkdir(parents=True)
     entries = _sidebar_entries(nbs)
     pages = []
@@ -107,13 +124,19 @@ def build(readme_only: bool = False) -> Path:
         nav = [f'<div class="ip-title"><a href="{"../" * (len(out.parts) - 1)}index.html">{html.escape(cfg.title)}</a></div>']
         last = None
         for s, r, n, o in pages:
-            if s != last and s: nav.append(f'<div class="ip-section">{html.escape(s)}</div>')
+            if s != last and s:
+                nav.append(f'<div class="ip-section">{html.escape(s)}</div>')
             last = s
             href = "../" * (len(out.parts) - 1) + o.as_posix()
             nav.append(f'<a href="{href}"{" class=active" if o == out else ""}>{html.escape(_title(n))}</a>')
         body, _ = exporter.from_notebook_node(nb, resources={"metadata": {"name": _title(nb)}})
         body = body.replace("</head>", f'<link rel="icon" href="data:,"><style>{CSS}</style></head>', 1)  # no favicon request
-        body = re.sub(r"(<body[^>]*>)", r'\1<div class="ip-layout"><nav class="ip-nav">' + "\n".join(nav).replace("\\", "\\\\") + '</nav><div class="ip-main">', body, count=1)
+        body = re.sub(
+            r"(<body[^>]*>)",
+            r'\1<div class="ip-layout"><nav class="ip-nav">' + "\n".join(nav).replace("\\", "\\\\") + '</nav><div class="ip-main">',
+            body,
+            count=1,
+        )
         body = body.replace("</body>", "</div></div></body>", 1)
         dest = docs / out
         dest.parent.mkdir(parents=True, exist_ok=True)

@@ -31,27 +31,43 @@ from PIL import Image, ImageDraw
 from ..core import image_ref
 
 # %% ../../nbs/21_backends_diffusers.ipynb #3f20cc75
-def pick_device(device:str="auto") -> str:
+def pick_device(device: str = "auto") -> str:
     "cuda if available, else mps, else cpu (or `device` as given)."
     import torch
-    if device != "auto": return device
-    if torch.cuda.is_available(): return "cuda"
-    if getattr(torch.backends, "mps", None) is not None and torch.backends.mps.is_available(): return "mps"
+
+    if device != "auto":
+        return device
+    if torch.cuda.is_available():
+        return "cuda"
+    if getattr(torch.backends, "mps", None) is not None and torch.backends.mps.is_available():
+        return "mps"
     return "cpu"
 
-def pick_dtype(dtype:str="auto", device:str="cpu"):
+
+def pick_dtype(dtype: str = "auto", device: str = "cpu"):
     "bf16 on CUDA that supports it, fp16 on other accelerators, fp32 on CPU (or `dtype` as given)."
     import torch
-    if dtype != "auto": return {"float16": torch.float16, "fp16": torch.float16, "bfloat16": torch.bfloat16, "bf16": torch.bfloat16,
-                                "float32": torch.float32, "fp32": torch.float32}[dtype]
-    if device == "cuda": return torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16
-    if device == "mps": return torch.float16
+
+    if dtype != "auto":
+        return {
+            "float16": torch.float16,
+            "fp16": torch.float16,
+            "bfloat16": torch.bfloat16,
+            "bf16": torch.bfloat16,
+            "float32": torch.float32,
+            "fp32": torch.float32,
+        }[dtype]
+    if device == "cuda":
+        return torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16
+    if device == "mps":
+        return torch.float16
     return torch.float32
 
 # %% ../../nbs/21_backends_diffusers.ipynb #2d4ddd3c
 def module_bytes(pipe) -> int:
     "Bytes of parameters and buffers in a pipeline's torch modules."
     import torch
+
     total = 0
     for comp in getattr(pipe, "components", {}).values():
         if isinstance(comp, torch.nn.Module):
@@ -59,114 +75,164 @@ def module_bytes(pipe) -> int:
             total += sum(b.numel() * b.element_size() for b in comp.buffers())
     return total
 
+
 class ResidencyManager:
     "An LRU of loaded pipelines bounded by count (`max_loaded`) and optionally by bytes of weights (`max_bytes`)."
-    def __init__(self, max_loaded:int=2, max_bytes:int | None=None):
+
+    def __init__(self, max_loaded: int = 2, max_bytes: int | None = None):
         self.max_loaded, self.max_bytes = max_loaded, max_bytes
         self._pipes: OrderedDict[tuple, tuple[Any, int]] = OrderedDict()
         self._lock = threading.RLock()
         self.loads = self.evictions = self.hits = 0
 
-    def get(self, key:tuple, loader:Callable[[], Any]):
+    def get(self, key: tuple, loader: Callable[[], Any]):
         "The pipeline for `key`, loading it with `loader()` if absent and evicting the least recently used beyond the limits."
         with self._lock:
             if key in self._pipes:
-                self._pipes.move_to_end(key); self.hits += 1
+                self._pipes.move_to_end(key)
+                self.hits += 1
                 return self._pipes[key][0]
-            pipe = loader(); self.loads += 1
+            pipe = loader()
+            self.loads += 1
             self._pipes[key] = (pipe, module_bytes(pipe))
             self._evict(keep=key)
             return pipe
 
-    def _evict(self, keep:tuple):
-        while len(self._pipes) > 1 and (len(self._pipes) > self.max_loaded or
-                                        (self.max_bytes is not None and self.resident_bytes > self.max_bytes)):
+    def _evict(self, keep: tuple):
+        while len(self._pipes) > 1 and (
+            len(self._pipes) > self.max_loaded or (self.max_bytes is not None and self.resident_bytes > self.max_bytes)
+        ):
             key = next(k for k in self._pipes if k != keep)
-            pipe, _ = self._pipes.pop(key); self.evictions += 1
-            try: pipe.to("cpu")  # off the accelerator first, then drop the last reference
-            except Exception: pass
+            pipe, _ = self._pipes.pop(key)
+            self.evictions += 1
+            try:
+                pipe.to("cpu")  # off the accelerator first, then drop the last reference
+            except Exception:
+                pass
             del pipe
             gc.collect()
             try:
                 import torch
-                if torch.cuda.is_available(): torch.cuda.empty_cache()
-            except Exception: pass
+
+                if torch.cuda.is_available():
+                    torch.cuda.empty_cache()
+            except Exception:
+                pass
 
     @property
-    def resident_bytes(self) -> int: return sum(b for _, b in self._pipes.values())
+    def resident_bytes(self) -> int:
+        return sum(b for _, b in self._pipes.values())
+
     @property
-    def resident(self) -> list[tuple]: return list(self._pipes)
+    def resident(self) -> list[tuple]:
+        return list(self._pipes)
 
     def clear(self):
         with self._lock:
-            keep = self.max_loaded; self.max_loaded = 0; self._evict(keep=None); self.max_loaded = keep
+            keep = self.max_loaded
+            self.max_loaded = 0
+            self._evict(keep=None)
+            self.max_loaded = keep
 
-    def stats(self) -> dict: return {"resident": len(self._pipes), "resident_bytes": self.resident_bytes, "loads": self.loads,
-                                     "hits": self.hits, "evictions": self.evictions}
+    def stats(self) -> dict:
+        return {
+            "resident": len(self._pipes),
+            "resident_bytes": self.resident_bytes,
+            "loads": self.loads,
+            "hits": self.hits,
+            "evictions": self.evictions,
+        }
+
 
 RESIDENCY = ResidencyManager(max_loaded=int(os.environ.get("IMAGE_POSER_MAX_PIPELINES", 2)))
 
 # %% ../../nbs/21_backends_diffusers.ipynb #78e82804
 class OutputCache:
     "PNG files on disk keyed by a hash of everything that determines an expert's output."
-    def __init__(self, root:str | Path):
-        self.root = Path(root); self.hits = self.misses = 0
+
+    def __init__(self, root: str | Path):
+        self.root = Path(root)
+        self.hits = self.misses = 0
 
     @staticmethod
     def key(**parts) -> str:
         return hashlib.sha256(json.dumps(parts, sort_keys=True, default=str).encode()).hexdigest()
 
-    def path(self, key:str) -> Path: return self.root / key[:2] / f"{key}.png"
+    def path(self, key: str) -> Path:
+        return self.root / key[:2] / f"{key}.png"
 
-    def get(self, key:str) -> Image.Image | None:
+    def get(self, key: str) -> Image.Image | None:
         p = self.path(key)
-        if not p.exists(): self.misses += 1; return None
+        if not p.exists():
+            self.misses += 1
+            return None
         try:
-            with Image.open(p) as im: img = im.convert("RGB")
+            with Image.open(p) as im:
+                img = im.convert("RGB")
         except Exception:  # a truncated or corrupt file is a miss, and is replaced
-            self.misses += 1; return None
-        self.hits += 1; return img
+            self.misses += 1
+            return None
+        self.hits += 1
+        return img
 
-    def put(self, key:str, img:Image.Image):
-        p = self.path(key); p.parent.mkdir(parents=True, exist_ok=True)
+    def put(self, key: str, img: Image.Image):
+        p = self.path(key)
+        p.parent.mkdir(parents=True, exist_ok=True)
         tmp = p.with_suffix(f".tmp{os.getpid()}")
-        img.save(tmp, format="PNG"); os.replace(tmp, p)  # atomic: readers never see half a file
+        img.save(tmp, format="PNG")
+        os.replace(tmp, p)  # atomic: readers never see half a file
 
 # %% ../../nbs/21_backends_diffusers.ipynb #7a5c9d1a
 Box = tuple[float, float, float, float]  # x0, y0, x1, y1 in pixels
 Locator = Callable[[str, Image.Image], list[Box]]
 
-def boxes_mask(boxes:list[Box], size:tuple[int, int], grow:int=3) -> Image.Image:
+
+def boxes_mask(boxes: list[Box], size: tuple[int, int], grow: int = 3) -> Image.Image:
     "An 'L' mask (255 = repaint) over `boxes`, each grown by `grow` pixels; the whole image when there are none."
-    if not boxes: return Image.new("L", size, 255)
+    if not boxes:
+        return Image.new("L", size, 255)
     mask = Image.new("L", size, 0)
     d = ImageDraw.Draw(mask)
-    for x0, y0, x1, y1 in boxes: d.rectangle([x0 - grow, y0 - grow, x1 + grow, y1 + grow], fill=255)
+    for x0, y0, x1, y1 in boxes:
+        d.rectangle([x0 - grow, y0 - grow, x1 + grow, y1 + grow], fill=255)
     return mask
 
-def resolve_locator(path:str) -> Locator:
-    "The locator function a registry entry names by dotted path (inside image_poser only)."
-    if not path.startswith("image_poser.") or "." not in path: raise ValueError(f"locator {path!r} must be a dotted path inside image_poser")
-    mod, _, fn = path.rpartition(".")
-    try: return getattr(importlib.import_module(mod), fn)
-    except (ImportError, AttributeError) as e: raise ValueError(f"cannot load locator {path!r}: {e}") from None
 
-def target_mask(command:str, image:Image.Image, locator:Locator | None=None, grow:int=3) -> Image.Image:
+def resolve_locator(path: str) -> Locator:
+    "The locator function a registry entry names by dotted path (inside image_poser only)."
+    if not path.startswith("image_poser.") or "." not in path:
+        raise ValueError(f"locator {path!r} must be a dotted path inside image_poser")
+    mod, _, fn = path.rpartition(".")
+    try:
+        return getattr(importlib.import_module(mod), fn)
+    except (ImportError, AttributeError) as e:
+        raise ValueError(f"cannot load locator {path!r}: {e}") from None
+
+
+def target_mask(command: str, image: Image.Image, locator: Locator | None = None, grow: int = 3) -> Image.Image:
     "An 'L' mask over where `command` acts in `image`, as `locator` finds it (the whole image without one)."
     return boxes_mask(locator(command, image) if locator is not None else [], image.size, grow)
 
 # %% ../../nbs/21_backends_diffusers.ipynb #bd19733e
 PipelineKind = Literal["text2image", "img2img", "instruct_pix2pix", "inpaint", "edit"]
 
-def _loader_class(pipeline:str):
+
+def _loader_class(pipeline: str):
     import diffusers
-    return {"text2image": diffusers.AutoPipelineForText2Image, "img2img": diffusers.AutoPipelineForImage2Image,
-            "instruct_pix2pix": diffusers.StableDiffusionInstructPix2PixPipeline, "inpaint": diffusers.AutoPipelineForInpainting,
-            "edit": diffusers.DiffusionPipeline}[pipeline]
+
+    return {
+        "text2image": diffusers.AutoPipelineForText2Image,
+        "img2img": diffusers.AutoPipelineForImage2Image,
+        "instruct_pix2pix": diffusers.StableDiffusionInstructPix2PixPipeline,
+        "inpaint": diffusers.AutoPipelineForInpainting,
+        "edit": diffusers.DiffusionPipeline,
+    }[pipeline]
+
 
 @dataclass
 class DiffusersExpert:
     "A diffusers pipeline behind the `Expert` protocol (lazy, resident in an LRU, cached on disk)."
+
     name: str
     model: str  # hub id or local folder
     pipeline: PipelineKind = "text2image"
@@ -194,78 +260,155 @@ class DiffusersExpert:
         self._cache = OutputCache(self.cache_dir) if self.cache_dir else None
 
     @property
-    def kind(self) -> str: return "t2i" if self.pipeline == "text2image" else "i2i"
+    def kind(self) -> str:
+        return "t2i" if self.pipeline == "text2image" else "i2i"
 
-    def _key(self) -> tuple: return (self.pipeline, self.model, self.dtype, self.device, self.variant)
+    def _key(self) -> tuple:
+        return (self.pipeline, self.model, self.dtype, self.device, self.variant)
 
     def load(self):
         "The pipeline (loaded on first use, then resident)."
+
         def loader():
             device = pick_device(self.device)
             kw = {"dtype": pick_dtype(self.dtype, device), **self.load_kwargs}
-            if self.variant: kw["variant"] = self.variant
-            if self.trust_remote_code: kw["trust_remote_code"] = True
+            if self.variant:
+                kw["variant"] = self.variant
+            if self.trust_remote_code:
+                kw["trust_remote_code"] = True
             pipe = _loader_class(self.pipeline).from_pretrained(self.model, **kw)
-            if hasattr(pipe, "set_progress_bar_config"): pipe.set_progress_bar_config(disable=True)
+            if hasattr(pipe, "set_progress_bar_config"):
+                pipe.set_progress_bar_config(disable=True)
             return pipe.to(device)
+
         return RESIDENCY.get(self._key(), loader)
 
     def _params(self) -> dict:
-        return {k: getattr(self, k) for k in ("steps", "guidance_scale", "strength", "image_guidance_scale", "height", "width")} | self.call_kwargs
+        return {
+            k: getattr(self, k) for k in ("steps", "guidance_scale", "strength", "image_guidance_scale", "height", "width")
+        } | self.call_kwargs
 
-    def __call__(self, command:str, image:Image.Image | None=None, *, seed:int=0, mask:Image.Image | None=None) -> Image.Image:
+    def __call__(self, command: str, image: Image.Image | None = None, *, seed: int = 0, mask: Image.Image | None = None) -> Image.Image:
         import torch
-        if self.kind == "i2i" and image is None: raise ValueError(f"{self.name}: an image-to-image pipeline needs an input image")
+
+        if self.kind == "i2i" and image is None:
+            raise ValueError(f"{self.name}: an image-to-image pipeline needs an input image")
         image = image.convert("RGB") if image is not None else None
         if self.pipeline == "inpaint" and mask is None:
             mask = target_mask(command, image, resolve_locator(self.locator) if self.locator else None)
         key = None
         if self._cache is not None:
-            key = OutputCache.key(expert=self.name, model=self.model, pipeline=self.pipeline, command=command, seed=seed,
-                                  image=image_ref(image) if image is not None else None, mask=image_ref(mask) if mask is not None else None,
-                                  params=self._params())
+            key = OutputCache.key(
+                expert=self.name,
+                model=self.model,
+                pipeline=self.pipeline,
+                command=command,
+                seed=seed,
+                image=image_ref(image) if image is not None else None,
+                mask=image_ref(mask) if mask is not None else None,
+                params=self._params(),
+            )
             hit = self._cache.get(key)
-            if hit is not None: return hit
+            if hit is not None:
+                return hit
         pipe = self.load()
         kw: dict[str, Any] = {"prompt": command, "num_inference_steps": self.steps, "generator": torch.Generator("cpu").manual_seed(seed)}
-        if self.guidance_scale is not None: kw["guidance_scale"] = self.guidance_scale
+        if self.guidance_scale is not None:
+            kw["guidance_scale"] = self.guidance_scale
         if self.pipeline == "text2image":
-            if self.height: kw["height"] = self.height
-            if self.width: kw["width"] = self.width
+            if self.height:
+                kw["height"] = self.height
+            if self.width:
+                kw["width"] = self.width
         elif self.pipeline in ("img2img", "inpaint"):
             kw |= {"image": image, "strength": self.strength}
-            if self.pipeline == "inpaint": kw |= {"mask_image": mask, "height": image.height, "width": image.width}
-        elif self.pipeline == "instruct_pix2pix": kw |= {"image": image, "image_guidance_scale": self.image_guidance_scale}
-        else: kw |= {"image": image}
+            if self.pipeline == "inpaint":
+                kw |= {"mask_image": mask, "height": image.height, "width": image.width}
+        elif self.pipeline == "instruct_pix2pix":
+            kw |= {"image": image, "image_guidance_scale": self.image_guidance_scale}
+        else:
+            kw |= {"image": image}
         out = pipe(**kw, **self.call_kwargs).images[0]
-        if image is not None and out.size != image.size: out = out.resize(image.size, Image.LANCZOS)
-        if self._cache is not None: self._cache.put(key, out)
+        if image is not None and out.size != image.size:
+            out = out.resize(image.size, Image.LANCZOS)
+        if self._cache is not None:
+            self._cache.put(key, out)
         return out
 
 # %% ../../nbs/21_backends_diffusers.ipynb #59c12070
-_TINY_WORDS = ("a an the red blue green yellow orange purple pink white black gray circle square triangle star hexagon diamond "
-               "cross heart small large medium striped dotted make remove add move then background left right above below of to").split()
+_TINY_WORDS = (
+    "a an the red blue green yellow orange purple pink white black gray circle square triangle star hexagon diamond "
+    "cross heart small large medium striped dotted make remove add move then background left right above below of to"
+).split()
 
-def make_tiny_pipeline(path:str | Path, pipeline:PipelineKind="text2image", seed:int=0) -> Path:
+
+def make_tiny_pipeline(path: str | Path, pipeline: PipelineKind = "text2image", seed: int = 0) -> Path:
     "Save a tiny random diffusers pipeline of kind `pipeline` to `path` (for tests; offline)."
     import torch
-    from diffusers import (AutoencoderKL, DDIMScheduler, StableDiffusionInpaintPipeline, StableDiffusionInstructPix2PixPipeline,
-                           StableDiffusionPipeline, UNet2DConditionModel)
+    from diffusers import (
+        AutoencoderKL,
+        DDIMScheduler,
+        StableDiffusionInpaintPipeline,
+        StableDiffusionInstructPix2PixPipeline,
+        StableDiffusionPipeline,
+        UNet2DConditionModel,
+    )
     from transformers import CLIPTextConfig, CLIPTextModel, CLIPTokenizer
+
     torch.manual_seed(seed)
     in_ch = {"text2image": 4, "img2img": 4, "edit": 4, "instruct_pix2pix": 8, "inpaint": 9}[pipeline]
-    unet = UNet2DConditionModel(block_out_channels=(8, 16), layers_per_block=1, sample_size=8, in_channels=in_ch, out_channels=4,
-                                down_block_types=("CrossAttnDownBlock2D", "DownBlock2D"), up_block_types=("UpBlock2D", "CrossAttnUpBlock2D"),
-                                cross_attention_dim=16, attention_head_dim=2, norm_num_groups=4)
-    vae = AutoencoderKL(block_out_channels=(8, 16), in_channels=3, out_channels=3, down_block_types=("DownEncoderBlock2D",) * 2,
-                        up_block_types=("UpDecoderBlock2D",) * 2, latent_channels=4, norm_num_groups=4, sample_size=32)
-    text = CLIPTextModel(CLIPTextConfig(bos_token_id=0, eos_token_id=2, pad_token_id=1, hidden_size=16, intermediate_size=32,
-                                        layer_norm_eps=1e-5, num_attention_heads=2, num_hidden_layers=2, vocab_size=128, projection_dim=16))
+    unet = UNet2DConditionModel(
+        block_out_channels=(8, 16),
+        layers_per_block=1,
+        sample_size=8,
+        in_channels=in_ch,
+        out_channels=4,
+        down_block_types=("CrossAttnDownBlock2D", "DownBlock2D"),
+        up_block_types=("UpBlock2D", "CrossAttnUpBlock2D"),
+        cross_attention_dim=16,
+        attention_head_dim=2,
+        norm_num_groups=4,
+    )
+    vae = AutoencoderKL(
+        block_out_channels=(8, 16),
+        in_channels=3,
+        out_channels=3,
+        down_block_types=("DownEncoderBlock2D",) * 2,
+        up_block_types=("UpDecoderBlock2D",) * 2,
+        latent_channels=4,
+        norm_num_groups=4,
+        sample_size=32,
+    )
+    text = CLIPTextModel(
+        CLIPTextConfig(
+            bos_token_id=0,
+            eos_token_id=2,
+            pad_token_id=1,
+            hidden_size=16,
+            intermediate_size=32,
+            layer_norm_eps=1e-5,
+            num_attention_heads=2,
+            num_hidden_layers=2,
+            vocab_size=128,
+            projection_dim=16,
+        )
+    )
     vocab = {"<|startoftext|>": 0, "!": 1, "<|endoftext|>": 2} | {w + "</w>": 3 + i for i, w in enumerate(_TINY_WORDS)}
     tok = CLIPTokenizer(vocab=vocab, merges=[], model_max_length=77)
     sched = DDIMScheduler(beta_start=0.00085, beta_end=0.012, beta_schedule="scaled_linear", clip_sample=False, set_alpha_to_one=False)
-    cls = {"instruct_pix2pix": StableDiffusionInstructPix2PixPipeline, "inpaint": StableDiffusionInpaintPipeline}.get(pipeline, StableDiffusionPipeline)
-    pipe = cls(unet=unet, vae=vae, text_encoder=text, tokenizer=tok, scheduler=sched, safety_checker=None, feature_extractor=None,
-               requires_safety_checker=False)
-    path = Path(path); pipe.save_pretrained(path)
+    cls = {"instruct_pix2pix": StableDiffusionInstructPix2PixPipeline, "inpaint": StableDiffusionInpaintPipeline}.get(
+        pipeline, StableDiffusionPipeline
+    )
+    pipe = cls(
+        unet=unet,
+        vae=vae,
+        text_encoder=text,
+        tokenizer=tok,
+        scheduler=sched,
+        safety_checker=None,
+        feature_extractor=None,
+        requires_safety_checker=False,
+    )
+    path = Path(path)
+    pipe.save_pretrained(path)
     return path

@@ -17,7 +17,7 @@ import urllib.error
 import urllib.request
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Protocol
+from typing import Protocol
 
 # %% auto #0
 __all__ = ['RETRY_STATUS', 'ChatModel', 'ChatError', 'image_data_url', 'user_message', 'OpenAIChat', 'TransformersVLM',
@@ -29,28 +29,38 @@ from PIL import Image
 # %% ../../nbs/20_backends_llm.ipynb #18c0a523
 class ChatModel(Protocol):
     "Anything that answers a list of chat messages with text."
-    def chat(self, messages:list[dict]) -> str: ...
+
+    def chat(self, messages: list[dict]) -> str: ...
+
 
 class ChatError(Exception):
     "A chat call failed for good (after any retries)."
 
-def image_data_url(img:Image.Image, fmt:str="PNG") -> str:
+
+def image_data_url(img: Image.Image, fmt: str = "PNG") -> str:
     "A `data:` URL holding `img`."
-    buf = io.BytesIO(); img.convert("RGB").save(buf, format=fmt)
+    buf = io.BytesIO()
+    img.convert("RGB").save(buf, format=fmt)
     return f"data:image/{fmt.lower()};base64," + base64.b64encode(buf.getvalue()).decode()
 
-def user_message(text:str, images:list[Image.Image]=()) -> dict:
+
+def user_message(text: str, images: list[Image.Image] = ()) -> dict:
     "A user turn with text and optional images (OpenAI content parts)."
-    if not images: return {"role": "user", "content": text}
-    return {"role": "user", "content": [*({"type": "image_url", "image_url": {"url": image_data_url(im)}} for im in images),
-                                        {"type": "text", "text": text}]}
+    if not images:
+        return {"role": "user", "content": text}
+    return {
+        "role": "user",
+        "content": [*({"type": "image_url", "image_url": {"url": image_data_url(im)}} for im in images), {"type": "text", "text": text}],
+    }
 
 # %% ../../nbs/20_backends_llm.ipynb #42b0369b
 RETRY_STATUS = {408, 409, 425, 429, 500, 502, 503, 504}
 
+
 @dataclass
 class OpenAIChat:
     "A chat client for any OpenAI-compatible server (`base_url` ends in /v1)."
+
     base_url: str = "http://127.0.0.1:8000/v1"
     model: str = "default"
     api_key_env: str | None = "OPENAI_API_KEY"  # name of the environment variable holding the key (never the key)
@@ -66,21 +76,25 @@ class OpenAIChat:
     def _headers(self) -> dict:
         h = {"Content-Type": "application/json"}
         key = os.environ.get(self.api_key_env) if self.api_key_env else None
-        if key: h["Authorization"] = f"Bearer {key}"
+        if key:
+            h["Authorization"] = f"Bearer {key}"
         return h
 
-    def _sleep(self, k:int, retry_after:str | None):
-        wait = self.backoff_s * 2 ** k
+    def _sleep(self, k: int, retry_after: str | None):
+        wait = self.backoff_s * 2**k
         if retry_after:
-            try: wait = float(retry_after)
-            except ValueError: pass
+            try:
+                wait = float(retry_after)
+            except ValueError:
+                pass
         time.sleep(min(wait, self.max_backoff_s))
 
-    def chat(self, messages:list[dict]) -> str:
+    def chat(self, messages: list[dict]) -> str:
         "The assistant's reply text; raises `ChatError` when the server cannot give one."
         url = self.base_url.rstrip("/") + "/chat/completions"
-        body = json.dumps({"model": self.model, "messages": messages, "temperature": self.temperature,
-                           "max_tokens": self.max_tokens, **self.extra}).encode()
+        body = json.dumps(
+            {"model": self.model, "messages": messages, "temperature": self.temperature, "max_tokens": self.max_tokens, **self.extra}
+        ).encode()
         last = "no attempt made"
         for k in range(self.max_retries + 1):
             self.attempts += 1
@@ -89,56 +103,76 @@ class OpenAIChat:
                 req = urllib.request.Request(url, data=body, headers=self._headers(), method="POST")
                 with urllib.request.urlopen(req, timeout=self.timeout_s) as r:
                     raw = r.read()
-                try: data = json.loads(raw)
-                except (json.JSONDecodeError, UnicodeDecodeError): last = f"unreadable response body ({len(raw)} bytes)"
+                try:
+                    data = json.loads(raw)
+                except (json.JSONDecodeError, UnicodeDecodeError):
+                    last = f"unreadable response body ({len(raw)} bytes)"
                 else:
                     choices = data.get("choices") if isinstance(data, dict) else None
-                    if not choices: last = "response has no choices"
+                    if not choices:
+                        last = "response has no choices"
                     else:
                         content = (choices[0].get("message") or {}).get("content")
-                        if isinstance(content, list): content = "".join(p.get("text", "") for p in content if isinstance(p, dict))
-                        if content is None: last = "response message has no content"
-                        else: return str(content)
+                        if isinstance(content, list):
+                            content = "".join(p.get("text", "") for p in content if isinstance(p, dict))
+                        if content is None:
+                            last = "response message has no content"
+                        else:
+                            return str(content)
             except urllib.error.HTTPError as e:
                 retry_after = e.headers.get("Retry-After") if e.headers else None
                 last = f"HTTP {e.code} from {url}"
-                if e.code not in RETRY_STATUS: raise ChatError(last) from None
+                if e.code not in RETRY_STATUS:
+                    raise ChatError(last) from None
             except (urllib.error.URLError, socket.timeout, TimeoutError, ConnectionError) as e:
                 reason = getattr(e, "reason", e)
                 last = f"cannot reach {url}: {type(reason).__name__}: {reason}"
-            if k < self.max_retries: self._sleep(k, retry_after)
+            if k < self.max_retries:
+                self._sleep(k, retry_after)
         raise ChatError(f"gave up after {self.max_retries + 1} attempts: {last}")
 
 # %% ../../nbs/20_backends_llm.ipynb #e458e474
-def _torch_setup(device:str, dtype:str):
+def _torch_setup(device: str, dtype: str):
     import torch
+
     dev = device if device != "auto" else ("cuda" if torch.cuda.is_available() else "cpu")
-    dt = {"auto": torch.bfloat16 if dev == "cuda" else torch.float32, "float32": torch.float32, "float16": torch.float16,
-          "bfloat16": torch.bfloat16}[dtype]
+    dt = {
+        "auto": torch.bfloat16 if dev == "cuda" else torch.float32,
+        "float32": torch.float32,
+        "float16": torch.float16,
+        "bfloat16": torch.bfloat16,
+    }[dtype]
     return dev, dt
+
 
 @dataclass
 class TransformersVLM:
     "A local vision-language model: AutoProcessor + AutoModelForImageTextToText, greedy decoding."
+
     model: str  # hub id or local folder
     max_new_tokens: int = 512
     device: str = "auto"
     dtype: str = "auto"
     trust_remote_code: bool = False
 
-    def __post_init__(self): self._m = self._p = None
+    def __post_init__(self):
+        self._m = self._p = None
 
     def load(self):
         if self._m is None:
             from transformers import AutoModelForImageTextToText, AutoProcessor
+
             dev, dt = _torch_setup(self.device, self.dtype)
             self._p = AutoProcessor.from_pretrained(self.model, trust_remote_code=self.trust_remote_code)
-            self._m = AutoModelForImageTextToText.from_pretrained(self.model, dtype=dt, trust_remote_code=self.trust_remote_code).to(dev).eval()
+            self._m = (
+                AutoModelForImageTextToText.from_pretrained(self.model, dtype=dt, trust_remote_code=self.trust_remote_code).to(dev).eval()
+            )
         return self._m, self._p
 
-    def chat(self, messages:list[dict]) -> str:
+    def chat(self, messages: list[dict]) -> str:
         "Reply to OpenAI-style messages; `image_url` parts become images for the processor."
         import torch
+
         model, proc = self.load()
         images, conv = [], []
         for m in messages:
@@ -147,49 +181,101 @@ class TransformersVLM:
             for p in parts:
                 if p.get("type") == "image_url":
                     url = p["image_url"]["url"]
-                    images.append(Image.open(io.BytesIO(base64.b64decode(url.split(",", 1)[1]))).convert("RGB")); out.append({"type": "image"})
-                elif p.get("type") == "image" and "image" in p: images.append(p["image"]); out.append({"type": "image"})
-                else: out.append({"type": "text", "text": p.get("text", "")})
+                    images.append(Image.open(io.BytesIO(base64.b64decode(url.split(",", 1)[1]))).convert("RGB"))
+                    out.append({"type": "image"})
+                elif p.get("type") == "image" and "image" in p:
+                    images.append(p["image"])
+                    out.append({"type": "image"})
+                else:
+                    out.append({"type": "text", "text": p.get("text", "")})
             conv.append({"role": m["role"], "content": out})
         prompt = proc.apply_chat_template(conv, add_generation_prompt=True)
         inputs = proc(text=prompt, images=images or None, return_tensors="pt").to(model.device)
-        with torch.no_grad(): out = model.generate(**inputs, max_new_tokens=self.max_new_tokens, do_sample=False)
-        return proc.decode(out[0][inputs["input_ids"].shape[1]:], skip_special_tokens=True)
+        with torch.no_grad():
+            out = model.generate(**inputs, max_new_tokens=self.max_new_tokens, do_sample=False)
+        return proc.decode(out[0][inputs["input_ids"].shape[1] :], skip_special_tokens=True)
+
 
 @dataclass
 class TransformersLM:
     "A local causal language model: AutoTokenizer + AutoModelForCausalLM, greedy decoding."
+
     model: str
     max_new_tokens: int = 512
     device: str = "auto"
     dtype: str = "auto"
     trust_remote_code: bool = False
 
-    def __post_init__(self): self._m = self._t = None
+    def __post_init__(self):
+        self._m = self._t = None
 
-    def chat(self, messages:list[dict]) -> str:
+    def chat(self, messages: list[dict]) -> str:
         import torch
         from transformers import AutoModelForCausalLM, AutoTokenizer
+
         if self._m is None:
             dev, dt = _torch_setup(self.device, self.dtype)
             self._t = AutoTokenizer.from_pretrained(self.model, trust_remote_code=self.trust_remote_code)
             self._m = AutoModelForCausalLM.from_pretrained(self.model, dtype=dt, trust_remote_code=self.trust_remote_code).to(dev).eval()
-        text = [{"role": m["role"], "content": m["content"] if isinstance(m["content"], str) else
-                 " ".join(p.get("text", "") for p in m["content"] if p.get("type") == "text")} for m in messages]
+        text = [
+            {
+                "role": m["role"],
+                "content": m["content"]
+                if isinstance(m["content"], str)
+                else " ".join(p.get("text", "") for p in m["content"] if p.get("type") == "text"),
+            }
+            for m in messages
+        ]
         ids = self._t.apply_chat_template(text, add_generation_prompt=True, return_tensors="pt", return_dict=True).to(self._m.device)
-        with torch.no_grad(): out = self._m.generate(**ids, max_new_tokens=self.max_new_tokens, do_sample=False)
-        return self._t.decode(out[0][ids["input_ids"].shape[1]:], skip_special_tokens=True)
+        with torch.no_grad():
+            out = self._m.generate(**ids, max_new_tokens=self.max_new_tokens, do_sample=False)
+        return self._t.decode(out[0][ids["input_ids"].shape[1] :], skip_special_tokens=True)
 
 # %% ../../nbs/20_backends_llm.ipynb #e1a4b34f
-_TINY_VOCAB = ["<unk>", "<pad>", "<s>", "</s>", "<image>", "{", "}", '"', ":", ",", "[", "]", "true", "false", "yes", "no", "satisfied",
-               "id", "r0", "r1", "r2", "the", "a", "red", "blue", "circle", "square", "USER", "ASSISTANT", "requirements", "commands"]
-_TINY_TEMPLATE = ("{% for m in messages %}{{ m['role'].upper() }}: {% if m['content'] is string %}{{ m['content'] }}{% else %}"
-                  "{% for c in m['content'] %}{% if c['type'] == 'image' %}<image> {% else %}{{ c['text'] }}{% endif %}{% endfor %}"
-                  "{% endif %}\n{% endfor %}{% if add_generation_prompt %}ASSISTANT:{% endif %}")
+_TINY_VOCAB = [
+    "<unk>",
+    "<pad>",
+    "<s>",
+    "</s>",
+    "<image>",
+    "{",
+    "}",
+    '"',
+    ":",
+    ",",
+    "[",
+    "]",
+    "true",
+    "false",
+    "yes",
+    "no",
+    "satisfied",
+    "id",
+    "r0",
+    "r1",
+    "r2",
+    "the",
+    "a",
+    "red",
+    "blue",
+    "circle",
+    "square",
+    "USER",
+    "ASSISTANT",
+    "requirements",
+    "commands",
+]
+_TINY_TEMPLATE = (
+    "{% for m in messages %}{{ m['role'].upper() }}: {% if m['content'] is string %}{{ m['content'] }}{% else %}"
+    "{% for c in m['content'] %}{% if c['type'] == 'image' %}<image> {% else %}{{ c['text'] }}{% endif %}{% endfor %}"
+    "{% endif %}\n{% endfor %}{% if add_generation_prompt %}ASSISTANT:{% endif %}"
+)
+
 
 def _tiny_tokenizer():
     from tokenizers import Tokenizer, models, pre_tokenizers
     from transformers import PreTrainedTokenizerFast
+
     tk = Tokenizer(models.WordLevel(vocab={w: i for i, w in enumerate(_TINY_VOCAB)}, unk_token="<unk>"))
     tk.pre_tokenizer = pre_tokenizers.Whitespace()
     tok = PreTrainedTokenizerFast(tokenizer_object=tk, unk_token="<unk>", pad_token="<pad>", bos_token="<s>", eos_token="</s>")
@@ -197,33 +283,69 @@ def _tiny_tokenizer():
     tok.chat_template = _TINY_TEMPLATE
     return tok
 
-def make_tiny_vlm(path:str | Path, seed:int=0) -> Path:
+
+def make_tiny_vlm(path: str | Path, seed: int = 0) -> Path:
     "Save a tiny random LLaVA (model + processor) to `path`."
     import torch
     from transformers import CLIPVisionConfig, LlamaConfig, LlavaConfig, LlavaForConditionalGeneration, LlavaProcessor
-    try: from transformers import CLIPImageProcessorPil as ImageProcessor  # transformers 5 without torchvision
-    except ImportError: from transformers import CLIPImageProcessor as ImageProcessor
+
+    try:
+        from transformers import CLIPImageProcessorPil as ImageProcessor  # transformers 5 without torchvision
+    except ImportError:
+        from transformers import CLIPImageProcessor as ImageProcessor
     torch.manual_seed(seed)
     tok = _tiny_tokenizer()
-    proc = LlavaProcessor(image_processor=ImageProcessor(size={"shortest_edge": 16}, crop_size={"height": 16, "width": 16}), tokenizer=tok,
-                          chat_template=_TINY_TEMPLATE, patch_size=8, vision_feature_select_strategy="default", num_additional_image_tokens=1)
-    cfg = LlavaConfig(vision_config=CLIPVisionConfig(hidden_size=16, intermediate_size=32, num_hidden_layers=1, num_attention_heads=2,
-                                                     image_size=16, patch_size=8, projection_dim=16),
-                      text_config=LlamaConfig(hidden_size=16, intermediate_size=32, num_hidden_layers=1, num_attention_heads=2,
-                                              num_key_value_heads=2, vocab_size=len(tok), max_position_embeddings=4096),
-                      image_token_index=tok.convert_tokens_to_ids("<image>"), vision_feature_layer=-1, vision_feature_select_strategy="default")
+    proc = LlavaProcessor(
+        image_processor=ImageProcessor(size={"shortest_edge": 16}, crop_size={"height": 16, "width": 16}),
+        tokenizer=tok,
+        chat_template=_TINY_TEMPLATE,
+        patch_size=8,
+        vision_feature_select_strategy="default",
+        num_additional_image_tokens=1,
+    )
+    cfg = LlavaConfig(
+        vision_config=CLIPVisionConfig(
+            hidden_size=16, intermediate_size=32, num_hidden_layers=1, num_attention_heads=2, image_size=16, patch_size=8, projection_dim=16
+        ),
+        text_config=LlamaConfig(
+            hidden_size=16,
+            intermediate_size=32,
+            num_hidden_layers=1,
+            num_attention_heads=2,
+            num_key_value_heads=2,
+            vocab_size=len(tok),
+            max_position_embeddings=4096,
+        ),
+        image_token_index=tok.convert_tokens_to_ids("<image>"),
+        vision_feature_layer=-1,
+        vision_feature_select_strategy="default",
+    )
     path = Path(path)
-    LlavaForConditionalGeneration(cfg).eval().save_pretrained(path); proc.save_pretrained(path)
+    LlavaForConditionalGeneration(cfg).eval().save_pretrained(path)
+    proc.save_pretrained(path)
     return path
 
-def make_tiny_lm(path:str | Path, seed:int=0) -> Path:
+
+def make_tiny_lm(path: str | Path, seed: int = 0) -> Path:
     "Save a tiny random Llama (model + tokenizer with a chat template) to `path`."
     import torch
     from transformers import LlamaConfig, LlamaForCausalLM
+
     torch.manual_seed(seed)
     tok = _tiny_tokenizer()
-    cfg = LlamaConfig(hidden_size=16, intermediate_size=32, num_hidden_layers=1, num_attention_heads=2, num_key_value_heads=2,
-                      vocab_size=len(tok), max_position_embeddings=4096, bos_token_id=2, eos_token_id=3, pad_token_id=1)
+    cfg = LlamaConfig(
+        hidden_size=16,
+        intermediate_size=32,
+        num_hidden_layers=1,
+        num_attention_heads=2,
+        num_key_value_heads=2,
+        vocab_size=len(tok),
+        max_position_embeddings=4096,
+        bos_token_id=2,
+        eos_token_id=3,
+        pad_token_id=1,
+    )
     path = Path(path)
-    LlamaForCausalLM(cfg).eval().save_pretrained(path); tok.save_pretrained(path)
+    LlamaForCausalLM(cfg).eval().save_pretrained(path)
+    tok.save_pretrained(path)
     return path

@@ -25,21 +25,31 @@ from .scene import COLORS, INVERSE, SHAPES, SceneObject
 from .words import NUMBER_NAMES, plural
 
 # %% ../../nbs/18_shapes_critic.ipynb #a2009fb6
-def _phrase(n:int, sp:dict, with_attrs:bool=True) -> str:
-    words = [w for w in ((sp.get("size"), sp.get("color"), sp.get("texture") if sp.get("texture") not in (None, "solid") else None) if with_attrs else ()) if w]
+def _phrase(n: int, sp: dict, with_attrs: bool = True) -> str:
+    words = [
+        w
+        for w in (
+            (sp.get("size"), sp.get("color"), sp.get("texture") if sp.get("texture") not in (None, "solid") else None) if with_attrs else ()
+        )
+        if w
+    ]
     noun = plural(sp["shape"]) if n != 1 else sp["shape"]
     return f"{NUMBER_NAMES.get(n, n) if n != 1 else 'a'} " + " ".join(words + [noun])
 
-def _seen_ref(objs:list[SceneObject], sp:dict) -> str:
+
+def _seen_ref(objs: list[SceneObject], sp: dict) -> str:
     "How the critic refers to a group it saw: 'the blue square', 'the yellow stars'."
-    if not objs: return f"the {sp['shape']}"
+    if not objs:
+        return f"the {sp['shape']}"
     colors = sorted({o.color for o in objs})
     noun = plural(objs[0].shape) if len(objs) > 1 else objs[0].shape
     return f"the {colors[0]} {noun}" if len(colors) == 1 else f"the {noun}"
 
+
 _ORDER = {"background": 0, "absence": 1, "presence": 2, "count": 3, "color": 4, "texture": 5, "size": 6, "relation": 7}
 
-def suggest(task:Task, res:CheckResult, objects:list[SceneObject]) -> list[Command]:
+
+def suggest(task: Task, res: CheckResult, objects: list[SceneObject]) -> list[Command]:
     "Corrective commands for the unmet verdicts of `res`."
     groups = {q.spec["group"]: q.spec for q in task.requirements if q.spec.get("check") == "presence"}
     rels = [q.spec for q in task.requirements if q.spec.get("check") == "relation"]
@@ -54,28 +64,36 @@ def suggest(task:Task, res:CheckResult, objects:list[SceneObject]) -> list[Comma
         gid = sp.get("group")
         mine = res.assigned.get(gid, [])
         text = None
-        if ck == "background": text = f"change the background to {'grid paper' if sp['background'] == 'grid' else sp['background']}"
-        elif ck == "absence": text = f"remove the {sp.get('color', '')} {sp['shape']}".replace("  ", " ")
+        if ck == "background":
+            text = f"change the background to {'grid paper' if sp['background'] == 'grid' else sp['background']}"
+        elif ck == "absence":
+            text = f"remove the {sp.get('color', '')} {sp['shape']}".replace("  ", " ")
         elif ck == "presence" and gid in groups:
             g = groups[gid]
             missing = int(g.get("count", 1)) - len(mine)
             anchor = ""
             for r in rels:
                 other = r["object"] if r["subject"] == gid else r["subject"] if r["object"] == gid else None
-                if other is None or not res.assigned.get(other): continue
+                if other is None or not res.assigned.get(other):
+                    continue
                 rel = r["rel"] if r["subject"] == gid else INVERSE[r["rel"]]
-                anchor = f" {rel} {_seen_ref(res.assigned[other], groups[other])}"; break
-            if missing > 0: text = f"add {_phrase(missing, g)}{anchor}"
+                anchor = f" {rel} {_seen_ref(res.assigned[other], groups[other])}"
+                break
+            if missing > 0:
+                text = f"add {_phrase(missing, g)}{anchor}"
         elif ck == "count":
             n = sum(o.shape == sp["shape"] and (sp.get("color") is None or o.color == sp["color"]) for o in objects)
             want = int(sp["count"])
-            if n < want: text = f"add {_phrase(want - n, groups.get(gid, sp))}"
-            elif n > want: text = f"remove {_phrase(n - want, {'shape': sp['shape'], 'color': sp.get('color')})}"
+            if n < want:
+                text = f"add {_phrase(want - n, groups.get(gid, sp))}"
+            elif n > want:
+                text = f"remove {_phrase(n - want, {'shape': sp['shape'], 'color': sp.get('color')})}"
         elif ck in ("color", "texture", "size") and mine:
             text = f"make {_seen_ref(mine, sp)} {sp[ck]}"
         elif ck == "relation":
             a, b = res.assigned.get(sp["subject"], []), res.assigned.get(sp["object"], [])
-            if a and b: text = f"move {_seen_ref(a, groups.get(sp['subject'], {'shape': a[0].shape}))} {sp['rel']} {_seen_ref(b, groups.get(sp['object'], {'shape': b[0].shape}))}"
+            if a and b:
+                text = f"move {_seen_ref(a, groups.get(sp['subject'], {'shape': a[0].shape}))} {sp['rel']} {_seen_ref(b, groups.get(sp['object'], {'shape': b[0].shape}))}"
         if text and text not in seen_text:
             seen_text.add(text)
             out.append(Command(text=text, kind="edit", origin="critic", requirements=[q.id]))
@@ -87,6 +105,7 @@ def suggest(task:Task, res:CheckResult, objects:list[SceneObject]) -> list[Comma
 @dataclass
 class ErrorModel:
     "VLM-like mistakes of a critic (probabilities)."
+
     miss_rate: float = 0.06
     hallucination_rate: float = 0.05
     count_off_by_one: float = 0.10
@@ -95,23 +114,32 @@ class ErrorModel:
     flip_rate: float = 0.02
 
     @classmethod
-    def off(cls) -> ErrorModel: return cls(0, 0, 0, 0, 0, 0)
+    def off(cls) -> ErrorModel:
+        return cls(0, 0, 0, 0, 0, 0)
 
-    def scaled(self, k:float) -> ErrorModel:
+    def scaled(self, k: float) -> ErrorModel:
         "Every rate times `k` (capped at 1): error levels for ablations."
         return ErrorModel(*(min(1.0, getattr(self, f) * k) for f in self.__dataclass_fields__))
 
-    def see(self, objects:list[SceneObject], rng:np.random.Generator, size:int=128) -> list[SceneObject]:
+    def see(self, objects: list[SceneObject], rng: np.random.Generator, size: int = 128) -> list[SceneObject]:
         "What a fallible judge believes it sees."
         out = [o for o in objects if rng.random() >= self.miss_rate * (2 if o.size == "small" else 1)]
         if rng.random() < self.hallucination_rate:
-            out.append(SceneObject(str(rng.choice(SHAPES)), str(rng.choice(list(COLORS))), "medium", "solid",
-                                   float(rng.uniform(12, size - 12)), float(rng.uniform(12, size - 12))))
+            out.append(
+                SceneObject(
+                    str(rng.choice(SHAPES)),
+                    str(rng.choice(list(COLORS))),
+                    "medium",
+                    "solid",
+                    float(rng.uniform(12, size - 12)),
+                    float(rng.uniform(12, size - 12)),
+                )
+            )
         if rng.random() < self.left_right_confusion:
             out = [SceneObject(o.shape, o.color, o.size, o.texture, size - o.x, o.y, o.r) for o in out]
         return out
 
-    def judge(self, task:Task, verdicts:list[Verdict], objects:list[SceneObject], rng:np.random.Generator) -> list[Verdict]:
+    def judge(self, task: Task, verdicts: list[Verdict], objects: list[SceneObject], rng: np.random.Generator) -> list[Verdict]:
         "Verdict-level mistakes: miscounting, texture leniency, random flips."
         out = []
         for v in verdicts:
@@ -123,14 +151,16 @@ class ErrorModel:
                 sat, why = n == q.spec["count"], f"expected {q.spec['count']}, counted {n}"
             if q.spec.get("check") == "texture" and not sat and rng.random() < self.texture_leniency:
                 sat, why = True, "the texture looks right"
-            if rng.random() < self.flip_rate: sat = not sat
+            if rng.random() < self.flip_rate:
+                sat = not sat
             out.append(Verdict(requirement=v.requirement, satisfied=sat, reason=why))
         return out
 
 # %% ../../nbs/18_shapes_critic.ipynb #1655f421
 _LAPLACE_NOISE = np.array([[1, -2, 1], [-2, 4, -2], [1, -2, 1]], np.float32)
 
-def noise_sigma(img:Image.Image) -> float:
+
+def noise_sigma(img: Image.Image) -> float:
     "Noise standard deviation (0-255 units) by Immerkær's fast estimator, on flat regions (edges excluded)."
     a = np.asarray(img.convert("L"), np.float32)
     r = np.abs(ndi.convolve(a, _LAPLACE_NOISE, mode="reflect"))[1:-1, 1:-1]
@@ -138,18 +168,21 @@ def noise_sigma(img:Image.Image) -> float:
     flat = r[edges < np.percentile(edges, 80)]
     return float(np.sqrt(np.pi / 2) * flat.mean() / 6) if flat.size else 0.0
 
-def noise_fidelity(img:Image.Image) -> float:
+
+def noise_fidelity(img: Image.Image) -> float:
     "A no-reference quality estimate in [0, 1] from the image's noise level."
     return float(np.clip(np.exp(-max(0.0, noise_sigma(img) - 0.5) / 6.0), 0, 1))
+
 
 @dataclass
 class ShapesCritic:
     "The shapes world's training critic: pixel perception, requirement checks, a VLM-like error model, corrective commands."
+
     errors: ErrorModel = field(default_factory=ErrorModel)
     seed: int = 0
     name: str = "shapes-critic"
 
-    def critique(self, image:Image.Image, task:Task) -> Feedback:
+    def critique(self, image: Image.Image, task: Task) -> Feedback:
         "Feedback on `image` for `task` (deterministic in seed, image and task)."
         h = hashlib.sha256(f"{self.seed}\x00{task.prompt}\x00{image_ref(image)}".encode()).digest()
         rng = np.random.default_rng(int.from_bytes(h[:8], "little"))
@@ -158,6 +191,12 @@ class ShapesCritic:
         res = check(task, objs, pc.background)
         verdicts = self.errors.judge(task, res.verdicts, objs, rng)
         res = CheckResult(verdicts, res.assigned, res.unassigned)
-        return Feedback.from_verdicts(task, verdicts, fidelity=noise_fidelity(image), aesthetics=composition_score(pc.objects, pc.size),
-                                      issues=[v.reason for v in verdicts if not v.satisfied], suggestions=suggest(task, res, objs),
-                                      source=self.name)
+        return Feedback.from_verdicts(
+            task,
+            verdicts,
+            fidelity=noise_fidelity(image),
+            aesthetics=composition_score(pc.objects, pc.size),
+            issues=[v.reason for v in verdicts if not v.satisfied],
+            suggestions=suggest(task, res, objs),
+            source=self.name,
+        )

@@ -22,15 +22,32 @@ from ..core import find_path
 from .decompose import requirements
 from .describe import _pick, describe
 from .parse import canonical, parse, same_spec
-from .scene import (BACKGROUNDS, COLORS, RELATIONS, SHAPES, SIZES, REL_MARGIN, Edit, Group, Relation,
-                                      SceneSpec, _holds_strict, apply_edit, color_ok_on, layout)
+from image_poser.shapes.scene import (
+    BACKGROUNDS,
+    COLORS,
+    REL_MARGIN,
+    RELATIONS,
+    SHAPES,
+    SIZES,
+    Edit,
+    Group,
+    Relation,
+    SceneSpec,
+    _holds_strict,
+    apply_edit,
+    color_ok_on,
+    layout,
+)
 
 # %% ../../nbs/15_shapes_data.ipynb #c529aeb2
-TIERS = {1: dict(objects=(1, 2), groups=(1, 2), rels=(0, 1), bg=0.4, size=0.5, texture=0.2, color=0.9, edits=(0, 0)),
-         2: dict(objects=(3, 4), groups=(2, 3), rels=(0, 1), bg=0.6, size=0.8, texture=0.6, color=1.0, edits=(0, 0)),
-         3: dict(objects=(5, 8), groups=(2, 4), rels=(1, 3), bg=0.7, size=0.8, texture=0.5, color=1.0, edits=(0, 0)),
-         4: dict(objects=(5, 8), groups=(3, 5), rels=(2, 3), bg=1.0, size=0.9, texture=0.6, color=1.0, edits=(1, 3))}
+TIERS = {
+    1: dict(objects=(1, 2), groups=(1, 2), rels=(0, 1), bg=0.4, size=0.5, texture=0.2, color=0.9, edits=(0, 0)),
+    2: dict(objects=(3, 4), groups=(2, 3), rels=(0, 1), bg=0.6, size=0.8, texture=0.6, color=1.0, edits=(0, 0)),
+    3: dict(objects=(5, 8), groups=(2, 4), rels=(1, 3), bg=0.7, size=0.8, texture=0.5, color=1.0, edits=(0, 0)),
+    4: dict(objects=(5, 8), groups=(3, 5), rels=(2, 3), bg=1.0, size=0.9, texture=0.6, color=1.0, edits=(1, 3)),
+}
 MAX_OBJECTS = 9  # after edits
+
 
 def _relations_from_layout(scene, groups, rng, k) -> list[Relation]:
     members = {g.id: [o for o in scene.objects if o.group == g.id] for g in groups}
@@ -38,33 +55,47 @@ def _relations_from_layout(scene, groups, rng, k) -> list[Relation]:
     rng.shuffle(pairs)
     out = []
     for a, b in pairs:
-        if len(out) >= k: break
-        if rng.random() < 0.5: a, b = b, a
+        if len(out) >= k:
+            break
+        if rng.random() < 0.5:
+            a, b = b, a
         true = [r for r in RELATIONS if all(_holds_strict(r, p, q, REL_MARGIN) for p in members[a] for q in members[b])]
-        if true: out.append(Relation(subject=a, rel=_pick(rng, true), object=b))
+        if true:
+            out.append(Relation(subject=a, rel=_pick(rng, true), object=b))
     return out
 
+
 def _free_color(shape, groups, bg, rng, exclude=()) -> str | None:
-    ok = [c for c in COLORS if color_ok_on(c, bg or "white") and c not in exclude and not any(g.shape == shape and g.color == c for g in groups)]
+    ok = [
+        c
+        for c in COLORS
+        if color_ok_on(c, bg or "white") and c not in exclude and not any(g.shape == shape and g.color == c for g in groups)
+    ]
     return _pick(rng, ok) if ok else None
+
 
 def _new_group(gid, count, groups, bg, cfg, rng) -> Group | None:
     for _ in range(20):
         shape = _pick(rng, SHAPES)
-        if any(g.shape == shape and g.color is None for g in groups): continue  # "the hexagon" must stay unambiguous
+        if any(g.shape == shape and g.color is None for g in groups):
+            continue  # "the hexagon" must stay unambiguous
         need_color = any(g.shape == shape for g in groups) or rng.random() < cfg["color"]
         color = _free_color(shape, groups, bg, rng) if need_color else None
-        if need_color and color is None: continue
-        if not need_color and any(g.shape == shape and g.color is None for g in groups): continue
+        if need_color and color is None:
+            continue
+        if not need_color and any(g.shape == shape and g.color is None for g in groups):
+            continue
         size = _pick(rng, SIZES) if rng.random() < cfg["size"] else None
-        tex = (_pick(rng, ["striped", "dotted", "striped", "dotted", "solid"]) if rng.random() < cfg["texture"] else None)
+        tex = _pick(rng, ["striped", "dotted", "striped", "dotted", "solid"]) if rng.random() < cfg["texture"] else None
         return Group(id=gid, shape=shape, color=color, size=size, texture=tex, count=count)
     return None
 
-def _lays_out(spec:SceneSpec, rng) -> bool:
+
+def _lays_out(spec: SceneSpec, rng) -> bool:
     return layout(spec, rng, tries=25)[1]
 
-def _sample_edit(spec:SceneSpec, n_new:int, cfg, rng) -> Edit | None:
+
+def _sample_edit(spec: SceneSpec, n_new: int, cfg, rng) -> Edit | None:
     groups, bg = spec.groups, spec.background
     op = _pick(rng, ["recolor", "recolor", "retexture", "remove", "add", "add", "move", "background"])
     g = _pick(rng, groups)
@@ -72,72 +103,95 @@ def _sample_edit(spec:SceneSpec, n_new:int, cfg, rng) -> Edit | None:
         c = _free_color(g.shape, groups, bg, rng, exclude=(g.color,))
         return Edit(op="recolor", target=g.id, color=c) if c else None
     if op == "retexture":
-        return Edit(op="retexture", target=g.id, texture=_pick(rng, [t for t in ("striped", "dotted", "solid") if t != (g.texture or "solid")]))
+        return Edit(
+            op="retexture", target=g.id, texture=_pick(rng, [t for t in ("striped", "dotted", "solid") if t != (g.texture or "solid")])
+        )
     if op == "remove":
         return Edit(op="remove", target=g.id) if len(groups) > 1 else None
     if op == "add":
         count = 1 if rng.random() < 0.7 else 2
-        if spec.n_objects + count > MAX_OBJECTS: return None
+        if spec.n_objects + count > MAX_OBJECTS:
+            return None
         ng = _new_group(f"g{n_new}", count, groups, bg, cfg | {"color": 1.0}, rng)
-        if ng is None: return None
+        if ng is None:
+            return None
         rel = Relation(subject=ng.id, rel=_pick(rng, RELATIONS), object=g.id) if rng.random() < 0.7 else None
         return Edit(op="add", target=ng.id, group=ng, relation=rel)
     if op == "move":
         others = [x for x in groups if x.id != g.id]
-        if not others: return None
-        o = _pick(rng, others); rel = _pick(rng, RELATIONS)
-        if any(r.subject == g.id and r.object == o.id and r.rel == rel for r in spec.relations): return None
+        if not others:
+            return None
+        o = _pick(rng, others)
+        rel = _pick(rng, RELATIONS)
+        if any(r.subject == g.id and r.object == o.id and r.rel == rel for r in spec.relations):
+            return None
         return Edit(op="move", target=g.id, relation=Relation(subject=g.id, rel=rel, object=o.id))
     new_bg = _pick(rng, [b for b in BACKGROUNDS if b != (bg or "white")])
-    if all(x.color is None or color_ok_on(x.color, new_bg) for x in groups): return Edit(op="background", background=new_bg)
+    if all(x.color is None or color_ok_on(x.color, new_bg) for x in groups):
+        return Edit(op="background", background=new_bg)
     return None
 
-def sample_spec(tier:int, rng:np.random.Generator) -> SceneSpec:
+
+def sample_spec(tier: int, rng: np.random.Generator) -> SceneSpec:
     "A random spec of difficulty `tier` (1-4) that lays out, before and after its edits."
-    if tier not in TIERS: raise ValueError(f"tier must be one of {sorted(TIERS)}, got {tier}")
+    if tier not in TIERS:
+        raise ValueError(f"tier must be one of {sorted(TIERS)}, got {tier}")
     cfg = TIERS[tier]
     while True:
         n_obj = int(rng.integers(cfg["objects"][0], cfg["objects"][1] + 1))
         n_grp = int(rng.integers(cfg["groups"][0], min(cfg["groups"][1], n_obj) + 1))
         counts = np.ones(n_grp, int)
-        for _ in range(n_obj - n_grp): counts[int(rng.integers(n_grp))] += 1
-        if counts.max() > 4: continue
+        for _ in range(n_obj - n_grp):
+            counts[int(rng.integers(n_grp))] += 1
+        if counts.max() > 4:
+            continue
         bg = _pick(rng, BACKGROUNDS) if rng.random() < cfg["bg"] else None
         groups: list[Group] = []
         for i, c in enumerate(counts):
             g = _new_group(f"g{i}", int(c), groups, bg, cfg, rng)
-            if g is None: break
+            if g is None:
+                break
             groups.append(g)
-        if len(groups) != n_grp: continue
+        if len(groups) != n_grp:
+            continue
         spec = SceneSpec(groups=groups, background=bg)
         witness, ok = layout(spec, rng)
-        if not ok: continue
+        if not ok:
+            continue
         k = int(rng.integers(cfg["rels"][0], cfg["rels"][1] + 1)) if n_grp > 1 else 0
         spec = spec.model_copy(update={"relations": _relations_from_layout(witness, groups, rng, k)})
-        if len(spec.relations) < min(k, cfg["rels"][0]) or not _lays_out(spec, rng): continue
+        if len(spec.relations) < min(k, cfg["rels"][0]) or not _lays_out(spec, rng):
+            continue
         n_edits = int(rng.integers(cfg["edits"][0], cfg["edits"][1] + 1))
         edits, cur, tries = [], spec, 0
         while len(edits) < n_edits and tries < 30:
             tries += 1
             e = _sample_edit(cur, n_grp + len(edits), cfg, rng)
-            if e is None: continue
+            if e is None:
+                continue
             nxt, problem = apply_edit(cur, e)
-            if problem or not _lays_out(nxt, rng): continue
-            edits.append(e); cur = nxt
-        if len(edits) < n_edits: continue
+            if problem or not _lays_out(nxt, rng):
+                continue
+            edits.append(e)
+            cur = nxt
+        if len(edits) < n_edits:
+            continue
         return spec.model_copy(update={"edits": edits})
 
-def sample_prompt(tier:int, rng:np.random.Generator) -> tuple[str, SceneSpec]:
+
+def sample_prompt(tier: int, rng: np.random.Generator) -> tuple[str, SceneSpec]:
     "A random (prompt, spec) pair of difficulty `tier`; tier-4 prompts are verbose and 100-250 words long."
     spec = sample_spec(tier, rng)
-    if tier < 4: return describe(spec, rng), spec
+    if tier < 4:
+        return describe(spec, rng), spec
     for n_filler in range(3, 14):
         text = describe(spec, rng, verbose=True, n_filler=n_filler)
-        if len(text.split()) >= 100: break
+        if len(text.split()) >= 100:
+            break
     return text, spec
 
 # %% ../../nbs/15_shapes_data.ipynb #37e4463d
-def roundtrip_ok(spec:SceneSpec, text:str) -> bool:
+def roundtrip_ok(spec: SceneSpec, text: str) -> bool:
     "Does `text` parse back to exactly `spec` (up to canonical renaming)?"
     res = parse(text)
     return not res.problems and same_spec(res.spec, spec)
@@ -147,54 +201,75 @@ SEED = 20251114  # the paper's arXiv month, as a fixed root seed
 SPLITS = {"test": 2, "val": 1, "train": 0}  # generation order and stream ids
 SPLIT_SIZES = {"test": 500, "val": 300, "train": 1000}
 
-def spec_key(spec:SceneSpec) -> str:
+
+def spec_key(spec: SceneSpec) -> str:
     "A string identifying a spec's meaning (for de-duplication)."
     return canonical(spec)[0].to_json()
 
-def make_record(split:str, i:int) -> tuple[dict, str]:
+
+def make_record(split: str, i: int) -> tuple[dict, str]:
     "Record `i` of `split` (deterministic) and its spec key."
     rng = np.random.default_rng([SEED, SPLITS[split], i])
     tier = i % 4 + 1
     prompt, spec = sample_prompt(tier, rng)
     spec = canonical(spec)[0]
-    rec = {"id": f"{split}-{i:05d}", "split": split, "tier": tier, "prompt": prompt, "spec": spec.model_dump(mode="json", exclude_none=True),
-           "requirements": [q.model_dump(mode="json", exclude_none=True, exclude_defaults=True) | {"id": q.id, "kind": q.kind} for q in requirements(spec)]}
+    rec = {
+        "id": f"{split}-{i:05d}",
+        "split": split,
+        "tier": tier,
+        "prompt": prompt,
+        "spec": spec.model_dump(mode="json", exclude_none=True),
+        "requirements": [
+            q.model_dump(mode="json", exclude_none=True, exclude_defaults=True) | {"id": q.id, "kind": q.kind} for q in requirements(spec)
+        ],
+    }
     return rec, spec.to_json()
 
-def make_split(split:str, n:int, seen:set[str] | None=None) -> list[dict]:
+
+def make_split(split: str, n: int, seen: set[str] | None = None) -> list[dict]:
     "`n` records of `split`, skipping specs in `seen` (which is updated)."
     seen = set() if seen is None else seen
     out, i = [], 0
     while len(out) < n:
-        rec, key = make_record(split, i); i += 1
-        if key in seen: continue
-        seen.add(key); out.append(rec)
+        rec, key = make_record(split, i)
+        i += 1
+        if key in seen:
+            continue
+        seen.add(key)
+        out.append(rec)
     return out
 
-def write_splits(out_dir="data/shapes", sizes:dict[str, int] | None=None) -> dict[str, str]:
+
+def write_splits(out_dir="data/shapes", sizes: dict[str, int] | None = None) -> dict[str, str]:
     "Write the prompt splits as JSON lines; returns split -> path."
-    from pathlib import Path
+
     sizes = sizes or SPLIT_SIZES
-    out_dir = Path(out_dir); out_dir.mkdir(parents=True, exist_ok=True)
-    seen: set[str] = set(); paths = {}
+    out_dir = Path(out_dir)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    seen: set[str] = set()
+    paths = {}
     for split in SPLITS:
-        if split not in sizes: continue
+        if split not in sizes:
+            continue
         recs = make_split(split, sizes[split], seen)
         p = out_dir / f"{split}.jsonl"
         p.write_text("".join(json.dumps(r, sort_keys=True, ensure_ascii=False) + "\n" for r in recs), encoding="utf-8")
         paths[split] = str(p)
     return paths
 
-def load_split(split:str, data_dir=None, n:int | None=None, tier:int | None=None) -> list[dict]:
+
+def load_split(split: str, data_dir=None, n: int | None = None, tier: int | None = None) -> list[dict]:
     "Records of a split written by `write_splits` (optionally the first `n`, optionally one tier); `data_dir` defaults to data/shapes."
-    from pathlib import Path
-    from image_poser.core import find_path
+
     p = (Path(data_dir) if data_dir is not None else find_path("data/shapes")) / f"{split}.jsonl"
-    if not p.exists(): raise FileNotFoundError(f"{p} not found: run `image-poser data` to write the prompt splits")
+    if not p.exists():
+        raise FileNotFoundError(f"{p} not found: run `image-poser data` to write the prompt splits")
     out = []
     with p.open(encoding="utf-8") as f:
         for line in f:
             r = json.loads(line)
-            if tier is None or r["tier"] == tier: out.append(r)
-            if n is not None and len(out) >= n: break
+            if tier is None or r["tier"] == tier:
+                out.append(r)
+            if n is not None and len(out) >= n:
+                break
     return out

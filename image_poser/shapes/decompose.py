@@ -19,15 +19,18 @@ from .scene import Group, SceneSpec, apply_edit, apply_edits
 from .words import NUMBER_NAMES, plural
 
 # %% ../../nbs/13_shapes_decompose.ipynb #44afbcdb
-def _desc(g:Group, with_count:bool=False) -> str:
+def _desc(g: Group, with_count: bool = False) -> str:
     words = [w for w in (g.size, g.color, g.texture if g.texture != "solid" else "solid") if w]
     noun = plural(g.shape) if g.count > 1 else g.shape
     n = f"{NUMBER_NAMES.get(g.count, g.count)} " if with_count and g.count > 1 else ""
     return n + " ".join(words + [noun])
 
-def _is(g:Group) -> str: return "are" if g.count > 1 else "is"
 
-def requirements(spec:SceneSpec, spans:dict[str, tuple[int, int]] | None=None) -> list[Requirement]:
+def _is(g: Group) -> str:
+    return "are" if g.count > 1 else "is"
+
+
+def requirements(spec: SceneSpec, spans: dict[str, tuple[int, int]] | None = None) -> list[Requirement]:
     "The requirement checklist of `spec` (ids r0, r1, ... in a deterministic order)."
     spans = spans or {}
     final, _ = apply_edits(spec)
@@ -35,59 +38,144 @@ def requirements(spec:SceneSpec, spans:dict[str, tuple[int, int]] | None=None) -
     edited: dict[tuple, int] = {}  # (check, group or None) -> edit index
     cur = base
     for k, e in enumerate(spec.edits):
-        if e.op == "recolor": edited[("color", e.target)] = k
-        elif e.op == "retexture": edited[("texture", e.target)] = k
-        elif e.op == "resize": edited[("size", e.target)] = k
-        elif e.op == "add": edited[("presence", e.target)] = k
-        elif e.op == "background": edited[("background", None)] = k
-        elif e.op == "move": edited[("relation", e.target)] = k
+        if e.op == "recolor":
+            edited[("color", e.target)] = k
+        elif e.op == "retexture":
+            edited[("texture", e.target)] = k
+        elif e.op == "resize":
+            edited[("size", e.target)] = k
+        elif e.op == "add":
+            edited[("presence", e.target)] = k
+        elif e.op == "background":
+            edited[("background", None)] = k
+        elif e.op == "move":
+            edited[("relation", e.target)] = k
         cur, _ = apply_edit(cur, e)
     out: list[Requirement] = []
+
     def add(kind, text, check, span_key=None, objects=(), edit=None, **spec_kw):
         k = "edit" if edit is not None else kind
         sp = {"check": check, **{a: b for a, b in spec_kw.items() if b is not None}}
-        if edit is not None: sp["edit"] = edit
+        if edit is not None:
+            sp["edit"] = edit
         span = spans.get(f"edit:{edit}") if edit is not None else spans.get(span_key) if span_key else None
         out.append(Requirement(id=f"r{len(out)}", kind=k, text=text, span=span, objects=list(objects), spec=sp))
+
     for g in final.groups:
         attrs = {"shape": g.shape, "color": g.color, "size": g.size, "texture": g.texture}
         e_add = edited.get(("presence", g.id))
         noun = plural(g.shape) if g.count > 1 else g.shape
-        add("presence", f"there {'are' if g.count > 1 else 'is a'} {noun} ({_desc(g, True)})", "presence", g.id, [g.id], e_add,
-            group=g.id, count=g.count, **attrs)
+        add(
+            "presence",
+            f"there {'are' if g.count > 1 else 'is a'} {noun} ({_desc(g, True)})",
+            "presence",
+            g.id,
+            [g.id],
+            e_add,
+            group=g.id,
+            count=g.count,
+            **attrs,
+        )
         if g.count > 1:
-            add("count", f"there are exactly {g.count} {_desc(Group(id='x', shape=g.shape, color=g.color, count=g.count))}", "count", g.id, [g.id],
-                group=g.id, shape=g.shape, color=g.color, count=g.count)
+            add(
+                "count",
+                f"there are exactly {g.count} {_desc(Group(id='x', shape=g.shape, color=g.color, count=g.count))}",
+                "count",
+                g.id,
+                [g.id],
+                group=g.id,
+                shape=g.shape,
+                color=g.color,
+                count=g.count,
+            )
         the = f"the {noun}"
-        if g.color: add("color", f"{the} {_is(g)} {g.color}", "color", g.id, [g.id], edited.get(("color", g.id)), group=g.id, shape=g.shape, color=g.color)
-        if g.size: add("size", f"{the} {_is(g)} {g.size}", "size", g.id, [g.id], edited.get(("size", g.id)), group=g.id, shape=g.shape, size=g.size)
-        if g.texture: add("texture", f"{the} {_is(g)} {g.texture}", "texture", g.id, [g.id], edited.get(("texture", g.id)), group=g.id, shape=g.shape, texture=g.texture)
+        if g.color:
+            add(
+                "color",
+                f"{the} {_is(g)} {g.color}",
+                "color",
+                g.id,
+                [g.id],
+                edited.get(("color", g.id)),
+                group=g.id,
+                shape=g.shape,
+                color=g.color,
+            )
+        if g.size:
+            add(
+                "size", f"{the} {_is(g)} {g.size}", "size", g.id, [g.id], edited.get(("size", g.id)), group=g.id, shape=g.shape, size=g.size
+            )
+        if g.texture:
+            add(
+                "texture",
+                f"{the} {_is(g)} {g.texture}",
+                "texture",
+                g.id,
+                [g.id],
+                edited.get(("texture", g.id)),
+                group=g.id,
+                shape=g.shape,
+                texture=g.texture,
+            )
     for i, r in enumerate(final.relations):
         s, o = final.group(r.subject), final.group(r.object)
         e_mv = edited.get(("relation", r.subject))
-        if e_mv is not None and spec.edits[e_mv].relation != r: e_mv = None
+        if e_mv is not None and spec.edits[e_mv].relation != r:
+            e_mv = None
         key = next((f"rel:{j}" for j, rr in enumerate(spec.relations) if rr == r), None)
-        add("relation", f"the {_desc(s)} {_is(s)} {r.rel} the {_desc(o)}", "relation", key, [r.subject, r.object], e_mv,
-            subject=r.subject, rel=r.rel, object=r.object)
+        add(
+            "relation",
+            f"the {_desc(s)} {_is(s)} {r.rel} the {_desc(o)}",
+            "relation",
+            key,
+            [r.subject, r.object],
+            e_mv,
+            subject=r.subject,
+            rel=r.rel,
+            object=r.object,
+        )
     if final.background:
-        add("background", f"the background is {final.background}", "background", "bg", [], edited.get(("background", None)), background=final.background)
+        add(
+            "background",
+            f"the background is {final.background}",
+            "background",
+            "bg",
+            [],
+            edited.get(("background", None)),
+            background=final.background,
+        )
     for k, e in enumerate(spec.edits):
         if e.op == "remove" and e.count is None:
             before, _ = apply_edits(spec.model_copy(update={"edits": spec.edits[:k]}))
             g = before.group(e.target) if e.target in [x.id for x in before.groups] else None
-            if g: add("edit", f"there is no {_desc(Group(id='x', shape=g.shape, color=g.color))}", "absence", None, [e.target], k, shape=g.shape, color=g.color)
+            if g:
+                add(
+                    "edit",
+                    f"there is no {_desc(Group(id='x', shape=g.shape, color=g.color))}",
+                    "absence",
+                    None,
+                    [e.target],
+                    k,
+                    shape=g.shape,
+                    color=g.color,
+                )
     return out
 
 # %% ../../nbs/13_shapes_decompose.ipynb #308b4944
-def task_from_prompt(text:str, meta:dict | None=None) -> Task:
+def task_from_prompt(text: str, meta: dict | None = None) -> Task:
     "Parse `text` into a `Task`: canonical spec, requirements with spans, and the command queue."
     res = parse(text)
     spec, ren = canonical(res.spec)
     spans = {ren.get(k, k): v for k, v in res.spans.items()}
     reqs = requirements(spec, spans)
     by_edit = {q.spec.get("edit"): [] for q in reqs}
-    for q in reqs: by_edit.setdefault(q.spec.get("edit"), []).append(q.id)
-    cmds = [Command(text=res.base_text or text.strip(), kind="generate", requirements=by_edit.get(None, []))] if spec.groups or spec.background else []
+    for q in reqs:
+        by_edit.setdefault(q.spec.get("edit"), []).append(q.id)
+    cmds = (
+        [Command(text=res.base_text or text.strip(), kind="generate", requirements=by_edit.get(None, []))]
+        if spec.groups or spec.background
+        else []
+    )
     cmds += [Command(text=t, kind="edit", requirements=by_edit.get(k, [])) for k, t in enumerate(res.edit_texts)]
     m = {"world": "shapes", "spec": spec.to_dict(), "unparsed": [u[2] for u in res.unparsed], "problems": res.problems}
     return Task(prompt=text, requirements=reqs, commands=cmds, meta=m | (meta or {}))
@@ -96,7 +184,8 @@ def task_from_prompt(text:str, meta:dict | None=None) -> Task:
 @dataclass
 class GrammarDecomposer:
     "The exact decomposer of the shapes world."
+
     name: str = "grammar"
 
-    def decompose(self, prompt:str) -> Task:
+    def decompose(self, prompt: str) -> Task:
         return task_from_prompt(prompt)

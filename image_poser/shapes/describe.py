@@ -15,23 +15,47 @@ import numpy as np
 
 # %% ../../nbs/14_shapes_describe.ipynb #dsimp003
 from .scene import Edit, Group, SceneSpec, apply_edit
-from .words import (BG_WORDS, COLOR_WORDS, NUMBER_NAMES, REL_PRONOUN, REL_WORDS, SHAPE_WORDS, SIZE_WORDS,
-                                      TEXTURE_POST, TEXTURE_PRE, plural)
+from image_poser.shapes.words import (
+    BG_WORDS,
+    COLOR_WORDS,
+    NUMBER_NAMES,
+    REL_PRONOUN,
+    REL_WORDS,
+    SHAPE_WORDS,
+    SIZE_WORDS,
+    TEXTURE_POST,
+    TEXTURE_PRE,
+    plural,
+)
 
 # %% ../../nbs/14_shapes_describe.ipynb #697822d8
-FILLER = ["The overall composition should feel calm and balanced.", "Keep the edges crisp and clean.",
-          "This is for a children's book, so clarity matters more than style.", "Please avoid any text or watermarks.",
-          "Think of it as a simple flat illustration.", "The mood is playful but tidy.",
-          "Leave some breathing room around everything.", "It should look like a clean vector graphic.",
-          "Aim for an even, shadowless lighting.", "Nothing should look blurry or smudged.",
-          "The picture will be printed as a poster for a classroom.", "Imagine a minimalist design studio made it.",
-          "Every element should be easy to recognise at a glance.", "Do not add any extra decorations.",
-          "Use bright, saturated tones wherever possible.", "It is meant to teach young kids about geometry.",
-          "The whole thing should feel orderly and deliberate.", "Consistency of style is important here."]
+FILLER = [
+    "The overall composition should feel calm and balanced.",
+    "Keep the edges crisp and clean.",
+    "This is for a children's book, so clarity matters more than style.",
+    "Please avoid any text or watermarks.",
+    "Think of it as a simple flat illustration.",
+    "The mood is playful but tidy.",
+    "Leave some breathing room around everything.",
+    "It should look like a clean vector graphic.",
+    "Aim for an even, shadowless lighting.",
+    "Nothing should look blurry or smudged.",
+    "The picture will be printed as a poster for a classroom.",
+    "Imagine a minimalist design studio made it.",
+    "Every element should be easy to recognise at a glance.",
+    "Do not add any extra decorations.",
+    "Use bright, saturated tones wherever possible.",
+    "It is meant to teach young kids about geometry.",
+    "The whole thing should feel orderly and deliberate.",
+    "Consistency of style is important here.",
+]
 
-def _pick(rng, xs): return xs[int(rng.integers(len(xs)))]
 
-def _phrase(g:Group, rng, intro=True) -> str:
+def _pick(rng, xs):
+    return xs[int(rng.integers(len(xs)))]
+
+
+def _phrase(g: Group, rng, intro=True) -> str:
     "An introducing noun phrase for group `g`: 'three small striped yellow stars', 'a blue disk with dots'."
     noun_w = _pick(rng, SHAPE_WORDS[g.shape])
     noun = plural(noun_w) if g.count > 1 else noun_w
@@ -40,52 +64,70 @@ def _phrase(g:Group, rng, intro=True) -> str:
     tex_post = g.texture in TEXTURE_POST and rng.random() < 0.35
     tex = _pick(rng, TEXTURE_PRE[g.texture]) if g.texture and not tex_post else None
     color_post = color is not None and rng.random() < 0.12
-    pre = [w for w in ([size, tex, None if color_post else color] if rng.random() < 0.5 else [size, None if color_post else color, tex]) if w]
+    pre = [
+        w for w in ([size, tex, None if color_post else color] if rng.random() < 0.5 else [size, None if color_post else color, tex]) if w
+    ]
     words = pre + [noun]
-    if tex_post: words.append(_pick(rng, TEXTURE_POST[g.texture]))
-    if color_post: words.append("in " + color)
+    if tex_post:
+        words.append(_pick(rng, TEXTURE_POST[g.texture]))
+    if color_post:
+        words.append("in " + color)
     if g.count == 1:
         det = "one" if rng.random() < 0.1 else ("an" if words[0][0] in "aeiou" else "a")
     else:
         det = str(g.count) if rng.random() < 0.35 else NUMBER_NAMES[g.count]
     return det + " " + " ".join(words)
 
-def _ref(g:Group, groups:list[Group], rng) -> str:
+
+def _ref(g: Group, groups: list[Group], rng) -> str:
     "A definite reference to `g` that is unique among `groups`: 'the square', 'the blue squares'."
     noun_w = _pick(rng, SHAPE_WORDS[g.shape])
     noun = plural(noun_w) if g.count > 1 else noun_w
     same_shape = [x for x in groups if x.shape == g.shape and x.id != g.id]
-    if not same_shape: return "the " + noun
-    if g.color and not any(x.color == g.color for x in same_shape): return f"the {_pick(rng, COLOR_WORDS[g.color])} {noun}"
+    if not same_shape:
+        return "the " + noun
+    if g.color and not any(x.color == g.color for x in same_shape):
+        return f"the {_pick(rng, COLOR_WORDS[g.color])} {noun}"
     parts = [w for w in (g.size, g.color, g.texture) if w]
     return "the " + " ".join(parts + [noun])
 
-def _rel_words(rel, rng) -> str: return _pick(rng, REL_WORDS[rel])
 
-def _be(g:Group, rng) -> str:
+def _rel_words(rel, rng) -> str:
+    return _pick(rng, REL_WORDS[rel])
+
+
+def _be(g: Group, rng) -> str:
     return _pick(rng, ["are", "sit", "should be"] if g.count > 1 else ["is", "sits", "should be"])
 
-def _cap(s:str) -> str: return s[:1].upper() + s[1:]
 
-def _bg_clause(bg:str, rng) -> tuple[str, str]:
+def _cap(s: str) -> str:
+    return s[:1].upper() + s[1:]
+
+
+def _bg_clause(bg: str, rng) -> tuple[str, str]:
     "(a phrase to append to a sentence, a standalone sentence) naming the background."
     w = _pick(rng, BG_WORDS[bg])
     art = "an" if w[0] in "aeiou" else "a"
-    return (_pick(rng, [f"on {art} {w} background", f"against {art} {w} background"]),
-            _pick(rng, [f"The background is {w}.", f"The background should be {w}.", f"Use {art} {w} background."]))
+    return (
+        _pick(rng, [f"on {art} {w} background", f"against {art} {w} background"]),
+        _pick(rng, [f"The background is {w}.", f"The background should be {w}.", f"Use {art} {w} background."]),
+    )
 
-def _edit_text(e:Edit, groups:list[Group], rng) -> str:
+
+def _edit_text(e: Edit, groups: list[Group], rng) -> str:
     if e.op == "background":
         w = _pick(rng, BG_WORDS[e.background])
         return _pick(rng, [f"change the background to {w}", f"make the background {w}", f"switch the background to {w}"])
     if e.op == "add":
         ph = _phrase(e.group, rng)
-        if e.relation is None: return f"{_pick(rng, ['add', 'insert', 'put'])} {ph}"
+        if e.relation is None:
+            return f"{_pick(rng, ['add', 'insert', 'put'])} {ph}"
         o = next(g for g in groups if g.id == e.relation.object)
         return f"{_pick(rng, ['add', 'insert', 'put'])} {ph} {_rel_words(e.relation.rel, rng)} {_ref(o, groups, rng)}"
     g = next(x for x in groups if x.id == e.target)
     ref = _ref(g, groups, rng)
-    if e.op == "remove": return f"{_pick(rng, ['remove', 'delete', 'erase', 'get rid of'])} {ref}"
+    if e.op == "remove":
+        return f"{_pick(rng, ['remove', 'delete', 'erase', 'get rid of'])} {ref}"
     if e.op == "recolor":
         c = _pick(rng, COLOR_WORDS[e.color])
         return _pick(rng, [f"make {ref} {c}", f"turn {ref} {c}", f"paint {ref} {c}", f"change the color of {ref} to {c}"])
@@ -94,20 +136,40 @@ def _edit_text(e:Edit, groups:list[Group], rng) -> str:
     if e.op == "remove" and e.count is not None:
         return f"{_pick(rng, ['remove', 'delete'])} {_phrase(g.model_copy(update={'count': e.count}), rng)}"
     if e.op == "retexture":
-        return _pick(rng, [f"make {ref} {e.texture}"] + ([f"give {ref} {'stripes' if e.texture == 'striped' else 'dots'}"] if e.texture != "solid" else []))
+        return _pick(
+            rng,
+            [f"make {ref} {e.texture}"]
+            + ([f"give {ref} {'stripes' if e.texture == 'striped' else 'dots'}"] if e.texture != "solid" else []),
+        )
     if e.op == "move":
         o = next(x for x in groups if x.id == e.relation.object)
         return f"{_pick(rng, ['move', 'shift', 'slide'])} {ref} {_rel_words(e.relation.rel, rng)} {_ref(o, groups, rng)}"
     raise ValueError(e.op)
 
 # %% ../../nbs/14_shapes_describe.ipynb #81e9adb9
-_INTRO = ["{p}", "There {be} {p}", "Draw {p}", "Show {p}", "A photo of {p}", "An image of {p}", "Create a scene with {p}",
-          "I want {p}", "Place {p}", "Picture {p}"]
-_INTRO_VERBOSE = ["There should also be {p}", "In the picture I would like to see {p}", "Please include {p}",
-                  "Somewhere in the image, draw {p}", "The scene also contains {p}"]
+_INTRO = [
+    "{p}",
+    "There {be} {p}",
+    "Draw {p}",
+    "Show {p}",
+    "A photo of {p}",
+    "An image of {p}",
+    "Create a scene with {p}",
+    "I want {p}",
+    "Place {p}",
+    "Picture {p}",
+]
+_INTRO_VERBOSE = [
+    "There should also be {p}",
+    "In the picture I would like to see {p}",
+    "Please include {p}",
+    "Somewhere in the image, draw {p}",
+    "The scene also contains {p}",
+]
 _MARK = ["then", "afterwards", "after that", "finally", "and then", "lastly"]
 
-def describe(spec:SceneSpec, rng:np.random.Generator, verbose:bool=False, n_filler:int=0) -> str:
+
+def describe(spec: SceneSpec, rng: np.random.Generator, verbose: bool = False, n_filler: int = 0) -> str:
     "A natural-language prompt for `spec` (one of many: the choices come from `rng`)."
     groups = list(spec.groups)
     order = [groups[i] for i in rng.permutation(len(groups))]
@@ -117,24 +179,43 @@ def describe(spec:SceneSpec, rng:np.random.Generator, verbose:bool=False, n_fill
     pending = list(order)
     gid = {g.id: g for g in groups}
     intro = _INTRO_VERBOSE + _INTRO if verbose else _INTRO
-    def be(g): return "are" if g.count > 1 else "is"
+
+    def be(g):
+        return "are" if g.count > 1 else "is"
+
     # 1. chunks: inline relations introduce their two groups together
     while pending:
         g = pending.pop(0)
-        if g in introduced: continue
+        if g in introduced:
+            continue
         inline = [r for r in rels if r.subject == g.id and gid[r.object] not in introduced and rng.random() < 0.5]
         if inline:
-            r = inline[0]; o = gid[r.object]
+            r = inline[0]
+            o = gid[r.object]
             form = rng.random()
             if form < 0.6 or o in introduced:
                 chunk = f"{_phrase(g, rng)} {_rel_words(r.rel, rng)} {_phrase(o, rng)}"
             else:  # pronominal: "<object>, <subject> to its right"
                 pron = _pick(rng, REL_PRONOUN[r.rel])
-                pron = pron.replace("its", "their") if o.count > 1 and "its" in pron else pron.replace("their", "its") if o.count == 1 else pron
-                pron = pron.replace(" it", " them") if o.count > 1 and pron.endswith(" it") else pron.replace(" them", " it") if o.count == 1 else pron
+                pron = (
+                    pron.replace("its", "their")
+                    if o.count > 1 and "its" in pron
+                    else pron.replace("their", "its")
+                    if o.count == 1
+                    else pron
+                )
+                pron = (
+                    pron.replace(" it", " them")
+                    if o.count > 1 and pron.endswith(" it")
+                    else pron.replace(" them", " it")
+                    if o.count == 1
+                    else pron
+                )
                 chunk = f"{_phrase(o, rng)}, {_phrase(g, rng)} {pron}"
-            introduced += [g, o]; rels.remove(r)
-            if o in pending: pending.remove(o)
+            introduced += [g, o]
+            rels.remove(r)
+            if o in pending:
+                pending.remove(o)
             sentences.append(_cap(_pick(rng, intro).format(p=chunk, be=be(o if form >= 0.6 else g))))
         else:
             # group 1-2 plain intros into one sentence
@@ -146,7 +227,9 @@ def describe(spec:SceneSpec, rng:np.random.Generator, verbose:bool=False, n_fill
     for r in rels:
         s, o = gid[r.subject], gid[r.object]
         if rng.random() < 0.35:
-            sentences.append(f"{_cap(_rel_words(r.rel, rng))} {_ref(o, groups, rng)} {_pick(rng, ['there ' + be(s), 'you can see', 'we see'])} {_ref(s, groups, rng)}")
+            sentences.append(
+                f"{_cap(_rel_words(r.rel, rng))} {_ref(o, groups, rng)} {_pick(rng, ['there ' + be(s), 'you can see', 'we see'])} {_ref(s, groups, rng)}"
+            )
         elif verbose and rng.random() < 0.5:
             sentences.append(f"Ensure that {_ref(s, groups, rng)} {be(s)} {_rel_words(r.rel, rng)} {_ref(o, groups, rng)}")
         else:
@@ -154,18 +237,24 @@ def describe(spec:SceneSpec, rng:np.random.Generator, verbose:bool=False, n_fill
     # 3. background
     if spec.background:
         phrase, sent = _bg_clause(spec.background, rng)
-        if rng.random() < 0.5 and sentences: sentences[int(rng.integers(len(sentences)))] += " " + phrase
-        else: sentences.insert(int(rng.integers(len(sentences) + 1)), sent.rstrip("."))
+        if rng.random() < 0.5 and sentences:
+            sentences[int(rng.integers(len(sentences)))] += " " + phrase
+        else:
+            sentences.insert(int(rng.integers(len(sentences) + 1)), sent.rstrip("."))
     # 4. filler
-    for _ in range(n_filler): sentences.insert(int(rng.integers(len(sentences) + 1)), _pick(rng, FILLER).rstrip("."))
+    for _ in range(n_filler):
+        sentences.insert(int(rng.integers(len(sentences) + 1)), _pick(rng, FILLER).rstrip("."))
     text = ". ".join(s.rstrip(".") for s in sentences)
     # 5. edits, each resolved against the scene as edited so far
     cur = spec.model_copy(update={"edits": []})
     for k, e in enumerate(spec.edits):
         et = _edit_text(e, cur.groups, rng)
         m = _pick(rng, _MARK)
-        if k == 0 and rng.random() < 0.5: text += f", {m} {et}"
-        elif k == 0 and rng.random() < 0.5: text += f"; {m} {et}"
-        else: text += f". {_cap(m)}, {et}"
+        if k == 0 and rng.random() < 0.5:
+            text += f", {m} {et}"
+        elif k == 0 and rng.random() < 0.5:
+            text += f"; {m} {et}"
+        else:
+            text += f". {_cap(m)}, {et}"
         cur, _ = apply_edit(cur, e)
     return text + "."

@@ -26,35 +26,45 @@ from .scene import render
 # %% ../../nbs/19_shapes_evaluator.ipynb #352fc4d2
 FIDELITY_SCALE = 10.0  # mean absolute residual (0-255 units) at which fidelity is 1/e
 
-def fidelity(img:Image.Image, pc=None) -> float:
+
+def fidelity(img: Image.Image, pc=None) -> float:
     "Cleanliness in [0, 1]: residual between `img` and a clean re-render of what perception finds in it (`pc`, if already known), away from edges."
     img = img.convert("RGB")
     pc = pc if pc is not None else perceive(img)
     clean = render(pc.scene())
     a, b = np.asarray(img, np.float32), np.asarray(clean, np.float32)
-    edges = lambda x: np.hypot(ndi.sobel(x.mean(2), 0), ndi.sobel(x.mean(2), 1)) > 20
+
+    def edges(x):
+        return np.hypot(ndi.sobel(x.mean(2), 0), ndi.sobel(x.mean(2), 1)) > 20
+
     keep = ~ndi.binary_dilation(edges(b), iterations=2)  # edges of the clean render (outlines, texture ink, grid lines)
-    if keep.sum() < 0.1 * keep.size: keep = np.ones_like(keep)
+    if keep.sum() < 0.1 * keep.size:
+        keep = np.ones_like(keep)
     resid = float(np.abs(a - b).mean(2)[keep].mean())
     return float(np.exp(-resid / FIDELITY_SCALE))
 
+
 class ShapesEvaluator:
     "Independent scoring with clean perception. Never used for training."
+
     name = "evaluator"
 
-    def evaluate(self, image:Image.Image | None, task:Task) -> Evaluation:
+    def evaluate(self, image: Image.Image | None, task: Task) -> Evaluation:
         "Scores of `image` for `task` (an empty result for no image)."
-        if image is None: return Evaluation(0.0, 0.0, 0.0, 0.0, [])
+        if image is None:
+            return Evaluation(0.0, 0.0, 0.0, 0.0, [])
         image = image.convert("RGB")
         pc = perceive(image)
         verdicts = check(task, pc.objects, pc.background).verdicts
         w = {q.id: q.weight for q in task.requirements}
         total = sum(w.values())
         align = sum(w[v.requirement] for v in verdicts if v.satisfied) / total if total else 1.0
-        return Evaluation(float(align), float(all(v.satisfied for v in verdicts)), fidelity(image, pc), composition_score(pc.objects, pc.size), verdicts)
+        return Evaluation(
+            float(align), float(all(v.satisfied for v in verdicts)), fidelity(image, pc), composition_score(pc.objects, pc.size), verdicts
+        )
 
 # %% ../../nbs/19_shapes_evaluator.ipynb #a5f4c74d
-def critic_vs_evaluator(critic, records:list[dict], registry=None, seed:int=0) -> dict:
+def critic_vs_evaluator(critic, records: list[dict], registry=None, seed: int = 0) -> dict:
     "Per requirement kind: confusion counts and precision/recall of the critic's 'satisfied' against the Evaluator's."
     reg = registry or load_registry()
     t2i = reg.by_kind("t2i")
@@ -62,13 +72,15 @@ def critic_vs_evaluator(critic, records:list[dict], registry=None, seed:int=0) -
     for k, r in enumerate(records):
         task = task_from_prompt(r["prompt"])
         res = call_expert(reg[t2i[k % len(t2i)]], r["prompt"], seed=seed + k)
-        if not res.ok: continue
+        if not res.ok:
+            continue
         truth = {v.requirement: v.satisfied for v in ev.evaluate(res.image, task).verdicts}
         fb = critic.critique(res.image, task)
         for q in task.requirements:
             v = fb.verdict(q.id)
             c = out.setdefault(q.kind, {"tp": 0, "fp": 0, "fn": 0, "tn": 0})
-            said = bool(v and v.satisfied); real = truth.get(q.id, False)
+            said = bool(v and v.satisfied)
+            real = truth.get(q.id, False)
             c["tp" if said and real else "fp" if said else "fn" if real else "tn"] += 1
     for c in out.values():
         c["precision"] = round(c["tp"] / (c["tp"] + c["fp"]), 3) if c["tp"] + c["fp"] else None

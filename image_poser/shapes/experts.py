@@ -25,27 +25,49 @@ from ..experts import ExpertError, ExpertKind, Registry, call_expert, count_toke
 from .decompose import requirements
 from .parse import parse, parse_edits
 from .perception import check, perceive
-from .scene import (MARGIN, MIN_GAP, RADIUS, REL_MARGIN, Relation, Scene, SceneObject, SceneSpec, _holds_strict,
-                                      _shape_mask, apply_edit, box_gap, color_ok_on, fill_group, layout, render, render_spec,
-                                      spec_from_scene)
+from image_poser.shapes.scene import (
+    MARGIN,
+    MIN_GAP,
+    RADIUS,
+    REL_MARGIN,
+    Relation,
+    Scene,
+    SceneObject,
+    SceneSpec,
+    _holds_strict,
+    _shape_mask,
+    apply_edit,
+    box_gap,
+    color_ok_on,
+    fill_group,
+    layout,
+    render,
+    render_spec,
+    spec_from_scene,
+)
 
 # %% ../../nbs/17_shapes_experts.ipynb #eec72d40
-def _rng(name:str, command:str, seed:int, image:Image.Image | None=None) -> np.random.Generator:
+def _rng(name: str, command: str, seed: int, image: Image.Image | None = None) -> np.random.Generator:
     h = hashlib.sha256(f"{name}\x00{command}\x00{seed}".encode())
-    if image is not None: h.update(image_ref(image).encode())
+    if image is not None:
+        h.update(image_ref(image).encode())
     return np.random.default_rng(int.from_bytes(h.digest()[:8], "little"))
 
-def degrade(img:Image.Image, rng:np.random.Generator, blur:float=0.0, noise:float=0.0) -> Image.Image:
+
+def degrade(img: Image.Image, rng: np.random.Generator, blur: float = 0.0, noise: float = 0.0) -> Image.Image:
     "Blur (radius in pixels) and add Gaussian pixel noise (std in 0-255 units)."
-    if blur > 0: img = img.filter(ImageFilter.GaussianBlur(blur))
+    if blur > 0:
+        img = img.filter(ImageFilter.GaussianBlur(blur))
     if noise > 0:
         a = np.asarray(img, np.float32) + rng.normal(0, noise, (img.height, img.width, 3)).astype(np.float32)
         img = Image.fromarray(np.clip(a, 0, 255).astype(np.uint8))
     return img
 
+
 @dataclass
 class ShapesT2I:
     "A shapes-world text-to-image model with a configurable failure profile."
+
     name: str
     cost: float = 1.0
     max_tokens: int = 77
@@ -65,30 +87,50 @@ class ShapesT2I:
     size: int = 128
     kind: ExpertKind = "t2i"
 
-    def understand(self, command:str, rng:np.random.Generator) -> SceneSpec:
+    def understand(self, command: str, rng: np.random.Generator) -> SceneSpec:
         "The spec this model will draw for `command`: what it read, with its failures applied."
         text = truncate_tokens(command, self.max_tokens)
-        if not text.strip(): return SceneSpec()
+        if not text.strip():
+            return SceneSpec()
         res = parse(text)
         spec = res.spec
-        late = lambda key: (self.attention_chars is not None and key in res.spans and res.spans[key][0] > self.attention_chars
-                            and rng.random() < self.late_drop)
+
+        def late(key):
+            return (
+                self.attention_chars is not None
+                and key in res.spans
+                and res.spans[key][0] > self.attention_chars
+                and rng.random() < self.late_drop
+            )
+
         # follow-up edits: carried out (before drawing, as a single-pass model would) or ignored
         for k, e in enumerate(spec.edits):
-            if rng.random() < self.edit_skill and not late(f"edit:{k}"): spec, _ = apply_edit(spec, e)
+            if rng.random() < self.edit_skill and not late(f"edit:{k}"):
+                spec, _ = apply_edit(spec, e)
         groups = [g for g in spec.groups if not late(g.id)]
         keep, n = [], 0
         for g in groups:
-            if n + g.count > self.max_objects: continue
-            keep.append(g); n += g.count
+            if n + g.count > self.max_objects:
+                continue
+            keep.append(g)
+            n += g.count
         groups = keep
         out = []
         for g in groups:
             c = g.count
-            if c > 1 and rng.random() < self.count_error: c = max(1, c + int(rng.choice([-1, 1])))
-            elif c == 1 and rng.random() < self.count_error / 3: c = 2
-            out.append(g.model_copy(update={"count": c, "texture": g.texture if rng.random() < self.texture_skill else None,
-                                            "size": g.size if rng.random() < self.size_skill else None}))
+            if c > 1 and rng.random() < self.count_error:
+                c = max(1, c + int(rng.choice([-1, 1])))
+            elif c == 1 and rng.random() < self.count_error / 3:
+                c = 2
+            out.append(
+                g.model_copy(
+                    update={
+                        "count": c,
+                        "texture": g.texture if rng.random() < self.texture_skill else None,
+                        "size": g.size if rng.random() < self.size_skill else None,
+                    }
+                )
+            )
         for i in range(len(out)):
             for j in range(i + 1, len(out)):
                 if rng.random() < self.leak:
@@ -96,19 +138,22 @@ class ShapesT2I:
                     attr = "color" if rng.random() < 0.7 else "texture"
                     out[i], out[j] = a.model_copy(update={attr: getattr(b, attr)}), b.model_copy(update={attr: getattr(a, attr)})
         ids = {g.id for g in out}
-        rels = [r for i, r in enumerate(spec.relations) if r.subject in ids and r.object in ids
-                and rng.random() < self.relation_skill and not late(f"rel:{i}")]
+        rels = [
+            r
+            for i, r in enumerate(spec.relations)
+            if r.subject in ids and r.object in ids and rng.random() < self.relation_skill and not late(f"rel:{i}")
+        ]
         bg = spec.background if rng.random() < self.background_skill else None
         return SceneSpec(groups=out, relations=rels, background=bg)
 
-    def __call__(self, command:str, image:Image.Image | None=None, *, seed:int=0) -> Image.Image:
+    def __call__(self, command: str, image: Image.Image | None = None, *, seed: int = 0) -> Image.Image:
         rng = _rng(self.name, command, seed)
         spec = self.understand(command, rng)
         scene, _ = layout(spec, rng, size=self.size, tries=20)
         return degrade(render(scene), rng, self.blur, self.noise)
 
 # %% ../../nbs/17_shapes_experts.ipynb #485d6e25
-def _erase(canvas:Image.Image, o:SceneObject, bg_rows:np.ndarray, pad:float=1.5):
+def _erase(canvas: Image.Image, o: SceneObject, bg_rows: np.ndarray, pad: float = 1.5):
     "Paint over object `o` with the estimated background color of each row."
     x0, y0 = max(0, int(o.x - o.r - pad)), max(0, int(o.y - o.r - pad))
     x1, y1 = min(canvas.width, int(math.ceil(o.x + o.r + pad)) + 1), min(canvas.height, int(math.ceil(o.y + o.r + pad)) + 1)
@@ -116,20 +161,27 @@ def _erase(canvas:Image.Image, o:SceneObject, bg_rows:np.ndarray, pad:float=1.5)
     a[y0:y1, x0:x1] = bg_rows[y0:y1, None, :].round().astype(np.uint8)
     return Image.fromarray(a)
 
-def _place(o:SceneObject, others:list[SceneObject], rng, rel:Relation | None, anchor:list[SceneObject], size:int, tries=200) -> SceneObject:
+
+def _place(
+    o: SceneObject, others: list[SceneObject], rng, rel: Relation | None, anchor: list[SceneObject], size: int, tries=200
+) -> SceneObject:
     "A position for `o` clear of `others` that satisfies `rel` towards the `anchor` objects (best effort)."
     lo, hi = MARGIN + o.r, size - MARGIN - o.r
     best = None
     for _ in range(tries):
         c = SceneObject(o.shape, o.color, o.size, o.texture, float(rng.uniform(lo, hi)), float(rng.uniform(lo, hi)), o.r, o.group)
-        if any(box_gap(c, p) < MIN_GAP for p in others): continue
-        if rel is None or all(_holds_strict(rel.rel, c, q, REL_MARGIN) for q in anchor): return c
+        if any(box_gap(c, p) < MIN_GAP for p in others):
+            continue
+        if rel is None or all(_holds_strict(rel.rel, c, q, REL_MARGIN) for q in anchor):
+            return c
         best = best or c
     return best or o
+
 
 @dataclass
 class ShapesEditor:
     "A shapes-world image editor: perceives the image, applies the instruction, repaints, degrades."
+
     name: str
     cost: float = 1.0
     ops: tuple[str, ...] = EDIT_OPS
@@ -146,11 +198,13 @@ class ShapesEditor:
 
     def __post_init__(self):
         bad = [o for o in self.ops if o not in EDIT_OPS]
-        if bad: raise ValueError(f"{self.name}: unknown edit operations {bad}; known: {EDIT_OPS}")
+        if bad:
+            raise ValueError(f"{self.name}: unknown edit operations {bad}; known: {EDIT_OPS}")
         self.ops = tuple(self.ops)
 
-    def __call__(self, command:str, image:Image.Image | None=None, *, seed:int=0) -> Image.Image:
-        if image is None: raise ExpertError(self.name, "an editor needs an input image")
+    def __call__(self, command: str, image: Image.Image | None = None, *, seed: int = 0) -> Image.Image:
+        if image is None:
+            raise ExpertError(self.name, "an editor needs an input image")
         image = image.convert("RGB")
         rng = _rng(self.name, command, seed, image)
         pc = perceive(image)
@@ -168,52 +222,68 @@ class ShapesEditor:
         touched: list[SceneObject] = []
         full_rerender, new_bg = False, seen.background
         for e in edits:
-            if e.op not in self.ops or rng.random() > self.success: continue
+            if e.op not in self.ops or rng.random() > self.success:
+                continue
             members = [o for o in objs if group_of.get(id(o)) == e.target]
             if e.op in ("recolor", "retexture", "resize"):
                 for o in members:
                     canvas = _erase(canvas, o, bg_est.rows)
-                    if e.op == "recolor": o.color = e.color
-                    elif e.op == "retexture": o.texture = e.texture
+                    if e.op == "recolor":
+                        o.color = e.color
+                    elif e.op == "retexture":
+                        o.texture = e.texture
                     else:
                         o.size, o.r = e.size, RADIUS[e.size] * image.width / 128
-                        o.x = float(np.clip(o.x, o.r + MARGIN, image.width - o.r - MARGIN)); o.y = float(np.clip(o.y, o.r + MARGIN, image.height - o.r - MARGIN))
+                        o.x = float(np.clip(o.x, o.r + MARGIN, image.width - o.r - MARGIN))
+                        o.y = float(np.clip(o.y, o.r + MARGIN, image.height - o.r - MARGIN))
                     touched.append(o)
             elif e.op == "remove":
-                for o in members[: e.count or len(members)]: canvas = _erase(canvas, o, bg_est.rows); objs.remove(o)
+                for o in members[: e.count or len(members)]:
+                    canvas = _erase(canvas, o, bg_est.rows)
+                    objs.remove(o)
             elif e.op == "move" and e.relation is not None:
                 anchor = [o for o in objs if group_of.get(id(o)) == e.relation.object]
                 rel = e.relation if rng.random() < self.relation_skill else None
                 for o in members:
                     canvas = _erase(canvas, o, bg_est.rows)
                     moved = _place(o, [p for p in objs if p is not o], rng, rel, anchor, image.width)
-                    o.x, o.y = moved.x, moved.y; touched.append(o)
+                    o.x, o.y = moved.x, moved.y
+                    touched.append(o)
             elif e.op == "add" and e.group is not None:
                 g = fill_group(e.group, rng, new_bg)
                 n = g.count
-                if rng.random() < self.count_error: n = max(1, n + int(rng.choice([-1, 1])))
+                if rng.random() < self.count_error:
+                    n = max(1, n + int(rng.choice([-1, 1])))
                 anchor = [o for o in objs if e.relation is not None and group_of.get(id(o)) == e.relation.object]
                 rel = e.relation if (e.relation is not None and rng.random() < self.relation_skill) else None
                 for _ in range(n):
                     o = SceneObject(g.shape, g.color, g.size, g.texture, 0.0, 0.0, RADIUS[g.size] * image.width / 128)
                     o = _place(o, objs, rng, rel, anchor, image.width)
-                    objs.append(o); group_of[id(o)] = g.id; touched.append(o)
+                    objs.append(o)
+                    group_of[id(o)] = g.id
+                    touched.append(o)
             elif e.op == "background":
                 new_bg, full_rerender = e.background, True
         # drift: untouched objects may shift, and a neighbour may take on a new color
         if self.shift > 0 and (touched or full_rerender):
             for o in objs:
-                if o in touched: continue
+                if o in touched:
+                    continue
                 dx, dy = rng.normal(0, self.shift, 2)
                 if abs(dx) + abs(dy) > 0.5:
-                    if not full_rerender: canvas = _erase(canvas, o, bg_est.rows)
-                    o.x = float(np.clip(o.x + dx, o.r + 1, image.width - o.r - 1)); o.y = float(np.clip(o.y + dy, o.r + 1, image.height - o.r - 1))
+                    if not full_rerender:
+                        canvas = _erase(canvas, o, bg_est.rows)
+                    o.x = float(np.clip(o.x + dx, o.r + 1, image.width - o.r - 1))
+                    o.y = float(np.clip(o.y + dy, o.r + 1, image.height - o.r - 1))
                     touched.append(o)
         if self.bleed > 0 and touched:
             for o in objs:
                 if o not in touched and rng.random() < self.bleed and min(box_gap(o, t) for t in touched) < 20:
                     src = touched[int(rng.integers(len(touched)))]
-                    if color_ok_on(src.color, new_bg): canvas = _erase(canvas, o, bg_est.rows); o.color = src.color; touched.append(o)
+                    if color_ok_on(src.color, new_bg):
+                        canvas = _erase(canvas, o, bg_est.rows)
+                        o.color = src.color
+                        touched.append(o)
         if full_rerender:
             out = render(Scene(objs, new_bg, image.width))
         else:
@@ -227,28 +297,35 @@ class ShapesEditor:
         return degrade(out, rng, self.blur, self.noise)
 
 # %% ../../nbs/17_shapes_experts.ipynb #setarg02
-def edit_targets(command:str, image:Image.Image) -> list[tuple[float, float, float, float]]:
+def edit_targets(command: str, image: Image.Image) -> list[tuple[float, float, float, float]]:
     "Pixel boxes (x0, y0, x1, y1) of the objects `command` edits in `image` (an added object's anchor; none for background edits)."
     sc = perceive(image).scene()
     ctx = spec_from_scene(sc)
-    try: edits, _ = parse_edits(command, ctx)
-    except ValueError: return []
-    targets = {e.target for e in edits if e.target and e.op != "add"} | {e.relation.object for e in edits if e.op == "add" and e.relation is not None}
+    try:
+        edits, _ = parse_edits(command, ctx)
+    except ValueError:
+        return []
+    targets = {e.target for e in edits if e.target and e.op != "add"} | {
+        e.relation.object for e in edits if e.op == "add" and e.relation is not None
+    }
     s = image.width / 128
     boxes = []
     for o in sc.objects:
         g = next(g for g in ctx.groups if (g.shape, g.color, g.size, g.texture) == (o.shape, o.color, o.size, o.texture))
-        if g.id in targets: boxes.append(((o.x - o.r) * s, (o.y - o.r) * s, (o.x + o.r) * s, (o.y + o.r) * s))
+        if g.id in targets:
+            boxes.append(((o.x - o.r) * s, (o.y - o.r) * s, (o.x + o.r) * s, (o.y + o.r) * s))
     return boxes
 
 # %% ../../nbs/17_shapes_experts.ipynb #8f63c92d
 SKILL_KINDS = ("presence", "count", "color", "size", "texture", "relation", "background", "edit")
 
+
 def _judge(task_reqs, img):
     pc = perceive(img)
     return check(task_reqs, pc.objects, pc.background).verdicts
 
-def measure_skills(registry:Registry, records:list[dict], seed:int=0) -> dict:
+
+def measure_skills(registry: Registry, records: list[dict], seed: int = 0) -> dict:
     "Skill of every expert per requirement kind on `records` (see above), plus call times."
     skills, full, times = {}, {}, {}
     for ei, ex in enumerate(registry):
@@ -258,21 +335,30 @@ def measure_skills(registry:Registry, records:list[dict], seed:int=0) -> dict:
             t34 = []
             for k, r in enumerate(records):
                 reqs = [Requirement.from_dict(q) for q in r["requirements"]]
-                t0 = time.perf_counter(); res = call_expert(ex, r["prompt"], seed=seed + k); t_calls.append(time.perf_counter() - t0)
-                if not res.ok: verdicts = [False] * len(reqs)
-                else: verdicts = [v.satisfied for v in _judge(reqs, res.image)]
+                t0 = time.perf_counter()
+                res = call_expert(ex, r["prompt"], seed=seed + k)
+                t_calls.append(time.perf_counter() - t0)
+                if not res.ok:
+                    verdicts = [False] * len(reqs)
+                else:
+                    verdicts = [v.satisfied for v in _judge(reqs, res.image)]
                 if count_tokens(r["prompt"]) <= 77:  # per-kind skill on prompts every encoder reads whole
-                    for q, v in zip(reqs, verdicts): ok.setdefault(q.kind, []).append(v)
+                    for q, v in zip(reqs, verdicts):
+                        ok.setdefault(q.kind, []).append(v)
                 ok.setdefault("alignment", []).append(float(np.mean(verdicts)) if verdicts else 1.0)
-                if r["tier"] == 4: ok.setdefault("long prompt", []).append(float(np.mean(verdicts)) if verdicts else 1.0)
-                if r["tier"] >= 3: t34.append(all(verdicts))
+                if r["tier"] == 4:
+                    ok.setdefault("long prompt", []).append(float(np.mean(verdicts)) if verdicts else 1.0)
+                if r["tier"] >= 3:
+                    t34.append(all(verdicts))
             full[ex.name] = float(np.mean(t34)) if t34 else float("nan")
         else:
             for k, r in enumerate(records):
                 spec = SceneSpec.model_validate(r["spec"])
-                if not spec.edits: continue
+                if not spec.edits:
+                    continue
                 texts = parse(r["prompt"]).edit_texts
-                if len(texts) != len(spec.edits): continue
+                if len(texts) != len(spec.edits):
+                    continue
                 reqs = [Requirement.from_dict(q) for q in r["requirements"]]
                 for j, (e, words) in enumerate(zip(spec.edits, texts)):
                     before = spec.model_copy(update={"edits": spec.edits[:j]})
@@ -281,28 +367,51 @@ def measure_skills(registry:Registry, records:list[dict], seed:int=0) -> dict:
                     target = spec.model_copy(update={"edits": spec.edits[: j + 1]})
                     tr = requirements(target)
                     pre = [v.satisfied for v in _judge(tr, img)]
-                    t0 = time.perf_counter(); res = call_expert(ex, words, img, seed=seed + k); t_calls.append(time.perf_counter() - t0)
+                    t0 = time.perf_counter()
+                    res = call_expert(ex, words, img, seed=seed + k)
+                    t_calls.append(time.perf_counter() - t0)
                     post = [v.satisfied for v in _judge(tr, res.image)] if res.ok else [False] * len(tr)
                     for q, a, b in zip(tr, pre, post):
                         if q.kind == "edit" and q.spec.get("edit") == j:
-                            ok.setdefault("edit", []).append(b); ok.setdefault(f"edit:{e.op}", []).append(b)
-                        elif q.kind != "edit" and a: ok.setdefault("preserve", []).append(b)
+                            ok.setdefault("edit", []).append(b)
+                            ok.setdefault(f"edit:{e.op}", []).append(b)
+                        elif q.kind != "edit" and a:
+                            ok.setdefault("preserve", []).append(b)
         skills[ex.name] = {k: round(float(np.mean(v)), 3) for k, v in sorted(ok.items()) if v}
         times[ex.name] = round(1000 * float(np.median(t_calls)), 2) if t_calls else None
-    return {"skills": skills, "t2i_full_success_tier34": {k: round(v, 3) for k, v in full.items()}, "shapes_call_ms": times,
-            "n_records": len(records)}
+    return {
+        "skills": skills,
+        "t2i_full_success_tier34": {k: round(v, 3) for k, v in full.items()},
+        "shapes_call_ms": times,
+        "n_records": len(records),
+    }
 
-def skills_markdown(res:dict, registry:Registry) -> str:
+
+def skills_markdown(res: dict, registry: Registry) -> str:
     "The skill table as markdown (t2i and i2i experts in one table)."
     cols = ["presence", "count", "color", "size", "texture", "relation", "background", "edit", "long prompt", "alignment"]
     ecols = [f"edit:{o}" for o in EDIT_OPS] + ["preserve"]
-    out = ["| expert | kind | cost | " + " | ".join(cols) + " | full success t3/4 | " + " | ".join(c.replace("edit:", "") for c in ecols) + " | ms/call |",
-           "|---|---|---|" + "---|" * (len(cols) + 1 + len(ecols) + 1)]
+    out = [
+        "| expert | kind | cost | "
+        + " | ".join(cols)
+        + " | full success t3/4 | "
+        + " | ".join(c.replace("edit:", "") for c in ecols)
+        + " | ms/call |",
+        "|---|---|---|" + "---|" * (len(cols) + 1 + len(ecols) + 1),
+    ]
     best = {c: max((res["skills"][e.name].get(c, -1) for e in registry), default=-1) for c in cols + ecols}
     for e in registry:
         s = res["skills"][e.name]
-        cell = lambda c: "—" if c not in s else (f"**{s[c]:.2f}**" if s[c] == best[c] and s[c] >= 0 else f"{s[c]:.2f}")
+
+        def cell(c):
+            return "—" if c not in s else (f"**{s[c]:.2f}**" if s[c] == best[c] and s[c] >= 0 else f"{s[c]:.2f}")
+
         fs = res["t2i_full_success_tier34"].get(e.name)
-        out.append(f"| {e.name} | {e.kind} | {e.cost:g} | " + " | ".join(cell(c) for c in cols) +
-                   f" | {'—' if fs is None else f'{fs:.2f}'} | " + " | ".join(cell(c) for c in ecols) + f" | {res['shapes_call_ms'][e.name]} |")
+        out.append(
+            f"| {e.name} | {e.kind} | {e.cost:g} | "
+            + " | ".join(cell(c) for c in cols)
+            + f" | {'—' if fs is None else f'{fs:.2f}'} | "
+            + " | ".join(cell(c) for c in ecols)
+            + f" | {res['shapes_call_ms'][e.name]} |"
+        )
     return "\n".join(out)

@@ -17,9 +17,22 @@ __all__ = ['MASTER', 'EDIT_START_VERBS', 'MAX_GROUPS', 'MAX_PROMPT_CHARS', 'Item
            'parse_edits', 'canonical', 'same_spec']
 
 # %% ../../nbs/12_shapes_parse.ipynb #psimp002
-from .scene import (INVERSE, Edit, Group, Relation, SceneSpec, apply_edit)
-from .words import (BG_WORDS, COLOR_WORDS, EDIT_MARKERS, NUMBER_WORDS, REL_PRONOUN, REL_WORDS, SHAPE_WORDS,
-                                      SIZE_WORDS, TEXTURE_POST, TEXTURE_PRE, _alt, _lookup, plural)
+from .scene import INVERSE, Edit, Group, Relation, SceneSpec, apply_edit
+from image_poser.shapes.words import (
+    BG_WORDS,
+    COLOR_WORDS,
+    EDIT_MARKERS,
+    NUMBER_WORDS,
+    REL_PRONOUN,
+    REL_WORDS,
+    SHAPE_WORDS,
+    SIZE_WORDS,
+    TEXTURE_POST,
+    TEXTURE_PRE,
+    _alt,
+    _lookup,
+    plural,
+)
 
 # %% ../../nbs/12_shapes_parse.ipynb #ad3db8b1
 _SHAPE_LU = _lookup(SHAPE_WORDS) | {plural(w): k for k, ws in SHAPE_WORDS.items() for w in ws}
@@ -29,52 +42,98 @@ _REL_LU, _RELP_LU = _lookup(REL_WORDS), _lookup(REL_PRONOUN)
 _ATTR = _alt(list(_COLOR_LU) + list(_SIZE_LU) + list(_TEXPRE_LU))
 _DET = _alt(["the"] + [w for w in NUMBER_WORDS]) + r"|\d{1,3}"
 _BG = _alt(_BG_LU)
-_VERBS = {"recolor": ["make", "turn", "paint", "color", "colour", "recolor", "recolour", "change", "set", "switch", "replace", "use", "give"],
-          "remove": ["remove", "delete", "erase", "get rid of", "take away", "take out"],
-          "add": ["add", "put", "insert", "include", "place", "draw"],
-          "move": ["move", "shift", "slide", "relocate"]}
+_VERBS = {
+    "recolor": ["make", "turn", "paint", "color", "colour", "recolor", "recolour", "change", "set", "switch", "replace", "use", "give"],
+    "remove": ["remove", "delete", "erase", "get rid of", "take away", "take out"],
+    "add": ["add", "put", "insert", "include", "place", "draw"],
+    "move": ["move", "shift", "slide", "relocate"],
+}
 _VERB_LU = _lookup(_VERBS)
 
-MASTER = re.compile(r"""
- (?P<marker>\b(?:""" + _alt(EDIT_MARKERS) + r""")\b,?)
-|(?P<bg>\b(?:(?:on|against|with|in\s+front\s+of)\s+(?:a\s+|an\s+|the\s+)?(?P<bg1>""" + _BG + r""")\s+background
-          |(?:the\s+)?background\s+(?:is|should\s+be|must\s+be|will\s+be|of|to|as|into)\s+(?:a\s+|an\s+)?(?P<bg2>""" + _BG + r""")(?:\s+(?:background|one))?
-          |(?:the\s+)?background\s+with\s+(?:a\s+|an\s+)?(?P<bg3>""" + _BG + r""")(?:\s+(?:background|one))?
-          |(?:the\s+)?background\s+(?P<bg6>""" + _BG + r""")
-          |(?:a\s+|an\s+)?(?P<bg4>""" + _BG + r""")\s+background
+MASTER = re.compile(
+    r"""
+ (?P<marker>\b(?:"""
+    + _alt(EDIT_MARKERS)
+    + r""")\b,?)
+|(?P<bg>\b(?:(?:on|against|with|in\s+front\s+of)\s+(?:a\s+|an\s+|the\s+)?(?P<bg1>"""
+    + _BG
+    + r""")\s+background
+          |(?:the\s+)?background\s+(?:is|should\s+be|must\s+be|will\s+be|of|to|as|into)\s+(?:a\s+|an\s+)?(?P<bg2>"""
+    + _BG
+    + r""")(?:\s+(?:background|one))?
+          |(?:the\s+)?background\s+with\s+(?:a\s+|an\s+)?(?P<bg3>"""
+    + _BG
+    + r""")(?:\s+(?:background|one))?
+          |(?:the\s+)?background\s+(?P<bg6>"""
+    + _BG
+    + r""")
+          |(?:a\s+|an\s+)?(?P<bg4>"""
+    + _BG
+    + r""")\s+background
           |on\s+(?P<bg5>grid\s+paper|graph\s+paper))\b)
-|(?P<relp>\b(?:""" + _alt(_RELP_LU) + r""")\b)
-|(?P<rel>\b(?:""" + _alt(_REL_LU) + r""")\b)
-|(?P<mention>\b(?:(?P<det>""" + _DET + r""")\s+)?(?P<attrs>(?:(?:""" + _ATTR + r""")\s+)*)(?P<shape>""" + _alt(_SHAPE_LU) + r""")\b
-   (?P<post>(?:\s+(?:""" + _alt(_TEXPOST_LU) + r"""|in\s+(?:""" + _alt(_COLOR_LU) + r""")\b))*))
-|(?P<verb>\b(?:""" + _alt(_VERB_LU) + r""")\b)
-|(?P<color>\b(?:""" + _alt(_COLOR_LU) + r""")\b)
-|(?P<size>\b(?:""" + _alt(list(_SIZE_LU) + ["smaller", "larger", "bigger"]) + r""")\b)
-|(?P<texture>\b(?:""" + _alt(list(_TEXPRE_LU) + ["stripes", "dots", "polka dots"]) + r""")\b)
+|(?P<relp>\b(?:"""
+    + _alt(_RELP_LU)
+    + r""")\b)
+|(?P<rel>\b(?:"""
+    + _alt(_REL_LU)
+    + r""")\b)
+|(?P<mention>\b(?:(?P<det>"""
+    + _DET
+    + r""")\s+)?(?P<attrs>(?:(?:"""
+    + _ATTR
+    + r""")\s+)*)(?P<shape>"""
+    + _alt(_SHAPE_LU)
+    + r""")\b
+   (?P<post>(?:\s+(?:"""
+    + _alt(_TEXPOST_LU)
+    + r"""|in\s+(?:"""
+    + _alt(_COLOR_LU)
+    + r""")\b))*))
+|(?P<verb>\b(?:"""
+    + _alt(_VERB_LU)
+    + r""")\b)
+|(?P<color>\b(?:"""
+    + _alt(_COLOR_LU)
+    + r""")\b)
+|(?P<size>\b(?:"""
+    + _alt(list(_SIZE_LU) + ["smaller", "larger", "bigger"])
+    + r""")\b)
+|(?P<texture>\b(?:"""
+    + _alt(list(_TEXPRE_LU) + ["stripes", "dots", "polka dots"])
+    + r""")\b)
 |(?P<sep>[.;!?]|,|\band\b)
-""", re.I | re.X)
+""",
+    re.I | re.X,
+)
 _ATTR_RE = re.compile(_ATTR, re.I)
 _TEXPOST_RE = re.compile(r"(?P<tex>" + _alt(_TEXPOST_LU) + r")|in\s+(?P<col>" + _alt(_COLOR_LU) + r")\b", re.I)
-_FUNCTION_WORDS = set("""a an the of and with there is are be should must will to in on at it its their them this that these those
+_FUNCTION_WORDS = set(
+    """a an the of and with there is are be should must will to in on at it its their them this that these those
  i we you want would like please draw place put show create make image picture photo scene illustration render depicting
  showing containing also sit sits stand stands lie lies placed positioned located set one ones some
- see can you we sure ensure""".split())
+ see can you we sure ensure""".split()
+)
 
-def _norm(s:str) -> str: return re.sub(r"\s+", " ", s.strip().lower())
+
+def _norm(s: str) -> str:
+    return re.sub(r"\s+", " ", s.strip().lower())
 
 # %% ../../nbs/12_shapes_parse.ipynb #dcb00121
 @dataclass
 class Item:
     "One piece of meaning the scanner found: its kind, character span, text and decoded value."
+
     kind: str  # marker | bg | relp | rel | mention | verb | color | size | texture | sep
     start: int
     end: int
     text: str
     value: object = None
 
+
 @dataclass
 class Mention:
     "An object mention: 'three small yellow stars', 'the square', 'a blue disk with stripes'."
+
     det: str | None
     count: int | None
     shape: str
@@ -83,22 +142,29 @@ class Mention:
     size: str | None = None
     texture: str | None = None
 
-def _mention(m:re.Match) -> Mention:
+
+def _mention(m: re.Match) -> Mention:
     det = _norm(m.group("det")) if m.group("det") else None
     count = (int(det) if det.isdigit() else NUMBER_WORDS.get(det)) if det and det != "the" else None
     word = _norm(m.group("shape"))
     men = Mention(det, count, _SHAPE_LU[word], word not in _lookup(SHAPE_WORDS))
     for a in _ATTR_RE.findall(m.group("attrs") or ""):
         a = _norm(a)
-        if a in _COLOR_LU: men.color = _COLOR_LU[a]
-        elif a in _SIZE_LU: men.size = _SIZE_LU[a]
-        elif a in _TEXPRE_LU: men.texture = _TEXPRE_LU[a]
+        if a in _COLOR_LU:
+            men.color = _COLOR_LU[a]
+        elif a in _SIZE_LU:
+            men.size = _SIZE_LU[a]
+        elif a in _TEXPRE_LU:
+            men.texture = _TEXPRE_LU[a]
     for p in _TEXPOST_RE.finditer(m.group("post") or ""):
-        if p.group("tex"): men.texture = _TEXPOST_LU[_norm(p.group("tex"))]
-        else: men.color = _COLOR_LU[_norm(p.group("col"))]
+        if p.group("tex"):
+            men.texture = _TEXPOST_LU[_norm(p.group("tex"))]
+        else:
+            men.color = _COLOR_LU[_norm(p.group("col"))]
     return men
 
-def scan(text:str) -> list[Item]:
+
+def scan(text: str) -> list[Item]:
     "The items of `text`, in order."
     items = []
     for m in MASTER.finditer(text):
@@ -106,17 +172,27 @@ def scan(text:str) -> list[Item]:
         kind = m.lastgroup if m.lastgroup in kinds else None
         if kind is None:  # a named subgroup was last; find the top-level alternative that matched
             kind = next(k for k in kinds if m.group(k) is not None)
-        t = m.group(0); val = None
-        if kind == "bg": val = _BG_LU[_norm(next(m.group(g) for g in ("bg1", "bg2", "bg3", "bg4", "bg5", "bg6") if m.group(g)))]
-        elif kind == "rel": val = _REL_LU[_norm(t)]
-        elif kind == "relp": val = _RELP_LU[_norm(t)]
-        elif kind == "mention": val = _mention(m)
-        elif kind == "verb": val = _VERB_LU[_norm(t)]
-        elif kind == "color": val = _COLOR_LU[_norm(t)]
-        elif kind == "size": val = _SIZE_LU.get(_norm(t)) or {"smaller": "small", "larger": "large", "bigger": "large"}[_norm(t)]
+        t = m.group(0)
+        val = None
+        if kind == "bg":
+            val = _BG_LU[_norm(next(m.group(g) for g in ("bg1", "bg2", "bg3", "bg4", "bg5", "bg6") if m.group(g)))]
+        elif kind == "rel":
+            val = _REL_LU[_norm(t)]
+        elif kind == "relp":
+            val = _RELP_LU[_norm(t)]
+        elif kind == "mention":
+            val = _mention(m)
+        elif kind == "verb":
+            val = _VERB_LU[_norm(t)]
+        elif kind == "color":
+            val = _COLOR_LU[_norm(t)]
+        elif kind == "size":
+            val = _SIZE_LU.get(_norm(t)) or {"smaller": "small", "larger": "large", "bigger": "large"}[_norm(t)]
         elif kind == "texture":
-            w = _norm(t); val = _TEXPRE_LU.get(w) or {"stripes": "striped", "dots": "dotted", "polka dots": "dotted"}[w]
-        elif kind == "sep": val = "strong" if t in ".;!?" else "weak"
+            w = _norm(t)
+            val = _TEXPRE_LU.get(w) or {"stripes": "striped", "dots": "dotted", "polka dots": "dotted"}[w]
+        elif kind == "sep":
+            val = "strong" if t in ".;!?" else "weak"
         items.append(Item(kind, m.start(), m.end(), t, val))
     return items
 
@@ -124,6 +200,7 @@ def scan(text:str) -> list[Item]:
 @dataclass
 class ParseResult:
     "What `parse` understood: the spec, where each part came from, and what it could not use."
+
     spec: SceneSpec
     spans: dict[str, tuple[int, int]] = field(default_factory=dict)  # group id / "rel:i" / "bg" / "edit:i" -> span
     unparsed: list[tuple[int, int, str]] = field(default_factory=list)  # spans of words it did not understand
@@ -131,45 +208,72 @@ class ParseResult:
     base_text: str = ""  # the prompt without its edit clauses
     edit_texts: list[str] = field(default_factory=list)  # the text of each edit, in order
 
+
 EDIT_START_VERBS = {"recolor", "remove", "move"}  # a sentence opening with one of these is an edit even without a marker
 
 MAX_GROUPS = 32  # more groups than this in one prompt are reported and ignored
 
+
 class _State:
     def __init__(self):
-        self.spec = SceneSpec(); self.n = 0; self.spans = {}; self.problems = []
+        self.spec = SceneSpec()
+        self.n = 0
+        self.spans = {}
+        self.problems = []
 
-    def new_group(self, men:Mention, span) -> Group:
-        g = Group(id=f"g{self.n}", shape=men.shape, color=men.color, size=men.size, texture=men.texture,
-                  count=max(1, min(12, men.count or (2 if men.plural else 1))))
-        self.n += 1; self.spans[g.id] = span
+    def new_group(self, men: Mention, span) -> Group:
+        g = Group(
+            id=f"g{self.n}",
+            shape=men.shape,
+            color=men.color,
+            size=men.size,
+            texture=men.texture,
+            count=max(1, min(12, men.count or (2 if men.plural else 1))),
+        )
+        self.n += 1
+        self.spans[g.id] = span
         return g
 
-    def resolve(self, men:Mention, groups:list[Group] | None=None) -> Group | None:
+    def resolve(self, men: Mention, groups: list[Group] | None = None) -> Group | None:
         "The existing group a definite mention refers to (the most recent match), or None."
-        cands = [g for g in (groups if groups is not None else self.spec.groups) if g.shape == men.shape
-                 and all(getattr(men, a) is None or getattr(g, a) == getattr(men, a) for a in ("color", "size", "texture"))]
+        cands = [
+            g
+            for g in (groups if groups is not None else self.spec.groups)
+            if g.shape == men.shape
+            and all(getattr(men, a) is None or getattr(g, a) == getattr(men, a) for a in ("color", "size", "texture"))
+        ]
         return cands[-1] if cands else None
 
-def _split_sentences(items:list[Item]) -> list[list[Item]]:
+
+def _split_sentences(items: list[Item]) -> list[list[Item]]:
     out, cur = [], []
     for it in items:
-        if it.kind == "sep" and it.value == "strong": out.append(cur); cur = []
-        elif it.kind == "marker": out.append(cur); cur = [it]
-        else: cur.append(it)
+        if it.kind == "sep" and it.value == "strong":
+            out.append(cur)
+            cur = []
+        elif it.kind == "marker":
+            out.append(cur)
+            cur = [it]
+        else:
+            cur.append(it)
     out.append(cur)
     return [s for s in out if s]
 
-def _clauses(sent:list[Item]) -> list[list[Item]]:
+
+def _clauses(sent: list[Item]) -> list[list[Item]]:
     "Split a sentence at weak separators."
     out, cur = [], []
     for it in sent:
-        if it.kind == "sep": out.append(cur); cur = []
-        else: cur.append(it)
+        if it.kind == "sep":
+            out.append(cur)
+            cur = []
+        else:
+            cur.append(it)
     out.append(cur)
     return out
 
-def _base_sentence(st:_State, sent:list[Item]):
+
+def _base_sentence(st: _State, sent: list[Item]):
     "Groups, relations and background from one descriptive sentence."
     gid: dict[int, str] = {}
     mentions = [i for i, it in enumerate(sent) if it.kind == "mention"]
@@ -179,46 +283,67 @@ def _base_sentence(st:_State, sent:list[Item]):
         g = st.resolve(men, groups) if men.det == "the" else None
         if g is None:
             if len(groups) >= MAX_GROUPS:
-                if not any("too many objects" in p for p in st.problems): st.problems.append(f"too many objects: only the first {MAX_GROUPS} groups are kept")
+                if not any("too many objects" in p for p in st.problems):
+                    st.problems.append(f"too many objects: only the first {MAX_GROUPS} groups are kept")
                 continue
-            g = st.new_group(men, (sent[i].start, sent[i].end)); groups.append(g)
+            g = st.new_group(men, (sent[i].start, sent[i].end))
+            groups.append(g)
         gid[i] = g.id
     mentions = [i for i in mentions if i in gid]
     rels = list(st.spec.relations)
     seps = {i for i, it in enumerate(sent) if it.kind == "sep"}
     for k, it in enumerate(sent):
-        if it.kind not in ("rel", "relp"): continue
+        if it.kind not in ("rel", "relp"):
+            continue
         before = [i for i in mentions if i < k and not any(i < s < k for s in seps)]
         after = [i for i in mentions if i > k]
         if it.kind == "rel":
-            if not after: st.problems.append(f"relation {it.text!r} has no object"); continue
+            if not after:
+                st.problems.append(f"relation {it.text!r} has no object")
+                continue
             obj = after[0]
-            if before: subj = before[-1]
+            if before:
+                subj = before[-1]
             else:
                 later = [i for i in mentions if i > obj]
-                if not later: st.problems.append(f"relation {it.text!r} has no subject"); continue
+                if not later:
+                    st.problems.append(f"relation {it.text!r} has no subject")
+                    continue
                 subj = later[0]
         else:
-            if not before: st.problems.append(f"{it.text!r} has nothing to refer to"); continue
+            if not before:
+                st.problems.append(f"{it.text!r} has nothing to refer to")
+                continue
             subj = before[-1]
             prev = [i for i in mentions if i < subj]
-            if prev: obj = prev[-1]
+            if prev:
+                obj = prev[-1]
             else:
                 prior = [g for g in groups if g.id != gid[subj]]
-                if not prior: st.problems.append(f"{it.text!r} has nothing to refer to"); continue
+                if not prior:
+                    st.problems.append(f"{it.text!r} has nothing to refer to")
+                    continue
                 r = Relation(subject=gid[subj], rel=it.value, object=prior[-1].id)
-                if r not in rels: rels.append(r); st.spans[f"rel:{len(rels) - 1}"] = (sent[subj].start, it.end)
+                if r not in rels:
+                    rels.append(r)
+                    st.spans[f"rel:{len(rels) - 1}"] = (sent[subj].start, it.end)
                 continue
-        if gid[subj] == gid[obj]: st.problems.append(f"relation {it.text!r} relates a group to itself"); continue
+        if gid[subj] == gid[obj]:
+            st.problems.append(f"relation {it.text!r} relates a group to itself")
+            continue
         r = Relation(subject=gid[subj], rel=it.value, object=gid[obj])
         if r not in rels:
-            rels.append(r); st.spans[f"rel:{len(rels) - 1}"] = (min(sent[subj].start, it.start), max(sent[obj].end, it.end))
+            rels.append(r)
+            st.spans[f"rel:{len(rels) - 1}"] = (min(sent[subj].start, it.start), max(sent[obj].end, it.end))
     bg = st.spec.background
     for it in sent:
-        if it.kind == "bg": bg = it.value; st.spans["bg"] = (it.start, it.end)
+        if it.kind == "bg":
+            bg = it.value
+            st.spans["bg"] = (it.start, it.end)
     st.spec = SceneSpec(groups=groups, relations=rels, background=bg, edits=st.spec.edits)
 
-def _edit_sentence(st:_State, sent:list[Item], final:SceneSpec) -> tuple[Edit | None, SceneSpec]:
+
+def _edit_sentence(st: _State, sent: list[Item], final: SceneSpec) -> tuple[Edit | None, SceneSpec]:
     "One edit from an edit clause, resolved against the scene as edited so far (`final`)."
     its = [i for i in sent if i.kind != "marker"]
     verbs = [i.value for i in its if i.kind == "verb"]
@@ -229,24 +354,31 @@ def _edit_sentence(st:_State, sent:list[Item], final:SceneSpec) -> tuple[Edit | 
     colors = [i.value for i in its if i.kind == "color"]
     texs = [i.value for i in its if i.kind == "texture"]
     sizes = [i.value for i in its if i.kind == "size"]
+
     def ref(men):
         g = st.resolve(men, final.groups)
-        if g is None: st.problems.append(f"cannot find {men.shape!r} ({men.color or 'any color'}) to edit")
+        if g is None:
+            st.problems.append(f"cannot find {men.shape!r} ({men.color or 'any color'}) to edit")
         return g
+
     def dest(after_idx):
-        if rel is None: return None
+        if rel is None:
+            return None
         objs = [i for i in ments if i.start > rel.start]
         if rel.kind == "relp":
             prev = [i for i in ments if i.start < after_idx]
             return prev[-2].value if len(prev) >= 2 else None
         return objs[0].value if objs else None
+
     e = None
-    if bgs: e = Edit(op="background", background=bgs[-1].value)
+    if bgs:
+        e = Edit(op="background", background=bgs[-1].value)
     elif verb == "remove" and ments:
         men = ments[0].value
         g = ref(men)
         n = men.count if men.det not in (None, "the") else None  # "remove one star": only that many
-        if g: e = Edit(op="remove", target=g.id, count=n if n is not None and n < g.count else None)
+        if g:
+            e = Edit(op="remove", target=g.id, count=n if n is not None and n < g.count else None)
     elif verb in ("add", "move") and ments:
         men = ments[0].value
         definite = men.det == "the"
@@ -254,11 +386,19 @@ def _edit_sentence(st:_State, sent:list[Item], final:SceneSpec) -> tuple[Edit | 
             g = ref(men)
             o = dest(ments[0].end)
             og = st.resolve(o, final.groups) if o else None
-            if g and og and og.id != g.id: e = Edit(op="move", target=g.id, relation=Relation(subject=g.id, rel=rel.value, object=og.id))
-            elif g: st.problems.append(f"move of {men.shape!r} without a destination")
+            if g and og and og.id != g.id:
+                e = Edit(op="move", target=g.id, relation=Relation(subject=g.id, rel=rel.value, object=og.id))
+            elif g:
+                st.problems.append(f"move of {men.shape!r} without a destination")
         else:
-            g = Group(id=f"g{st.n}", shape=men.shape, color=men.color, size=men.size, texture=men.texture,
-                      count=max(1, min(12, men.count or (2 if men.plural else 1))))
+            g = Group(
+                id=f"g{st.n}",
+                shape=men.shape,
+                color=men.color,
+                size=men.size,
+                texture=men.texture,
+                count=max(1, min(12, men.count or (2 if men.plural else 1))),
+            )
             o = dest(ments[0].end)
             og = st.resolve(o, final.groups) if o else None
             st.n += 1
@@ -266,32 +406,50 @@ def _edit_sentence(st:_State, sent:list[Item], final:SceneSpec) -> tuple[Edit | 
             st.spans[g.id] = (ments[0].start, ments[0].end)
     elif ments and (colors or texs or sizes):
         g = ref(ments[0].value)
-        if g and colors: e = Edit(op="recolor", target=g.id, color=colors[-1])
-        elif g and texs: e = Edit(op="retexture", target=g.id, texture=texs[-1])
-        elif g: e = Edit(op="resize", target=g.id, size=sizes[-1])
+        if g and colors:
+            e = Edit(op="recolor", target=g.id, color=colors[-1])
+        elif g and texs:
+            e = Edit(op="retexture", target=g.id, texture=texs[-1])
+        elif g:
+            e = Edit(op="resize", target=g.id, size=sizes[-1])
     elif ments and ments[0].value.det != "the" and verb is None:
         # "then a red circle" (an addition without a verb)
         men = ments[0].value
-        g = Group(id=f"g{st.n}", shape=men.shape, color=men.color, size=men.size, texture=men.texture, count=max(1, men.count or (2 if men.plural else 1)))
-        st.n += 1; st.spans[g.id] = (ments[0].start, ments[0].end)
+        g = Group(
+            id=f"g{st.n}",
+            shape=men.shape,
+            color=men.color,
+            size=men.size,
+            texture=men.texture,
+            count=max(1, men.count or (2 if men.plural else 1)),
+        )
+        st.n += 1
+        st.spans[g.id] = (ments[0].start, ments[0].end)
         e = Edit(op="add", target=g.id, group=g)
     if e is None:
         st.problems.append("could not understand the edit " + repr(" ".join(i.text for i in sent)))
         return None, final
     new, p = apply_edit(final, e)
-    if p: st.problems.append(p); return None, final
+    if p:
+        st.problems.append(p)
+        return None, final
     return e, new
 
 # %% ../../nbs/12_shapes_parse.ipynb #4350586f
 MAX_PROMPT_CHARS = 100_000  # longer prompts are cut (and the cut is reported as unparsed)
 
-def parse(text:str) -> ParseResult:
+
+def parse(text: str) -> ParseResult:
     "Parse a shapes-world prompt into a `SceneSpec`; never raises on content, only on an empty prompt."
-    if not isinstance(text, str): raise TypeError(f"prompt must be a string, got {type(text).__name__}")
-    if not text.strip(): raise ValueError("empty prompt: nothing to parse")
+    if not isinstance(text, str):
+        raise TypeError(f"prompt must be a string, got {type(text).__name__}")
+    if not text.strip():
+        raise ValueError("empty prompt: nothing to parse")
     text = unicodedata.normalize("NFC", text)
     tail = None
-    if len(text) > MAX_PROMPT_CHARS: tail = (MAX_PROMPT_CHARS, len(text), "<prompt cut at %d characters>" % MAX_PROMPT_CHARS); text = text[:MAX_PROMPT_CHARS]
+    if len(text) > MAX_PROMPT_CHARS:
+        tail = (MAX_PROMPT_CHARS, len(text), "<prompt cut at %d characters>" % MAX_PROMPT_CHARS)
+        text = text[:MAX_PROMPT_CHARS]
     items = scan(text)
     st = _State()
     edits: list[Edit] = []
@@ -300,41 +458,54 @@ def parse(text:str) -> ParseResult:
     for sent in _split_sentences(items):
         is_edit = sent[0].kind == "marker" or _imperative_edit(sent)
         if not is_edit:
-            if edits: st.problems.append("description after an edit: read as part of the base scene")
+            if edits:
+                st.problems.append("description after an edit: read as part of the base scene")
             _base_sentence(st, sent)
             continue
-        if final is None: final = st.spec
+        if final is None:
+            final = st.spec
         for clause in _edit_clauses(sent):
             e, final = _edit_sentence(st, clause, final)
             if e is not None:
-                edits.append(e); edit_spans.append((clause[0].start, clause[-1].end))
+                edits.append(e)
+                edit_spans.append((clause[0].start, clause[-1].end))
                 st.spans[f"edit:{len(edits) - 1}"] = edit_spans[-1]
     spec = SceneSpec(groups=st.spec.groups, relations=st.spec.relations, background=st.spec.background, edits=edits)
     covered = sorted((i.start, i.end) for i in items)
     unparsed = _unparsed(text, covered)
-    if tail: unparsed.append(tail)
+    if tail:
+        unparsed.append(tail)
     base = _base_text(text, edit_spans)
     return ParseResult(spec, st.spans, unparsed, st.problems, base, [text[a:b].strip() for a, b in edit_spans])
 
-def _imperative_edit(sent:list[Item]) -> bool:
+
+def _imperative_edit(sent: list[Item]) -> bool:
     "A sentence without a marker is an edit when it opens with an editing verb applied to something that exists."
-    if sent[0].kind != "verb" or sent[0].value not in EDIT_START_VERBS: return False
-    if any(i.kind == "mention" and i.value.det == "the" for i in sent): return True
+    if sent[0].kind != "verb" or sent[0].value not in EDIT_START_VERBS:
+        return False
+    if any(i.kind == "mention" and i.value.det == "the" for i in sent):
+        return True
     return any(i.kind == "bg" and re.match(r"(the\s+)?background\b", i.text, re.I) for i in sent)
 
-def _edit_clauses(sent:list[Item]) -> list[list[Item]]:
+
+def _edit_clauses(sent: list[Item]) -> list[list[Item]]:
     "An edit sentence may hold several edits joined by 'and' ('remove the star and make the square red')."
     out, cur = [], []
     for it in sent:
         if it.kind == "sep" and cur and any(i.kind == "verb" for i in cur) and it is not sent[-1]:
-            out.append(cur); cur = []
+            out.append(cur)
+            cur = []
         elif it.kind == "verb" and cur and any(i.kind == "verb" for i in cur) and any(i.kind in ("mention", "bg") for i in cur):
-            out.append(cur); cur = [it]
-        elif it.kind != "sep": cur.append(it)
-    if cur: out.append(cur)
+            out.append(cur)
+            cur = [it]
+        elif it.kind != "sep":
+            cur.append(it)
+    if cur:
+        out.append(cur)
     return out
 
-def _unparsed(text:str, covered:list[tuple[int, int]]) -> list[tuple[int, int, str]]:
+
+def _unparsed(text: str, covered: list[tuple[int, int]]) -> list[tuple[int, int, str]]:
     "Spans between recognised items that hold words other than function words."
     out, pos = [], 0
     for a, b in covered + [(len(text), len(text))]:
@@ -342,16 +513,19 @@ def _unparsed(text:str, covered:list[tuple[int, int]]) -> list[tuple[int, int, s
             chunk = text[pos:a]
             words = [w for w in re.findall(r"[^\W\d_]+", chunk.lower()) if w not in _FUNCTION_WORDS]
             if words:
-                lo = pos + (len(chunk) - len(chunk.lstrip())); hi = a - (len(chunk) - len(chunk.rstrip()))
+                lo = pos + (len(chunk) - len(chunk.lstrip()))
+                hi = a - (len(chunk) - len(chunk.rstrip()))
                 out.append((lo, hi, text[lo:hi]))
         pos = max(pos, b)
     return out
 
-def _base_text(text:str, edit_spans:list[tuple[int, int]]) -> str:
+
+def _base_text(text: str, edit_spans: list[tuple[int, int]]) -> str:
     "The prompt with its edit clauses (and their markers) cut out."
     out, pos = [], 0
     for a, b in edit_spans:
-        out.append(text[pos:a]); pos = b
+        out.append(text[pos:a])
+        pos = b
     out.append(text[pos:])
     s = "".join(out)
     s = re.sub(r"\b(?:" + _alt(EDIT_MARKERS) + r")\b[,\s]*(?=[.;!?]|$)", "", s, flags=re.I)
@@ -360,46 +534,64 @@ def _base_text(text:str, edit_spans:list[tuple[int, int]]) -> str:
     return s
 
 # %% ../../nbs/12_shapes_parse.ipynb #4e929198
-def parse_edits(text:str, context:SceneSpec) -> tuple[list[Edit], list[str]]:
+def parse_edits(text: str, context: SceneSpec) -> tuple[list[Edit], list[str]]:
     "Read `text` as edit instructions on the scene `context`; returns (edits, problems). Raises only on an empty text."
-    if not isinstance(text, str) or not text.strip(): raise ValueError("empty command: nothing to edit")
+    if not isinstance(text, str) or not text.strip():
+        raise ValueError("empty command: nothing to edit")
     st = _State()
     st.spec = context.model_copy(update={"edits": []})
     st.n = 1 + max([int(g.id[1:]) for g in context.groups if g.id[1:].isdigit()] or [-1])
     final, edits = st.spec, []
     for sent in _split_sentences(scan(text)):
         for clause in _edit_clauses(sent):
-            if not any(i.kind in ("mention", "bg") for i in clause): continue
+            if not any(i.kind in ("mention", "bg") for i in clause):
+                continue
             e, final = _edit_sentence(st, clause, final)
-            if e is not None: edits.append(e)
-    if not edits and not st.problems: st.problems.append("no edit found in " + repr(text[:80]))
+            if e is not None:
+                edits.append(e)
+    if not edits and not st.problems:
+        st.problems.append("no edit found in " + repr(text[:80]))
     return edits, st.problems
 
 # %% ../../nbs/12_shapes_parse.ipynb #d11c885e
-def _gkey(g:Group): return (g.shape, g.color or "", g.size or "", g.texture or "", g.count)
+def _gkey(g: Group):
+    return (g.shape, g.color or "", g.size or "", g.texture or "", g.count)
 
-def canonical(spec:SceneSpec) -> tuple[SceneSpec, dict[str, str]]:
+
+def canonical(spec: SceneSpec) -> tuple[SceneSpec, dict[str, str]]:
     "The canonical form of `spec` and the renaming old id -> new id it applied."
     order = sorted(spec.groups, key=_gkey)
     ren = {g.id: f"g{i}" for i, g in enumerate(order)}
     for e in spec.edits:
-        if e.op == "add" and e.group is not None and e.group.id not in ren: ren[e.group.id] = f"g{len(ren)}"
-    def rel(r:Relation | None) -> Relation | None:
-        if r is None or r.subject not in ren or r.object not in ren: return r
+        if e.op == "add" and e.group is not None and e.group.id not in ren:
+            ren[e.group.id] = f"g{len(ren)}"
+
+    def rel(r: Relation | None) -> Relation | None:
+        if r is None or r.subject not in ren or r.object not in ren:
+            return r
         s, k, o = ren[r.subject], r.rel, ren[r.object]
-        if k in ("right of", "below"): s, k, o = o, INVERSE[k], s
-        if k == "next to" and int(s[1:]) > int(o[1:]): s, o = o, s
+        if k in ("right of", "below"):
+            s, k, o = o, INVERSE[k], s
+        if k == "next to" and int(s[1:]) > int(o[1:]):
+            s, o = o, s
         return Relation(subject=s, rel=k, object=o)
+
     groups = [g.model_copy(update={"id": ren[g.id]}) for g in order]
-    rels = sorted({rel(r) for r in spec.relations if rel(r) is not None} if False else {json.dumps(rel(r).to_dict(), sort_keys=True) for r in spec.relations})
+    rels = sorted(
+        {rel(r) for r in spec.relations if rel(r) is not None}
+        if False
+        else {json.dumps(rel(r).to_dict(), sort_keys=True) for r in spec.relations}
+    )
     edits = []
     for e in spec.edits:
         upd = {"target": ren.get(e.target, e.target) if e.target else None, "relation": rel(e.relation)}
-        if e.group is not None: upd["group"] = e.group.model_copy(update={"id": ren.get(e.group.id, e.group.id)})
+        if e.group is not None:
+            upd["group"] = e.group.model_copy(update={"id": ren.get(e.group.id, e.group.id)})
         edits.append(e.model_copy(update=upd))
     out = SceneSpec(groups=groups, relations=[Relation.model_validate_json(r) for r in rels], background=spec.background, edits=edits)
     return out, ren
 
-def same_spec(a:SceneSpec, b:SceneSpec) -> bool:
+
+def same_spec(a: SceneSpec, b: SceneSpec) -> bool:
     "Do `a` and `b` describe the same scene?"
     return canonical(a)[0] == canonical(b)[0]

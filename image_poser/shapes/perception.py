@@ -25,8 +25,21 @@ from skimage.measure import label, regionprops
 
 # %% ../../nbs/16_shapes_perception.ipynb #5292b1e8
 from ..core import Requirement, Task, Verdict
-from .scene import (COLORS, GRID_LINE, GRID_PAPER, PLAIN_BACKGROUNDS, POLYGONS, RADIUS, SHAPES, SKY_BOTTOM,
-                                      SKY_TOP, Scene, SceneObject, holds, ink_color)
+from image_poser.shapes.scene import (
+    COLORS,
+    GRID_LINE,
+    GRID_PAPER,
+    PLAIN_BACKGROUNDS,
+    POLYGONS,
+    RADIUS,
+    SHAPES,
+    SKY_BOTTOM,
+    SKY_TOP,
+    Scene,
+    SceneObject,
+    holds,
+    ink_color,
+)
 from .words import NUMBER_NAMES, plural
 
 # %% ../../nbs/16_shapes_perception.ipynb #ea590b5a
@@ -38,18 +51,24 @@ SOLID_MIN = 0.8  # share of its own color a blob needs to count as a second obje
 _PALETTE = np.array(list(COLORS.values()), dtype=np.float32)
 _NAMES = list(COLORS)
 
+
 @dataclass
 class Background:
     "What perception believes about the background."
+
     name: str | None  # closest known background, None if nothing is close
     rows: np.ndarray  # (H, 3) per-row color estimate
     colors: np.ndarray  # (k, 3) dominant border colors
     distance: float  # how far the border is from the named background (0 = exact)
 
-def _border(a:np.ndarray, w:int=2) -> np.ndarray:
-    return np.concatenate([a[:w].reshape(-1, 3), a[-w:].reshape(-1, 3), a[:, :w].reshape(-1, 3), a[:, -w:].reshape(-1, 3)]).astype(np.float32)
 
-def estimate_background(a:np.ndarray) -> Background:
+def _border(a: np.ndarray, w: int = 2) -> np.ndarray:
+    return np.concatenate([a[:w].reshape(-1, 3), a[-w:].reshape(-1, 3), a[:, :w].reshape(-1, 3), a[:, -w:].reshape(-1, 3)]).astype(
+        np.float32
+    )
+
+
+def estimate_background(a: np.ndarray) -> Background:
     "Estimate the background of an (H, W, 3) uint8 image from its border."
     rows = np.median(np.concatenate([a[:, :2], a[:, -2:]], axis=1).astype(np.float32), axis=1)
     b = _border(a)
@@ -66,29 +85,37 @@ def estimate_background(a:np.ndarray) -> Background:
     d_paper = np.sqrt(((b - np.array(GRID_PAPER, np.float32)) ** 2).sum(1))
     cands["grid"] = float(np.minimum(d_paper, d_line).mean()) if ((d_line < d_paper) & (d_line < 45)).mean() > 0.03 else 1e9
     name = min(cands, key=cands.get)
-    if cands[name] >= 30: return Background(None, rows, colors, cands[name])
+    if cands[name] >= 30:
+        return Background(None, rows, colors, cands[name])
     # a recognised background: model it with its known colors (robust to noise that scatters the border's colors)
-    if name == "sky": rows = sky.astype(np.float32)
+    if name == "sky":
+        rows = sky.astype(np.float32)
     known = {"grid": [GRID_PAPER, GRID_LINE]}.get(name, [PLAIN_BACKGROUNDS[name]] if name in PLAIN_BACKGROUNDS else [])
-    if known: colors = np.array(known, np.float32)
+    if known:
+        colors = np.array(known, np.float32)
     return Background(name, rows, colors, cands[name])
 
-def background_mask(a:np.ndarray, bg:Background) -> np.ndarray:
+
+def background_mask(a: np.ndarray, bg: Background) -> np.ndarray:
     "Boolean (H, W) mask of background pixels."
     af = a.astype(np.float32)
-    tol = BG_TOL ** 2
-    if np.ptp(bg.rows, axis=0).max() < 1: m = ((af - bg.rows[0]) ** 2).sum(2) < tol  # a plain background: one color
-    else: m = ((af - bg.rows[:, None, :]) ** 2).sum(2) < tol
+    tol = BG_TOL**2
+    if np.ptp(bg.rows, axis=0).max() < 1:
+        m = ((af - bg.rows[0]) ** 2).sum(2) < tol  # a plain background: one color
+    else:
+        m = ((af - bg.rows[:, None, :]) ** 2).sum(2) < tol
     for c in bg.colors:
-        if ((c - bg.rows[0]) ** 2).sum() >= 4: m |= ((af - c) ** 2).sum(2) < tol
+        if ((c - bg.rows[0]) ** 2).sum() >= 4:
+            m |= ((af - c) ** 2).sum(2) < tol
     return m
 
 # %% ../../nbs/16_shapes_perception.ipynb #d739f407
 _OPEN = np.ones((3, 3), bool)
 _CLOSE = np.array([[0, 1, 1, 1, 0], [1, 1, 1, 1, 1], [1, 1, 1, 1, 1], [1, 1, 1, 1, 1], [0, 1, 1, 1, 0]], bool)
 
+
 @lru_cache(maxsize=4096)
-def template(shape:str, h:int, w:int, extent:int | None=None) -> np.ndarray:
+def template(shape: str, h: int, w: int, extent: int | None = None) -> np.ndarray:
     "Boolean (h, w) mask of `shape` centred, drawn so that its larger side spans `extent` pixels (default: max(h, w))."
     ss = 4  # drawn supersampled and thresholded at half coverage, like an anti-aliased render seen by a color threshold
     r = (extent or max(h, w)) / 2 * ss
@@ -96,17 +123,19 @@ def template(shape:str, h:int, w:int, extent:int | None=None) -> np.ndarray:
     ImageDraw.Draw(m).polygon([(w * ss / 2 + px * r, h * ss / 2 + py * r) for px, py in POLYGONS[shape]], fill=255)
     return np.asarray(m.resize((w, h), Image.BOX)) >= 128
 
-def _iou_in_frame(sq:np.ndarray, t:np.ndarray) -> float:
+
+def _iou_in_frame(sq: np.ndarray, t: np.ndarray) -> float:
     inter = np.logical_and(t, sq).sum()
     return float(inter / (sq.sum() + t.sum() - inter + 1e-9))
 
-def classify_shape(mask:np.ndarray) -> tuple[str, float]:
+
+def classify_shape(mask: np.ndarray) -> tuple[str, float]:
     "(best shape, its IoU) for a filled object mask cropped to its bounding box."
     h, w = mask.shape
     S = max(h, w) + 2  # compare in a square frame so that a template's own aspect ratio counts
     sq = np.zeros((S, S), bool)
     y0, x0 = (S - h) // 2, (S - w) // 2
-    sq[y0:y0 + h, x0:x0 + w] = mask
+    sq[y0 : y0 + h, x0 : x0 + w] = mask
     scores = {s: _iou_in_frame(sq, template(s, S, S, max(h, w))) for s in SHAPES}
     top = sorted(scores, key=scores.get, reverse=True)[:2]
     if scores[top[0]] - scores[top[1]] < 0.06:  # close call (circle/hexagon, cross/diamond): also try one-pixel shifts
@@ -116,16 +145,21 @@ def classify_shape(mask:np.ndarray) -> tuple[str, float]:
     best = max(top, key=scores.get)
     return best, scores[best]
 
-def shape_mask(shape:str, hw:tuple[int, int]) -> np.ndarray:
+
+def shape_mask(shape: str, hw: tuple[int, int]) -> np.ndarray:
     "The template of `shape` for a bounding box of size `hw`, as `classify_shape` aligns it."
     h, w = hw
     S = max(h, w) + 2
     y0, x0 = (S - h) // 2, (S - w) // 2
-    return template(shape, S, S, max(h, w))[y0:y0 + h, x0:x0 + w]
+    return template(shape, S, S, max(h, w))[y0 : y0 + h, x0 : x0 + w]
 
-def size_name(r:float) -> str:
+
+def size_name(r: float) -> str:
     "small / medium / large from a radius in pixels (at 128 px)."
-    return "small" if r < (RADIUS["small"] + RADIUS["medium"]) / 2 else "medium" if r < (RADIUS["medium"] + RADIUS["large"]) / 2 else "large"
+    return (
+        "small" if r < (RADIUS["small"] + RADIUS["medium"]) / 2 else "medium" if r < (RADIUS["medium"] + RADIUS["large"]) / 2 else "large"
+    )
+
 
 _INK = {c: _NAMES.index(min(_NAMES, key=lambda n: np.linalg.norm(np.subtract(COLORS[n], ink_color(c))))) for c in COLORS}
 
@@ -133,15 +167,18 @@ _INK = {c: _NAMES.index(min(_NAMES, key=lambda n: np.linalg.norm(np.subtract(COL
 INK_MIN = 0.06  # share of ink inside an object above which it is textured
 ANISO_MIN = 0.18  # diagonal anisotropy of the ink above which the texture is striped
 
-def texture_of(other:np.ndarray, filled:np.ndarray) -> str:
+
+def texture_of(other: np.ndarray, filled: np.ndarray) -> str:
     "solid / dotted / striped from the pixels that are not the object's color (`other`) inside its filled mask."
     inner = filled.copy()
     if min(filled.shape) > 6:  # erode by one pixel (4-neighbourhood): the outline is anti-aliased
         inner[1:-1, 1:-1] &= filled[:-2, 1:-1] & filled[2:, 1:-1] & filled[1:-1, :-2] & filled[1:-1, 2:]
-        inner[[0, -1], :] = False; inner[:, [0, -1]] = False
+        inner[[0, -1], :] = False
+        inner[:, [0, -1]] = False
     nm = other & inner
     n = nm.sum()
-    if n < INK_MIN * max(inner.sum(), 1): return "solid"
+    if n < INK_MIN * max(inner.sum(), 1):
+        return "solid"
     aniso = ((nm[:-1, :-1] & nm[1:, 1:]).sum() - (nm[:-1, 1:] & nm[1:, :-1]).sum()) / n
     return "striped" if aniso >= ANISO_MIN else "dotted"
 
@@ -149,6 +186,7 @@ def texture_of(other:np.ndarray, filled:np.ndarray) -> str:
 @dataclass
 class Percept:
     "What perception saw: objects (positions in pixels), background, and per-object shape confidence."
+
     objects: list[SceneObject]
     background: str | None
     shape_iou: list[float] = field(default_factory=list)
@@ -157,27 +195,35 @@ class Percept:
 
     def scene(self) -> Scene:
         "What was seen as a `Scene` (an unrecognised background drawn white)."
-        return Scene([SceneObject(o.shape, o.color, o.size, o.texture, o.x, o.y, o.r) for o in self.objects], self.background or "white", self.size)
+        return Scene(
+            [SceneObject(o.shape, o.color, o.size, o.texture, o.x, o.y, o.r) for o in self.objects], self.background or "white", self.size
+        )
 
-def _thin(m:np.ndarray) -> bool:
+
+def _thin(m: np.ndarray) -> bool:
     "Is this mask a line (at most ~2 px thick), like the fringe along an anti-aliased edge?"
     return min(m.shape) <= 3 or m.sum() < 2.5 * max(m.shape)
 
-def _regions_of(cls:np.ndarray, comp:np.ndarray, c:int, scale:float) -> list[tuple[np.ndarray, tuple[int, int, int, int]]]:
+
+def _regions_of(cls: np.ndarray, comp: np.ndarray, c: int, scale: float) -> list[tuple[np.ndarray, tuple[int, int, int, int]]]:
     "Filled masks (cropped) and boxes of the color-`c` parts of a component (used where objects of several colors touch)."
     m = ndi.binary_closing((cls == c) & comp, _CLOSE, border_value=0)
     out = []
     for rp in regionprops(label(m, connectivity=1)):
-        if rp.area < MIN_AREA * scale ** 2: continue
+        if rp.area < MIN_AREA * scale**2:
+            continue
         f = ndi.binary_fill_holes(rp.image)
-        if _thin(f): continue
+        if _thin(f):
+            continue
         out.append((f, rp.bbox))
     return out
 
-def perceive(img:Image.Image | np.ndarray) -> Percept:
+
+def perceive(img: Image.Image | np.ndarray) -> Percept:
     "Objects and background of an RGB image, from its pixels alone."
     a = np.asarray(img.convert("RGB") if isinstance(img, Image.Image) else img)
-    if a.ndim != 3 or a.shape[2] != 3: raise ValueError(f"expected an RGB image, got array of shape {a.shape}")
+    if a.ndim != 3 or a.shape[2] != 3:
+        raise ValueError(f"expected an RGB image, got array of shape {a.shape}")
     H, W = a.shape[:2]
     scale = W / 128
     bg = estimate_background(a)
@@ -185,32 +231,42 @@ def perceive(img:Image.Image | np.ndarray) -> Percept:
     af = a[fg].astype(np.float32)
     d = ((af[:, None, :] - _PALETTE[None]) ** 2).sum(-1)
     k = d.argmin(1)
-    k[d[np.arange(len(k)), k] > COLOR_TOL ** 2] = -1
-    cls = np.full((H, W), -1, np.int16); cls[fg] = k
+    k[d[np.arange(len(k)), k] > COLOR_TOL**2] = -1
+    cls = np.full((H, W), -1, np.int16)
+    cls[fg] = k
     # 1. connected foreground components: one object each, unless several colors meet in one
     comps = label(ndi.binary_fill_holes(ndi.binary_closing(fg, _CLOSE, border_value=0)), connectivity=1)
     objs, ious = [], []
     for rp in regionprops(comps):
-        if rp.area < MIN_AREA * scale ** 2: continue
+        if rp.area < MIN_AREA * scale**2:
+            continue
         y0, x0, y1, x1 = rp.bbox
         comp = rp.image
-        if _thin(comp): continue  # a line: an edge fringe
+        if _thin(comp):
+            continue  # a line: an edge fringe
         sub = cls[y0:y1, x0:x1]
         colors, counts = np.unique(sub[comp & (sub >= 0)], return_counts=True)
-        if not len(colors): continue
+        if not len(colors):
+            continue
         order = np.argsort(-counts)
         main = [int(colors[order[0]])]
         # another color is another object only if it forms a solid blob of its own; texture ink and the
         # anti-aliased blends around it are sparse patterns inside the first object
         for i in order[1:]:
             c = int(colors[i])
-            if counts[i] < 2 * MIN_AREA * scale ** 2: break
+            if counts[i] < 2 * MIN_AREA * scale**2:
+                break
             lab, n = ndi.label(ndi.binary_fill_holes(ndi.binary_closing((sub == c) & comp, _CLOSE, border_value=0)))
-            if not n: continue
+            if not n:
+                continue
             big = lab == (np.bincount(lab.ravel())[1:].argmax() + 1)  # its largest connected blob
-            if big.sum() >= 2 * MIN_AREA * scale ** 2 and (sub[big] == c).mean() >= SOLID_MIN: main.append(c)
-        parts = [(comp, (y0, x0, y1, x1), main[0])] if len(main) == 1 else \
-                [(f, (y0 + b[0], x0 + b[1], y0 + b[2], x0 + b[3]), c) for c in main for f, b in _regions_of(sub, comp, c, scale)]
+            if big.sum() >= 2 * MIN_AREA * scale**2 and (sub[big] == c).mean() >= SOLID_MIN:
+                main.append(c)
+        parts = (
+            [(comp, (y0, x0, y1, x1), main[0])]
+            if len(main) == 1
+            else [(f, (y0 + b[0], x0 + b[1], y0 + b[2], x0 + b[3]), c) for c in main for f, b in _regions_of(sub, comp, c, scale)]
+        )
         for f, (v0, u0, v1, u1), c in parts:
             shape, iou = classify_shape(f)
             r = max(v1 - v0, u1 - u0) / 2 / scale
@@ -220,38 +276,51 @@ def perceive(img:Image.Image | np.ndarray) -> Percept:
     return Percept(objs, bg.name, ious, W, bg)
 
 # %% ../../nbs/16_shapes_perception.ipynb #b1376e1e
-def overlay(img:Image.Image, pc:Percept, ax=None, scale:int=3):
+def overlay(img: Image.Image, pc: Percept, ax=None, scale: int = 3):
     "Draw perception's boxes and labels over `img` on a matplotlib axis."
     import matplotlib.pyplot as plt
-    import matplotlib.patches as patches
+
     ax = ax or plt.gca()
-    ax.imshow(img.resize((img.width * scale, img.height * scale), Image.NEAREST)); ax.axis("off")
+    ax.imshow(img.resize((img.width * scale, img.height * scale), Image.NEAREST))
+    ax.axis("off")
     s = scale * pc.size / 128
     for o in pc.objects:
         ax.add_patch(patches.Rectangle(((o.x - o.r) * s, (o.y - o.r) * s), 2 * o.r * s, 2 * o.r * s, fill=False, ec="lime", lw=1))
-        ax.text((o.x - o.r) * s, (o.y - o.r) * s - 2, f"{o.size[0]} {o.color} {o.texture[:3]} {o.shape}", color="lime", fontsize=6,
-                backgroundcolor=(0, 0, 0, 0.5))
+        ax.text(
+            (o.x - o.r) * s,
+            (o.y - o.r) * s - 2,
+            f"{o.size[0]} {o.color} {o.texture[:3]} {o.shape}",
+            color="lime",
+            fontsize=6,
+            backgroundcolor=(0, 0, 0, 0.5),
+        )
     ax.set_title(f"background: {pc.background}", fontsize=8)
     return ax
 
 # %% ../../nbs/16_shapes_perception.ipynb #39f49099
 _NO = 1e6
 
+
 @dataclass
 class CheckResult:
     "Verdicts and the assignment behind them (group id -> perceived objects)."
+
     verdicts: list[Verdict]
     assigned: dict[str, list[SceneObject]]
     unassigned: list[SceneObject]
 
-def _gdesc(sp:dict, count:int | None=None) -> str:
+
+def _gdesc(sp: dict, count: int | None = None) -> str:
     n = count if count is not None else sp.get("count", 1)
     words = [w for w in (sp.get("size"), sp.get("color"), sp.get("texture") if sp.get("texture") not in (None, "solid") else None) if w]
     return " ".join(words + [plural(sp["shape"]) if n != 1 else sp["shape"]])
 
-def _count_words(n:int, noun:str) -> str: return f"{NUMBER_NAMES.get(n, n)} {noun}"
 
-def check(task:Task | list[Requirement], objects:list[SceneObject], background:str | None) -> CheckResult:
+def _count_words(n: int, noun: str) -> str:
+    return f"{NUMBER_NAMES.get(n, n)} {noun}"
+
+
+def check(task: Task | list[Requirement], objects: list[SceneObject], background: str | None) -> CheckResult:
     "Judge each requirement of `task` against perceived `objects` and `background`."
     reqs = task.requirements if isinstance(task, Task) else list(task)
     groups = {q.spec["group"]: q.spec for q in reqs if q.spec.get("check") == "presence"}
@@ -262,14 +331,24 @@ def check(task:Task | list[Requirement], objects:list[SceneObject], background:s
         cost = np.zeros((len(inst), len(objects)))
         for i, (gid, sp) in enumerate(inst):
             for j, o in enumerate(objects):
-                if o.shape != sp["shape"]: cost[i, j] = _NO; continue
-                cost[i, j] = 2 * (sp.get("color") not in (None, o.color)) + (sp.get("size") not in (None, o.size)) + (sp.get("texture") not in (None, o.texture))
+                if o.shape != sp["shape"]:
+                    cost[i, j] = _NO
+                    continue
+                cost[i, j] = (
+                    2 * (sp.get("color") not in (None, o.color))
+                    + (sp.get("size") not in (None, o.size))
+                    + (sp.get("texture") not in (None, o.texture))
+                )
         rows, cols = linear_sum_assignment(cost)
         for i, j in zip(rows, cols):
-            if cost[i, j] < _NO: assigned[inst[i][0]].append(objects[j]); used.add(j)
+            if cost[i, j] < _NO:
+                assigned[inst[i][0]].append(objects[j])
+                used.add(j)
     out = []
     for q in reqs:
-        sp = q.spec; ck = sp.get("check"); gid = sp.get("group")
+        sp = q.spec
+        ck = sp.get("check")
+        gid = sp.get("group")
         mine = assigned.get(gid, [])
         if ck == "presence":
             ok = bool(mine)
@@ -279,17 +358,26 @@ def check(task:Task | list[Requirement], objects:list[SceneObject], background:s
             ok = n == sp["count"]
             why = f"expected {_count_words(sp['count'], _gdesc(sp))}, found {n}"
         elif ck in ("color", "size", "texture"):
-            want = sp[ck]; seen = sorted({getattr(o, ck) for o in mine})
+            want = sp[ck]
+            seen = sorted({getattr(o, ck) for o in mine})
             ok = bool(mine) and all(getattr(o, ck) == want for o in mine)
             noun = plural(sp["shape"]) if len(mine) != 1 else sp["shape"]
-            why = (f"the {noun} {'are' if len(mine) != 1 else 'is'} {want}" if ok else
-                   f"the {sp['shape']} is missing" if not mine else f"the {noun} {'are' if len(mine) != 1 else 'is'} {'/'.join(seen)}, expected {want}")
+            why = (
+                f"the {noun} {'are' if len(mine) != 1 else 'is'} {want}"
+                if ok
+                else f"the {sp['shape']} is missing"
+                if not mine
+                else f"the {noun} {'are' if len(mine) != 1 else 'is'} {'/'.join(seen)}, expected {want}"
+            )
         elif ck == "relation":
             a, b = assigned.get(sp["subject"], []), assigned.get(sp["object"], [])
             sa, sb = groups.get(sp["subject"], {"shape": "object"}), groups.get(sp["object"], {"shape": "object"})
             ok = holds(sp["rel"], a, b)
-            why = (f"the {_gdesc(sa)} {'are' if sa.get('count', 1) > 1 else 'is'} {'' if ok else 'not '}{sp['rel']} the {_gdesc(sb)}" if a and b
-                   else f"cannot judge: the {_gdesc(sa) if not a else _gdesc(sb)} {'is' if (sa if not a else sb).get('count', 1) == 1 else 'are'} missing")
+            why = (
+                f"the {_gdesc(sa)} {'are' if sa.get('count', 1) > 1 else 'is'} {'' if ok else 'not '}{sp['rel']} the {_gdesc(sb)}"
+                if a and b
+                else f"cannot judge: the {_gdesc(sa) if not a else _gdesc(sb)} {'is' if (sa if not a else sb).get('count', 1) == 1 else 'are'} missing"
+            )
         elif ck == "background":
             ok = background == sp["background"]
             why = f"the background is {background or 'unrecognised'}" + ("" if ok else f", expected {sp['background']}")
@@ -303,9 +391,10 @@ def check(task:Task | list[Requirement], objects:list[SceneObject], background:s
     return CheckResult(out, assigned, [o for j, o in enumerate(objects) if j not in used])
 
 # %% ../../nbs/16_shapes_perception.ipynb #6e604775
-def composition_score(objects:list[SceneObject], size:int=128) -> float:
+def composition_score(objects: list[SceneObject], size: int = 128) -> float:
     "Aesthetics of a layout in [0, 1] (1: clean, balanced, nothing overlapping or touching the frame)."
-    if not objects: return 0.0
+    if not objects:
+        return 0.0
     s = size / 128
     boxes = np.array([[o.x - o.r, o.y - o.r, o.x + o.r, o.y + o.r] for o in objects]) * s
     areas = (boxes[:, 2] - boxes[:, 0]) * (boxes[:, 3] - boxes[:, 1])
@@ -315,8 +404,10 @@ def composition_score(objects:list[SceneObject], size:int=128) -> float:
         for j in range(i + 1, n):
             w = min(boxes[i, 2], boxes[j, 2]) - max(boxes[i, 0], boxes[j, 0])
             h = min(boxes[i, 3], boxes[j, 3]) - max(boxes[i, 1], boxes[j, 1])
-            if w > 0 and h > 0: inter += w * h
-            elif max(-w, -h) < 3 * s: crowd += 1
+            if w > 0 and h > 0:
+                inter += w * h
+            elif max(-w, -h) < 3 * s:
+                crowd += 1
     overlap = min(1.0, inter / areas.sum())
     margin = float(np.mean((boxes[:, :2].min(1) < 2 * s) | (boxes[:, 2:].max(1) > size - 2 * s)))
     crowding = min(1.0, crowd / n)
@@ -325,19 +416,24 @@ def composition_score(objects:list[SceneObject], size:int=128) -> float:
     return float(np.clip(1 - 0.5 * overlap - 0.2 * margin - 0.15 * crowding - 0.15 * imbalance, 0, 1))
 
 # %% ../../nbs/16_shapes_perception.ipynb #e5432cc9
-def perception_scores(true:list[SceneObject], seen:list[SceneObject]) -> tuple[int, int, int, Counter]:
+def perception_scores(true: list[SceneObject], seen: list[SceneObject]) -> tuple[int, int, int, Counter]:
     "(true positives, false positives, false negatives, attribute confusions) of one scene."
     conf: Counter = Counter()
-    if not true or not seen: return 0, len(seen), len(true), conf
+    if not true or not seen:
+        return 0, len(seen), len(true), conf
     d = np.array([[np.hypot(a.x - b.x, a.y - b.y) for b in seen] for a in true])
     rows, cols = linear_sum_assignment(d)
     tp = 0
     for i, j in zip(rows, cols):
         a, b = true[i], seen[j]
-        if d[i, j] > max(a.r, 4): continue
+        if d[i, j] > max(a.r, 4):
+            continue
         wrong = [k for k in ("shape", "color", "size", "texture") if getattr(a, k) != getattr(b, k)]
-        for k in wrong: conf[(k, getattr(a, k), getattr(b, k))] += 1
+        for k in wrong:
+            conf[(k, getattr(a, k), getattr(b, k))] += 1
         tp += not wrong
     return tp, len(seen) - tp, len(true) - tp, conf
 
-def _f1(tp, fp, fn) -> float: return 2 * tp / (2 * tp + fp + fn) if tp + fp + fn else 1.0
+
+def _f1(tp, fp, fn) -> float:
+    return 2 * tp / (2 * tp + fp + fn) if tp + fp + fn else 1.0

@@ -8,7 +8,7 @@ Docs: https://image-poser.github.io/image_poser/shapes_scene.html.md"""
 from __future__ import annotations
 
 import math
-from dataclasses import asdict, dataclass, field, replace
+from dataclasses import asdict, dataclass, field
 from functools import lru_cache
 from typing import Literal, get_args
 
@@ -26,16 +26,26 @@ from PIL import Image, ImageDraw
 from pydantic import Field, model_validator
 
 # %% ../../nbs/10_shapes_scene.ipynb #17b09271
-from ..core import EDIT_OPS, EditOp, Record
+from ..core import EditOp, Record
 
 # %% ../../nbs/10_shapes_scene.ipynb #706251fe
 Shape = Literal["circle", "square", "triangle", "star", "hexagon", "diamond", "cross", "heart"]
 SHAPES: tuple[str, ...] = get_args(Shape)
 
 COLORS: dict[str, tuple[int, int, int]] = {
-    "red": (220, 30, 40), "orange": (245, 135, 20), "yellow": (250, 220, 30), "green": (40, 165, 60),
-    "cyan": (40, 205, 215), "blue": (30, 80, 220), "purple": (135, 50, 185), "pink": (245, 125, 195),
-    "brown": (125, 75, 35), "gray": (128, 128, 128), "white": (250, 250, 250), "black": (25, 25, 25)}
+    "red": (220, 30, 40),
+    "orange": (245, 135, 20),
+    "yellow": (250, 220, 30),
+    "green": (40, 165, 60),
+    "cyan": (40, 205, 215),
+    "blue": (30, 80, 220),
+    "purple": (135, 50, 185),
+    "pink": (245, 125, 195),
+    "brown": (125, 75, 35),
+    "gray": (128, 128, 128),
+    "white": (250, 250, 250),
+    "black": (25, 25, 25),
+}
 
 Size = Literal["small", "medium", "large"]
 SIZES: tuple[str, ...] = get_args(Size)
@@ -48,30 +58,44 @@ Rel = Literal["left of", "right of", "above", "below", "next to"]
 RELATIONS: tuple[str, ...] = get_args(Rel)
 INVERSE: dict[str, str] = {"left of": "right of", "right of": "left of", "above": "below", "below": "above", "next to": "next to"}
 
-PLAIN_BACKGROUNDS: dict[str, tuple[int, int, int]] = {"white": (255, 255, 255), "black": (0, 0, 0), "navy": (20, 30, 85), "beige": (240, 228, 200)}
+PLAIN_BACKGROUNDS: dict[str, tuple[int, int, int]] = {
+    "white": (255, 255, 255),
+    "black": (0, 0, 0),
+    "navy": (20, 30, 85),
+    "beige": (240, 228, 200),
+}
 STYLED_BACKGROUNDS: tuple[str, ...] = ("sky", "grid")  # a vertical blue gradient; white graph paper with light lines
 BACKGROUNDS: tuple[str, ...] = tuple(PLAIN_BACKGROUNDS) + STYLED_BACKGROUNDS
 SKY_TOP, SKY_BOTTOM = (110, 170, 235), (225, 238, 252)
 GRID_PAPER, GRID_LINE, GRID_STEP = (255, 255, 255), (185, 200, 225), 16
 
 # %% ../../nbs/10_shapes_scene.ipynb #5dbbee3b
-def background_colors(bg:str) -> list[tuple[int, int, int]]:
+def background_colors(bg: str) -> list[tuple[int, int, int]]:
     "Every color that appears in background `bg`."
-    if bg in PLAIN_BACKGROUNDS: return [PLAIN_BACKGROUNDS[bg]]
-    if bg == "sky": return [tuple(int(round(a + (b - a) * t)) for a, b in zip(SKY_TOP, SKY_BOTTOM)) for t in np.linspace(0, 1, 9)]
-    if bg == "grid": return [GRID_PAPER, GRID_LINE]
+    if bg in PLAIN_BACKGROUNDS:
+        return [PLAIN_BACKGROUNDS[bg]]
+    if bg == "sky":
+        return [tuple(int(round(a + (b - a) * t)) for a, b in zip(SKY_TOP, SKY_BOTTOM)) for t in np.linspace(0, 1, 9)]
+    if bg == "grid":
+        return [GRID_PAPER, GRID_LINE]
     raise ValueError(f"unknown background {bg!r}; known: {BACKGROUNDS}")
 
-def _dist(a, b) -> float: return float(np.linalg.norm(np.subtract(a, b, dtype=float)))
+
+def _dist(a, b) -> float:
+    return float(np.linalg.norm(np.subtract(a, b, dtype=float)))
+
 
 MIN_CONTRAST = 90.0  # minimum RGB distance between an object color and every background color
 
-def color_ok_on(color:str, bg:str) -> bool:
+
+def color_ok_on(color: str, bg: str) -> bool:
     "Can an object of `color` be drawn (and seen) on background `bg`?"
     return all(_dist(COLORS[color], c) >= MIN_CONTRAST for c in background_colors(bg))
 
 # %% ../../nbs/10_shapes_scene.ipynb #6e1d00f8
-def _regular(n, r=1.0, phase=0.0): return [(r * math.cos(phase + 2 * math.pi * k / n), r * math.sin(phase + 2 * math.pi * k / n)) for k in range(n)]
+def _regular(n, r=1.0, phase=0.0):
+    return [(r * math.cos(phase + 2 * math.pi * k / n), r * math.sin(phase + 2 * math.pi * k / n)) for k in range(n)]
+
 
 def _star(points=5, inner=0.45):
     out = []
@@ -81,13 +105,18 @@ def _star(points=5, inner=0.45):
         out.append((rad * math.cos(a), rad * math.sin(a)))
     return out
 
+
 def _heart(n=60):
-    pts = [(16 * math.sin(t) ** 3, -(13 * math.cos(t) - 5 * math.cos(2 * t) - 2 * math.cos(3 * t) - math.cos(4 * t)))
-           for t in np.linspace(0, 2 * math.pi, n, endpoint=False)]
+    pts = [
+        (16 * math.sin(t) ** 3, -(13 * math.cos(t) - 5 * math.cos(2 * t) - 2 * math.cos(3 * t) - math.cos(4 * t)))
+        for t in np.linspace(0, 2 * math.pi, n, endpoint=False)
+    ]
     return pts
+
 
 def _cross(w=0.34):
     return [(-w, -1), (w, -1), (w, -w), (1, -w), (1, w), (w, w), (w, 1), (-w, 1), (-w, w), (-1, w), (-1, -w), (-w, -w)]
+
 
 def _normalise(pts):
     "Center a polygon's bounding box at 0 and scale its larger side to 2."
@@ -96,14 +125,25 @@ def _normalise(pts):
     a = (a - (lo + hi) / 2) / ((hi - lo).max() / 2)
     return [tuple(map(float, p)) for p in a]
 
-POLYGONS: dict[str, list[tuple[float, float]]] = {k: _normalise(v) for k, v in {
-    "circle": _regular(64), "square": [(-1, -1), (1, -1), (1, 1), (-1, 1)], "triangle": [(0, -1), (1, 1), (-1, 1)],
-    "star": _star(), "hexagon": _regular(6), "diamond": [(0, -1), (0.68, 0), (0, 1), (-0.68, 0)], "cross": _cross(),
-    "heart": _heart()}.items()}
+
+POLYGONS: dict[str, list[tuple[float, float]]] = {
+    k: _normalise(v)
+    for k, v in {
+        "circle": _regular(64),
+        "square": [(-1, -1), (1, -1), (1, 1), (-1, 1)],
+        "triangle": [(0, -1), (1, 1), (-1, 1)],
+        "star": _star(),
+        "hexagon": _regular(6),
+        "diamond": [(0, -1), (0.68, 0), (0, 1), (-0.68, 0)],
+        "cross": _cross(),
+        "heart": _heart(),
+    }.items()
+}
 
 # %% ../../nbs/10_shapes_scene.ipynb #185bc35c
 class Group(Record):
     "A group of identical objects: `count` × (size, color, texture, shape)."
+
     id: str  # "g0", "g1", ... unique in a spec
     shape: Shape
     color: str | None = None
@@ -113,17 +153,22 @@ class Group(Record):
 
     @model_validator(mode="after")
     def _check(self):
-        if self.color is not None and self.color not in COLORS: raise ValueError(f"unknown color {self.color!r}")
+        if self.color is not None and self.color not in COLORS:
+            raise ValueError(f"unknown color {self.color!r}")
         return self
+
 
 class Relation(Record):
     "`subject` is `rel` `object` (group ids): g0 'left of' g1."
+
     subject: str
     rel: Rel
     object: str
 
+
 class Edit(Record):
     "A follow-up instruction: recolor/retexture/resize/remove/move an existing group, add a new one, or change the background."
+
     op: EditOp
     target: str | None = None  # group id it acts on (the new group's id for `add`)
     color: str | None = None  # recolor
@@ -134,8 +179,10 @@ class Edit(Record):
     relation: Relation | None = None  # add / move: where it goes
     background: str | None = None  # background
 
+
 class SceneSpec(Record):
     "What a prompt asks for: groups, relations between them, a background, and follow-up edits."
+
     groups: list[Group] = Field(default_factory=list)
     relations: list[Relation] = Field(default_factory=list)
     background: str | None = None
@@ -144,63 +191,86 @@ class SceneSpec(Record):
     @model_validator(mode="after")
     def _refs(self):
         ids = [g.id for g in self.groups]
-        if len(set(ids)) != len(ids): raise ValueError(f"duplicate group ids {ids}")
-        if self.background is not None and self.background not in BACKGROUNDS: raise ValueError(f"unknown background {self.background!r}")
+        if len(set(ids)) != len(ids):
+            raise ValueError(f"duplicate group ids {ids}")
+        if self.background is not None and self.background not in BACKGROUNDS:
+            raise ValueError(f"unknown background {self.background!r}")
         for r in self.relations:
             for gid in (r.subject, r.object):
-                if gid not in ids: raise ValueError(f"relation refers to unknown group {gid!r}")
-            if r.subject == r.object: raise ValueError(f"relation of {r.subject!r} to itself")
+                if gid not in ids:
+                    raise ValueError(f"relation refers to unknown group {gid!r}")
+            if r.subject == r.object:
+                raise ValueError(f"relation of {r.subject!r} to itself")
         return self
 
-    def group(self, gid:str) -> Group:
+    def group(self, gid: str) -> Group:
         "The group with id `gid`."
         for g in self.groups:
-            if g.id == gid: return g
+            if g.id == gid:
+                return g
         raise KeyError(gid)
 
     @property
-    def n_objects(self) -> int: return sum(g.count for g in self.groups)
+    def n_objects(self) -> int:
+        return sum(g.count for g in self.groups)
 
 # %% ../../nbs/10_shapes_scene.ipynb #bbf6a06d
-def apply_edit(spec:SceneSpec, e:Edit) -> tuple[SceneSpec, str | None]:
+def apply_edit(spec: SceneSpec, e: Edit) -> tuple[SceneSpec, str | None]:
     "Apply one edit; returns the new spec and a problem description (None if it applied cleanly)."
     ids = [g.id for g in spec.groups]
     if e.op == "background":
-        return (spec.model_copy(update={"background": e.background}), None) if e.background in BACKGROUNDS else (spec, f"unknown background {e.background!r}")
+        return (
+            (spec.model_copy(update={"background": e.background}), None)
+            if e.background in BACKGROUNDS
+            else (spec, f"unknown background {e.background!r}")
+        )
     if e.op == "add":
-        if e.group is None: return spec, "add without a group"
-        if e.group.id in ids: return spec, f"group id {e.group.id!r} already exists"
+        if e.group is None:
+            return spec, "add without a group"
+        if e.group.id in ids:
+            return spec, f"group id {e.group.id!r} already exists"
         rels = list(spec.relations)
-        if e.relation is not None and e.relation.object in ids: rels.append(e.relation)
+        if e.relation is not None and e.relation.object in ids:
+            rels.append(e.relation)
         return SceneSpec(groups=[*spec.groups, e.group], relations=rels, background=spec.background, edits=spec.edits), None
-    if e.target not in ids: return spec, f"edit {e.op!r} refers to a missing group {e.target!r}"
+    if e.target not in ids:
+        return spec, f"edit {e.op!r} refers to a missing group {e.target!r}"
     if e.op == "remove" and e.count is not None and e.count < spec.group(e.target).count:
-        return spec.model_copy(update={"groups": [g.model_copy(update={"count": g.count - e.count}) if g.id == e.target else g for g in spec.groups]}), None
+        return spec.model_copy(
+            update={"groups": [g.model_copy(update={"count": g.count - e.count}) if g.id == e.target else g for g in spec.groups]}
+        ), None
     if e.op == "remove":
-        return SceneSpec(groups=[g for g in spec.groups if g.id != e.target],
-                         relations=[r for r in spec.relations if e.target not in (r.subject, r.object)],
-                         background=spec.background, edits=spec.edits), None
+        return SceneSpec(
+            groups=[g for g in spec.groups if g.id != e.target],
+            relations=[r for r in spec.relations if e.target not in (r.subject, r.object)],
+            background=spec.background,
+            edits=spec.edits,
+        ), None
     if e.op in ("recolor", "retexture", "resize"):
         upd = {"color": e.color} if e.op == "recolor" else {"texture": e.texture} if e.op == "retexture" else {"size": e.size}
         return spec.model_copy(update={"groups": [g.model_copy(update=upd) if g.id == e.target else g for g in spec.groups]}), None
     if e.op == "move":
-        if e.relation is None or e.relation.object not in ids or e.relation.object == e.target: return spec, "move without a valid destination"
+        if e.relation is None or e.relation.object not in ids or e.relation.object == e.target:
+            return spec, "move without a valid destination"
         rels = [r for r in spec.relations if e.target not in (r.subject, r.object)] + [e.relation]
         return spec.model_copy(update={"relations": rels}), None
     return spec, f"unknown edit {e.op!r}"
 
-def apply_edits(spec:SceneSpec) -> tuple[SceneSpec, list[str]]:
+
+def apply_edits(spec: SceneSpec) -> tuple[SceneSpec, list[str]]:
     "The spec after all of `spec.edits` (with an empty edit list) and the problems met on the way."
     out, problems = spec.model_copy(update={"edits": []}), []
     for e in spec.edits:
         out, p = apply_edit(out, e)
-        if p: problems.append(p)
+        if p:
+            problems.append(p)
     return out, problems
 
 # %% ../../nbs/10_shapes_scene.ipynb #3e9a7696
 @dataclass
 class SceneObject:
     "One object in a picture: what it is and where (center x, y and radius r in pixels)."
+
     shape: str
     color: str
     size: str
@@ -211,56 +281,73 @@ class SceneObject:
     group: str | None = None
 
     def __post_init__(self):
-        if self.r is None: self.r = RADIUS[self.size]
+        if self.r is None:
+            self.r = RADIUS[self.size]
 
     @property
     def bbox(self) -> tuple[float, float, float, float]:
         "(x0, y0, x1, y1) of the shape's bounding box."
         return (self.x - self.r, self.y - self.r, self.x + self.r, self.y + self.r)
 
-    def to_dict(self) -> dict: return asdict(self)
+    def to_dict(self) -> dict:
+        return asdict(self)
+
 
 @dataclass
 class Scene:
     "A concrete picture: objects in drawing order (later ones on top) over a background."
+
     objects: list[SceneObject] = field(default_factory=list)
     background: str = "white"
     size: int = 128
 
-    def to_dict(self) -> dict: return {"objects": [o.to_dict() for o in self.objects], "background": self.background, "size": self.size}
+    def to_dict(self) -> dict:
+        return {"objects": [o.to_dict() for o in self.objects], "background": self.background, "size": self.size}
 
     @classmethod
-    def from_dict(cls, d:dict) -> Scene: return cls([SceneObject(**o) for o in d["objects"]], d["background"], d.get("size", 128))
+    def from_dict(cls, d: dict) -> Scene:
+        return cls([SceneObject(**o) for o in d["objects"]], d["background"], d.get("size", 128))
 
 # %% ../../nbs/10_shapes_scene.ipynb #fada844e
-def spec_from_scene(scene:Scene) -> SceneSpec:
+def spec_from_scene(scene: Scene) -> SceneSpec:
     "The spec of what a scene shows: identical objects grouped (in order of first appearance), its background."
     groups: dict[tuple, int] = {}
     for o in scene.objects:
         k = (o.shape, o.color, o.size, o.texture)
         groups[k] = groups.get(k, 0) + 1
-    return SceneSpec(groups=[Group(id=f"g{i}", shape=k[0], color=k[1], size=k[2], texture=k[3], count=min(n, 12))
-                             for i, (k, n) in enumerate(groups.items())], background=scene.background)
+    return SceneSpec(
+        groups=[
+            Group(id=f"g{i}", shape=k[0], color=k[1], size=k[2], texture=k[3], count=min(n, 12)) for i, (k, n) in enumerate(groups.items())
+        ],
+        background=scene.background,
+    )
 
 # %% ../../nbs/10_shapes_scene.ipynb #fa2048fa
 NEXT_TO_GAP = 16.0  # "next to": bounding boxes at most this many pixels apart
 
-def box_gap(a:SceneObject, b:SceneObject) -> float:
+
+def box_gap(a: SceneObject, b: SceneObject) -> float:
     "Pixels between two objects' bounding boxes (negative when they overlap)."
-    ax0, ay0, ax1, ay1 = a.bbox; bx0, by0, bx1, by1 = b.bbox
+    ax0, ay0, ax1, ay1 = a.bbox
+    bx0, by0, bx1, by1 = b.bbox
     return max(bx0 - ax1, ax0 - bx1, by0 - ay1, ay0 - by1)
 
-def holds(rel:str, a:list[SceneObject], b:list[SceneObject], margin:float=2.0) -> bool:
+
+def holds(rel: str, a: list[SceneObject], b: list[SceneObject], margin: float = 2.0) -> bool:
     "Does group `a` stand in relation `rel` to group `b`? (centers for directions, closest boxes for 'next to')."
-    if not a or not b: return False
-    if rel == "next to": return min(box_gap(p, q) for p in a for q in b) <= NEXT_TO_GAP + margin
+    if not a or not b:
+        return False
+    if rel == "next to":
+        return min(box_gap(p, q) for p in a for q in b) <= NEXT_TO_GAP + margin
     ax, ay = np.mean([o.x for o in a]), np.mean([o.y for o in a])
     bx, by = np.mean([o.x for o in b]), np.mean([o.y for o in b])
     return {"left of": ax < bx - margin, "right of": ax > bx + margin, "above": ay < by - margin, "below": ay > by + margin}[rel]
 
-def _holds_strict(rel, p:SceneObject, q:SceneObject, margin:float) -> bool:
+
+def _holds_strict(rel, p: SceneObject, q: SceneObject, margin: float) -> bool:
     "Member-wise version used when placing objects: p relative to q with a clear margin."
-    if rel == "next to": return box_gap(p, q) <= NEXT_TO_GAP - 4
+    if rel == "next to":
+        return box_gap(p, q) <= NEXT_TO_GAP - 4
     return {"left of": p.x < q.x - margin, "right of": p.x > q.x + margin, "above": p.y < q.y - margin, "below": p.y > q.y + margin}[rel]
 
 # %% ../../nbs/10_shapes_scene.ipynb #2195cb09
@@ -268,7 +355,8 @@ MARGIN = 3.0  # objects keep this far from the image border
 MIN_GAP = 7.0  # and from each other, unless overlaps are allowed (perception closes gaps up to 4 px, plus anti-aliasing)
 REL_MARGIN = 8.0  # the margin relations are placed with
 
-def fill_group(g:Group, rng:np.random.Generator | None=None, bg:str | None=None) -> Group:
+
+def fill_group(g: Group, rng: np.random.Generator | None = None, bg: str | None = None) -> Group:
     "Fill unspecified attributes: at random from `rng`, else medium / solid / a color visible on `bg`."
     color = g.color
     if color is None:
@@ -277,9 +365,17 @@ def fill_group(g:Group, rng:np.random.Generator | None=None, bg:str | None=None)
     size = g.size or (SIZES[int(rng.integers(3))] if rng is not None else "medium")
     return g.model_copy(update={"color": color, "size": size, "texture": g.texture or "solid"})
 
-def layout(spec:SceneSpec, rng:np.random.Generator, size:int=128, tries:int=60, candidates:int=40,
-           allow_overlap:bool=False, ignore_relations:bool=False, fill_rng:bool=True,
-           ) -> tuple[Scene, bool]:
+
+def layout(
+    spec: SceneSpec,
+    rng: np.random.Generator,
+    size: int = 128,
+    tries: int = 60,
+    candidates: int = 40,
+    allow_overlap: bool = False,
+    ignore_relations: bool = False,
+    fill_rng: bool = True,
+) -> tuple[Scene, bool]:
     "Place `spec`'s groups on a `size`×`size` canvas; returns (scene, whether every relation holds)."
     bg = spec.background or "white"
     groups = [fill_group(g, rng if fill_rng else None, bg) for g in spec.groups]
@@ -294,64 +390,81 @@ def layout(spec:SceneSpec, rng:np.random.Generator, size:int=128, tries:int=60, 
             r = RADIUS[g.size] * scale
             lo, hi = MARGIN * scale + r, size - MARGIN * scale - r
             placed[g.id] = []
-            mine = [x for x in rels if x.subject == g.id and x.object in placed] + \
-                   [Relation(subject=g.id, rel=INVERSE[x.rel], object=x.subject) for x in rels if x.object == g.id and x.subject in placed]
+            mine = [x for x in rels if x.subject == g.id and x.object in placed] + [
+                Relation(subject=g.id, rel=INVERSE[x.rel], object=x.subject) for x in rels if x.object == g.id and x.subject in placed
+            ]
             for _ in range(g.count):
                 ok_obj = None
                 for _c in range(candidates):
                     o = SceneObject(g.shape, g.color, g.size, g.texture, float(rng.uniform(lo, hi)), float(rng.uniform(lo, hi)), r, g.id)
-                    if not allow_overlap and any(box_gap(o, p) < MIN_GAP * scale for p in objs): continue
-                    if allow_overlap and any(math.hypot(o.x - p.x, o.y - p.y) < 0.8 * max(o.r, p.r) for p in objs): continue
+                    if not allow_overlap and any(box_gap(o, p) < MIN_GAP * scale for p in objs):
+                        continue
+                    if allow_overlap and any(math.hypot(o.x - p.x, o.y - p.y) < 0.8 * max(o.r, p.r) for p in objs):
+                        continue
                     if all(_holds_strict(x.rel, o, q, REL_MARGIN * scale) for x in mine for q in placed[x.object]):
-                        ok_obj = o; break
+                        ok_obj = o
+                        break
                 if ok_obj is None:
                     bad += 1
                     ok_obj = o
-                placed[g.id].append(ok_obj); objs.append(ok_obj)
+                placed[g.id].append(ok_obj)
+                objs.append(ok_obj)
         bad += sum(not holds(x.rel, placed[x.subject], placed[x.object]) for x in rels)
-        if best is None or bad < best_bad: best, best_bad = objs, bad
-        if bad == 0: break
+        if best is None or bad < best_bad:
+            best, best_bad = objs, bad
+        if bad == 0:
+            break
     return Scene(best, bg, size), best_bad == 0
 
 # %% ../../nbs/10_shapes_scene.ipynb #2b0e66e6
 STRIPE_PERIOD, STRIPE_INK = 6.0, 2.5  # pixels at 128 px
 DOT_PERIOD, DOT_RADIUS = 6.0, 1.5
 
-def ink_color(color:str) -> tuple[int, int, int]:
+
+def ink_color(color: str) -> tuple[int, int, int]:
     "The color a texture is drawn in on an object of `color`."
     return COLORS["gray"] if color == "white" else COLORS["white"]
 
+
 @lru_cache(maxsize=16)
-def _pattern(texture:str, n:int, scale:float) -> Image.Image:
+def _pattern(texture: str, n: int, scale: float) -> Image.Image:
     "An `n`×`n` 'L' mask of a texture in canvas coordinates (255 where the ink goes)."
-    m = Image.new("L", (n, n), 0); d = ImageDraw.Draw(m)
+    m = Image.new("L", (n, n), 0)
+    d = ImageDraw.Draw(m)
     if texture == "striped":
         p, w = STRIPE_PERIOD * scale, STRIPE_INK * scale
         k = -n
         while k < n:
-            d.polygon([(k, 0), (k + w, 0), (k + w + n, n), (k + n, n)], fill=255); k += p
+            d.polygon([(k, 0), (k + w, 0), (k + w + n, n), (k + n, n)], fill=255)
+            k += p
     elif texture == "dotted":
         p, rr = DOT_PERIOD * scale, DOT_RADIUS * scale
         for yy in np.arange(p / 2, n, p):
-            for xx in np.arange(p / 2, n, p): d.ellipse([xx - rr, yy - rr, xx + rr, yy + rr], fill=255)
+            for xx in np.arange(p / 2, n, p):
+                d.ellipse([xx - rr, yy - rr, xx + rr, yy + rr], fill=255)
     return m
 
+
 @lru_cache(maxsize=16)
-def _background(bg:str, n:int, scale:float) -> Image.Image:
-    if bg in PLAIN_BACKGROUNDS: return Image.new("RGB", (n, n), PLAIN_BACKGROUNDS[bg])
+def _background(bg: str, n: int, scale: float) -> Image.Image:
+    if bg in PLAIN_BACKGROUNDS:
+        return Image.new("RGB", (n, n), PLAIN_BACKGROUNDS[bg])
     if bg == "sky":
         t = np.linspace(0, 1, n)[:, None]
         row = (np.array(SKY_TOP)[None] * (1 - t) + np.array(SKY_BOTTOM)[None] * t).round().astype(np.uint8)
         return Image.fromarray(np.repeat(row[:, None, :], n, axis=1), "RGB")
     if bg == "grid":
-        im = Image.new("RGB", (n, n), GRID_PAPER); d = ImageDraw.Draw(im)
+        im = Image.new("RGB", (n, n), GRID_PAPER)
+        d = ImageDraw.Draw(im)
         step, w = GRID_STEP * scale, max(1, int(round(scale)))
         for k in np.arange(step / 2, n, step):
-            d.rectangle([k, 0, k + w - 1, n], fill=GRID_LINE); d.rectangle([0, k, n, k + w - 1], fill=GRID_LINE)
+            d.rectangle([k, 0, k + w - 1, n], fill=GRID_LINE)
+            d.rectangle([0, k, n, k + w - 1], fill=GRID_LINE)
         return im
     raise ValueError(f"unknown background {bg!r}")
 
-def _shape_mask(o:SceneObject, s:float, inset:float=0.0) -> tuple[Image.Image, tuple[int, int]]:
+
+def _shape_mask(o: SceneObject, s: float, inset: float = 0.0) -> tuple[Image.Image, tuple[int, int]]:
     "The object's mask at scale `s` (shrunk by `inset` pixels of radius), cropped to its box, and the crop's top-left corner."
     x0, y0 = int(math.floor((o.x - o.r) * s)) - 1, int(math.floor((o.y - o.r) * s)) - 1
     w = h = int(math.ceil(2 * o.r * s)) + 3
@@ -361,7 +474,8 @@ def _shape_mask(o:SceneObject, s:float, inset:float=0.0) -> tuple[Image.Image, t
     ImageDraw.Draw(m).polygon(pts, fill=255)
     return m, (x0, y0)
 
-def render(scene:Scene, ss:int=3) -> Image.Image:
+
+def render(scene: Scene, ss: int = 3) -> Image.Image:
     "Draw `scene` as an RGB image of `scene.size`² pixels, anti-aliased by `ss`× supersampling."
     n = scene.size * ss
     scale = ss * scene.size / 128  # patterns are specified in pixels at 128 px
@@ -370,14 +484,16 @@ def render(scene:Scene, ss:int=3) -> Image.Image:
         m, (x0, y0) = _shape_mask(o, ss)
         canvas.paste(COLORS[o.color], (x0, y0, x0 + m.width, y0 + m.height), m)
         if o.texture in ("striped", "dotted"):
-            pat = _pattern(o.texture, n + 8 * ss, float(scale)).crop((x0 + 4 * ss, y0 + 4 * ss, x0 + 4 * ss + m.width, y0 + 4 * ss + m.height))
+            pat = _pattern(o.texture, n + 8 * ss, float(scale)).crop(
+                (x0 + 4 * ss, y0 + 4 * ss, x0 + 4 * ss + m.width, y0 + 4 * ss + m.height)
+            )
             rim, _ = _shape_mask(o, ss, inset=1.0)  # textures stay about a pixel inside the outline
             ink = Image.fromarray(np.minimum(np.asarray(rim), np.asarray(pat)))
             canvas.paste(ink_color(o.color), (x0, y0, x0 + m.width, y0 + m.height), ink)
     return canvas.resize((scene.size, scene.size), Image.BOX) if ss > 1 else canvas
 
 # %% ../../nbs/10_shapes_scene.ipynb #75fc3c8b
-def render_spec(spec:SceneSpec, seed:int=0, size:int=128, final:bool=True) -> tuple[Image.Image, Scene]:
+def render_spec(spec: SceneSpec, seed: int = 0, size: int = 128, final: bool = True) -> tuple[Image.Image, Scene]:
     "Render the exact picture a spec asks for (after its edits when `final`), deterministically from `seed`."
     target = apply_edits(spec)[0] if final else spec
     scene, _ = layout(target, np.random.default_rng(seed), size=size)

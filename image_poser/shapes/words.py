@@ -18,35 +18,78 @@ __all__ = ['SHAPE_WORDS', 'COLOR_WORDS', 'SIZE_WORDS', 'TEXTURE_PRE', 'TEXTURE_P
 from .scene import COLORS
 
 # %% ../../nbs/11_shapes_words.ipynb #fc6e17dd
-SHAPE_WORDS = {"circle": ["circle", "disk", "disc"], "square": ["square"], "triangle": ["triangle"], "star": ["star"],
-               "hexagon": ["hexagon"], "diamond": ["diamond", "rhombus"], "cross": ["cross", "plus sign"], "heart": ["heart"]}
+SHAPE_WORDS = {
+    "circle": ["circle", "disk", "disc"],
+    "square": ["square"],
+    "triangle": ["triangle"],
+    "star": ["star"],
+    "hexagon": ["hexagon"],
+    "diamond": ["diamond", "rhombus"],
+    "cross": ["cross", "plus sign"],
+    "heart": ["heart"],
+}
 COLOR_WORDS = {c: [c] for c in COLORS} | {"gray": ["gray", "grey"], "purple": ["purple", "violet"], "cyan": ["cyan", "turquoise"]}
 SIZE_WORDS = {"small": ["small", "little", "tiny"], "medium": ["medium-sized", "medium", "mid-sized"], "large": ["large", "big", "huge"]}
 TEXTURE_PRE = {"striped": ["striped"], "dotted": ["dotted", "polka-dotted", "spotted"], "solid": ["solid", "plain"]}
 TEXTURE_POST = {"striped": ["with stripes", "covered in stripes"], "dotted": ["with dots", "with polka dots", "covered in dots"]}
-BG_WORDS = {"white": ["white"], "black": ["black"], "navy": ["navy blue", "dark blue", "navy"], "beige": ["beige", "cream"],
-            "sky": ["sky gradient", "blue gradient", "gradient sky", "sky"], "grid": ["grid paper", "graph paper", "grid"]}
-REL_WORDS = {"left of": ["to the left of", "on the left of", "left of"], "right of": ["to the right of", "on the right of", "right of"],
-             "above": ["above", "over"], "below": ["below", "under", "underneath", "beneath"],
-             "next to": ["next to", "beside", "alongside", "near"]}
-REL_PRONOUN = {"left of": ["to its left", "to their left"], "right of": ["to its right", "to their right"],
-               "above": ["above it", "above them"], "below": ["below it", "below them", "under it", "under them"],
-               "next to": ["next to it", "next to them", "beside it", "beside them"]}
-NUMBER_WORDS = {"one": 1, "two": 2, "three": 3, "four": 4, "five": 5, "six": 6, "seven": 7, "eight": 8, "nine": 9, "ten": 10,
-                "eleven": 11, "twelve": 12, "a single": 1, "a pair of": 2, "a": 1, "an": 1}
+BG_WORDS = {
+    "white": ["white"],
+    "black": ["black"],
+    "navy": ["navy blue", "dark blue", "navy"],
+    "beige": ["beige", "cream"],
+    "sky": ["sky gradient", "blue gradient", "gradient sky", "sky"],
+    "grid": ["grid paper", "graph paper", "grid"],
+}
+REL_WORDS = {
+    "left of": ["to the left of", "on the left of", "left of"],
+    "right of": ["to the right of", "on the right of", "right of"],
+    "above": ["above", "over"],
+    "below": ["below", "under", "underneath", "beneath"],
+    "next to": ["next to", "beside", "alongside", "near"],
+}
+REL_PRONOUN = {
+    "left of": ["to its left", "to their left"],
+    "right of": ["to its right", "to their right"],
+    "above": ["above it", "above them"],
+    "below": ["below it", "below them", "under it", "under them"],
+    "next to": ["next to it", "next to them", "beside it", "beside them"],
+}
+NUMBER_WORDS = {
+    "one": 1,
+    "two": 2,
+    "three": 3,
+    "four": 4,
+    "five": 5,
+    "six": 6,
+    "seven": 7,
+    "eight": 8,
+    "nine": 9,
+    "ten": 10,
+    "eleven": 11,
+    "twelve": 12,
+    "a single": 1,
+    "a pair of": 2,
+    "a": 1,
+    "an": 1,
+}
 NUMBER_NAMES = {v: k for k, v in NUMBER_WORDS.items() if k not in ("a", "an", "a single", "a pair of")}
 EDIT_MARKERS = ["and then", "and afterwards", "then", "afterwards", "after that", "finally", "lastly"]
 
-def plural(word:str) -> str:
+
+def plural(word: str) -> str:
     "English plural of a shape word."
-    if word.endswith(("s", "x", "sh", "ch")): return word + "es"
-    if word.endswith("sign"): return word + "s"
+    if word.endswith(("s", "x", "sh", "ch")):
+        return word + "es"
+    if word.endswith("sign"):
+        return word + "s"
     return word + "s"
 
-def _alt(words:Iterable[str]) -> str:
+
+def _alt(words: Iterable[str]) -> str:
     "Regex alternation of `words`, longest first, spaces matching any whitespace."
     return "|".join(re.escape(w).replace(r"\ ", r"\s+") for w in sorted(set(words), key=len, reverse=True))
 
-def _lookup(table:dict[str, list[str]]) -> dict[str, str]:
+
+def _lookup(table: dict[str, list[str]]) -> dict[str, str]:
     "Synonym -> canonical name (lower case, single spaces)."
     return {w: k for k, ws in table.items() for w in ws}
