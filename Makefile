@@ -8,7 +8,7 @@ export HF_HUB_OFFLINE := 1
 export TRANSFORMERS_OFFLINE := 1
 export WANDB_MODE ?= disabled
 
-.PHONY: demo reproduce test test-fast install export clean-nbs check-sync docs readme data bench clean
+.PHONY: demo reproduce test test-fast install export clean-nbs check-sync lint format docs readme clean
 
 # Create the venv and install the package with its dev tools (CPU-only torch, pinned).
 # The stamp holds pyproject.toml's hash: nbdev-export rewrites the file (same content, new mtime), which must not reinstall.
@@ -44,9 +44,19 @@ export: $(STAMP)
 clean-nbs: $(STAMP)
 	$(BIN)/nbdev-clean
 
-# Fail if the notebooks are not clean or the library is not what nbdev-export makes of them.
+# Fail if the notebooks are not clean, the library is not what nbdev-export makes of them, or the lint gate fails.
 check-sync: $(STAMP)
 	bash tools/check_sync.sh
+
+# The lint gate (ruff: pyflakes F, import order I, statements E7) over the notebooks, tests, tools and the exported library.
+lint: $(STAMP)
+	$(BIN)/ruff check nbs tests tools image_poser
+	$(BIN)/ruff format --check nbs tests tools
+
+# Format the notebooks, tests and tools (then `make export` regenerates the library).
+format: $(STAMP)
+	$(BIN)/ruff format nbs tests tools
+	$(BIN)/ruff check --fix nbs tests tools
 
 docs: $(STAMP)
 	$(BIN)/python tools/build_docs.py

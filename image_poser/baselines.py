@@ -79,7 +79,7 @@ EDITOR_FOR = {
     None: "instruct",
 }
 
-
+# %% ../nbs/50_baselines.ipynb #61592f21
 class FixedPipeline(Policy):
     "The best generalist for generation commands, then the matching editor for each edit command, until the queue empties."
 
@@ -124,7 +124,7 @@ class ThresholdLoop(Policy):
         a = _first_valid(info, names, env)
         return a if a is not None else int(valid_actions(info)[0])
 
-
+# %% ../nbs/50_baselines.ipynb #f369d2d2
 class GreedyLookahead(Policy):
     "Try every valid action on a copy of the state; take the best immediate reward; STOP when none is positive."
 
@@ -150,7 +150,7 @@ class GreedyLookahead(Policy):
             self.search_calls -= 1  # the episode counts the call it keeps
         return best
 
-
+# %% ../nbs/50_baselines.ipynb #0703b03b
 class OracleSearch(Policy):
     "UPPER BOUND, not a method: beam search over action sequences scored by the Evaluator on the final image, minus cost."
 

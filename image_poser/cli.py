@@ -146,7 +146,7 @@ def cmd_bench(
         res = bench.bench_env(n_steps=600 if quick else 2000, seed=seed)
     print(json.dumps(res, indent=None if as_json else 2))
 
-
+# %% ../nbs/90_cli.ipynb #1da26214
 @command("eval")
 def cmd_eval(
     policy: str = "baseline:fixed",  # 'baseline:NAME' (single:<expert>, random, fixed, threshold, greedy, oracle) or 'baselines' for all
@@ -206,7 +206,7 @@ def cmd_eval(
         (out_dir / "baselines.json").write_text(json.dumps(summaries, indent=1))
     print(json.dumps(summaries if len(names) > 1 else next(iter(summaries.values())), indent=None) if as_json else table)
 
-
+# %% ../nbs/90_cli.ipynb #3dac388a
 @command("run")
 def cmd_run(
     prompt: tyro.conf.Positional[str],  # the prompt

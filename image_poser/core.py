@@ -245,7 +245,7 @@ class Step(Record):
     image: str | None = None  # image reference: relative path or "sha256:<hex>"
     error: str | None = None  # why the expert failed, if it did
 
-
+# %% ../nbs/00_core.ipynb #c5e39464
 class Trajectory(Record):
     "A whole episode: the task, its steps and the final evaluation."
 

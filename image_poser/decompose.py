@@ -98,7 +98,7 @@ DECOMPOSE_PROMPT = (
     '{"requirements": [{"kind": ..., "text": ...}], "commands": [{"kind": "generate"|"edit", "text": ...}]}\n\nPrompt: '
 )
 
-
+# %% ../nbs/04_decompose.ipynb #3eb11938
 @dataclass
 class LLMDecomposer:
     "A decomposer backed by a language model, with schema validation and a rule-based fallback."

@@ -1,4 +1,4 @@
-"""The package's main job, run by `make demo` / `image-poser demo`: it grows with the package. Today it writes the prompt splits, decomposes test prompts, renders them exactly and checks them from pixels, then compares the non-learned policies on test prompts with the independent Evaluator.
+"""A tour of the shapes world, run by `image-poser demo`: it writes the prompt splits, decomposes test prompts, renders them exactly and checks them from pixels, then compares the non-learned policies on test prompts with the independent Evaluator. (The package's main job, `make demo`, is `image-poser reproduce --quick`.)
 
 Docs: https://image-poser.github.io/image_poser/demo.html.md"""
 
@@ -12,12 +12,15 @@ import textwrap
 from pathlib import Path
 
 # %% auto #0
-__all__ = ['DEMO_POLICIES', 'run_demo']
+__all__ = ['DEMO_POLICIES', 'render_and_check', 'run_demo']
 
 # %% ../nbs/80_demo.ipynb #300b0494
 import numpy as np
 
 # %% ../nbs/80_demo.ipynb #f10aa9a0
+from .core import find_path
+from .env import EnvConfig
+from .evaluate import evaluate, gallery, results_table
 from .shapes.data import load_split, write_splits
 from .shapes.decompose import task_from_prompt
 from .shapes.perception import check, overlay, perceive
@@ -26,29 +29,14 @@ from .shapes.scene import SceneSpec, render_spec
 # %% ../nbs/80_demo.ipynb #283b369d
 DEMO_POLICIES = ("single:frontier", "fixed", "threshold", "greedy")
 
-
-def run_demo(
-    out_dir: str | Path = "paper/demo",
-    n: int = 8,
-    data_dir: str | Path = "data/shapes",
-    n_eval: int = 20,
-    policies: tuple[str, ...] = DEMO_POLICIES,
-) -> Path:
-    "Write the splits if missing; decompose, render and check `n` test prompts; compare `policies` on `n_eval` test prompts."
+# %% ../nbs/80_demo.ipynb #7bca26dc
+def render_and_check(recs: list[dict], out_dir: Path) -> tuple[list[dict], list[str]]:
+    "Decompose, render and check each record; save the pictures and a gallery with perception's view; return rows and report lines."
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    from image_poser.core import find_path
-
-    out_dir, data_dir = Path(out_dir), find_path(data_dir)
-    if not (data_dir / "test.jsonl").exists():
-        print(f"writing prompt splits to {data_dir}/ ...")
-        write_splits(data_dir)
-    recs = [load_split("test", data_dir, n=1, tier=t)[0] for t in (1, 2, 3, 4)]
-    recs += [r for r in load_split("test", data_dir, n=n) if r not in recs][: max(0, n - 4)]
-    out_dir.mkdir(parents=True, exist_ok=True)
     rows, lines = [], ["# Demo: decompose, render, check", "", "| id | tier | requirements | satisfied (perceived) |", "|---|---|---|---|"]
     fig, axs = plt.subplots(len(recs), 2, figsize=(9, 4.2 * len(recs)))
     axs = np.atleast_2d(axs)
@@ -56,10 +44,9 @@ def run_demo(
         task = task_from_prompt(r["prompt"])
         img, scene = render_spec(SceneSpec.model_validate(task.meta["spec"]), seed=k)
         pc = perceive(img)
-        res = check(task, pc.objects, pc.background)
-        ok = sum(v.satisfied for v in res.verdicts)
+        ok = sum(v.satisfied for v in check(task, pc.objects, pc.background).verdicts)
         img.save(out_dir / f"{r['id']}.png")
-        lines.append(f"| {r['id']} | {r['tier']} | {len(task.requirements)} | {ok}/{len(res.verdicts)} |")
+        lines.append(f"| {r['id']} | {r['tier']} | {len(task.requirements)} | {ok}/{len(task.requirements)} |")
         rows.append({"id": r["id"], "tier": r["tier"], "requirements": len(task.requirements), "satisfied": ok})
         axs[k, 0].imshow(img)
         axs[k, 0].axis("off")
@@ -69,28 +56,33 @@ def run_demo(
     fig.tight_layout()
     fig.savefig(out_dir / "gallery.png", dpi=110)
     plt.close(fig)
+    return rows, lines
+
+# %% ../nbs/80_demo.ipynb #demorun2
+def run_demo(
+    out_dir: str | Path = "paper/demo",
+    n: int = 8,
+    data_dir: str | Path = "data/shapes",
+    n_eval: int = 20,
+    policies: tuple[str, ...] = DEMO_POLICIES,
+) -> Path:
+    "Write the splits if missing; decompose, render and check `n` test prompts; compare `policies` on `n_eval` test prompts."
+    out_dir, data_dir = Path(out_dir), find_path(data_dir)
+    if not (data_dir / "test.jsonl").exists():
+        print(f"writing prompt splits to {data_dir}/ ...")
+        write_splits(data_dir)
+    recs = [load_split("test", data_dir, n=1, tier=t)[0] for t in (1, 2, 3, 4)]
+    recs += [r for r in load_split("test", data_dir, n=n) if r not in recs][: max(0, n - 4)]
+    out_dir.mkdir(parents=True, exist_ok=True)
+    rows, lines = render_and_check(recs, out_dir)
     print("\n".join(lines))
     # orchestration: the non-learned policies on test prompts, scored by the Evaluator
-    from image_poser.env import EnvConfig
-    from image_poser.evaluate import evaluate, gallery, results_table
-
     cfg = EnvConfig(data_dir=str(data_dir))
-    summaries = {}
-    for p in policies:
-        _, summaries[p] = evaluate(p, "test", n_eval, (0,), cfg)
+    summaries = {p: evaluate(p, "test", n_eval, (0,), cfg)[1] for p in policies}
     table = results_table(summaries)
     gallery("threshold", load_split("test", data_dir, n=2), out_dir / "trajectories.png", cfg)
-    lines += [
-        "",
-        f"## Policies on {n_eval} test prompts (Evaluator scores, 95 % bootstrap CIs)",
-        "",
-        table,
-        "",
-        "![gallery](gallery.png)",
-        "",
-        "![trajectories of the threshold loop](trajectories.png)",
-        "",
-    ]
+    lines += ["", f"## Policies on {n_eval} test prompts (Evaluator scores, 95 % bootstrap CIs)", "", table, ""]
+    lines += ["![gallery](gallery.png)", "", "![trajectories of the threshold loop](trajectories.png)", ""]
     (out_dir / "README.md").write_text("\n".join(lines))
     (out_dir / "summary.json").write_text(json.dumps({"renders": rows, "policies": summaries}, indent=1))
     print(f"\n{table}")

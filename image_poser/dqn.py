@@ -16,7 +16,7 @@ from pathlib import Path
 
 # %% auto #0
 __all__ = ['CHECKPOINT_FORMAT', 'Args', 'QNetwork', 'linear_schedule', 'ReplayBuffer', 'save_checkpoint', 'load_checkpoint',
-           'load_agent', 'select_actions', 'store', 'td_update', 'train']
+           'load_agent', 'select_actions', 'store', 'td_update', 'soft_update', 'train']
 
 # %% ../nbs/65_dqn.ipynb #1a1e92a9
 import numpy as np
@@ -31,56 +31,35 @@ from .env import EnvConfig, make_vector_env
 # %% ../nbs/65_dqn.ipynb #5ffec869
 @dataclass
 class Args:
-    exp_name: str = "dqn"
-    "the name of this experiment (the run folder is runs/<exp_name>-<seed>)"
-    seed: int = 1
-    "seed of the experiment"
-    track: bool = False
-    "log to Weights and Biases too"
-    wandb_project_name: str = "image-poser"
-    "the wandb project"
-    wandb_mode: str | None = None
-    "wandb mode when tracking ('offline' needs no network)"
-    total_timesteps: int = 12_000
-    "total environment steps"
-    learning_rate: float = 5e-4
-    "Adam learning rate"
-    num_envs: int = 4
-    "parallel environments"
-    buffer_size: int = 20_000
-    "replay buffer capacity"
-    gamma: float = 0.99
-    "discount factor"
-    tau: float = 1.0
-    "target network update rate (1: hard copy)"
-    target_network_frequency: int = 250
-    "steps between target network updates"
-    batch_size: int = 128
-    "minibatch size"
-    start_e: float = 1.0
-    "initial exploration rate"
-    end_e: float = 0.05
-    "final exploration rate"
-    exploration_fraction: float = 0.5
-    "fraction of training over which epsilon decays"
-    learning_starts: int = 1000
-    "steps before learning starts"
-    train_frequency: int = 4
-    "steps between gradient updates"
-    hidden: int = 128
-    "width of the Q-network (3 layers, as the paper)"
-    env: EnvConfig = field(default_factory=EnvConfig)
-    "the MDP (split, horizon, retries, rewards, observation, critic errors): `--env.horizon 10`, `--env.obs-mode paper`"
-    bootstrap_truncated: bool = False
-    "bootstrap from the next state's value when an episode hits the horizon (off: the horizon is part of the MDP and observed)"
-    run_dir: str = "runs"
-    "where run folders go"
-    checkpoint_every: int = 2000
-    "write a checkpoint every this many steps (and at the end)"
-    resume: bool = False
-    "continue from runs/<run>/checkpoint.pt (the replay buffer restarts empty)"
-    progress: bool = True
-    "show a progress bar"
+    exp_name: str = "dqn"  # the name of this experiment (the run folder is runs/<exp_name>-<seed>)
+    seed: int = 1  # seed of the experiment
+    track: bool = False  # log to Weights and Biases too
+    wandb_project_name: str = "image-poser"  # the wandb project
+    wandb_mode: str | None = None  # wandb mode when tracking ('offline' needs no network)
+    total_timesteps: int = 12_000  # total environment steps
+    learning_rate: float = 5e-4  # Adam learning rate
+    num_envs: int = 4  # parallel environments
+    buffer_size: int = 20_000  # replay buffer capacity
+    gamma: float = 0.99  # discount factor
+    tau: float = 1.0  # target network update rate (1: hard copy)
+    target_network_frequency: int = 250  # steps between target network updates
+    batch_size: int = 128  # minibatch size
+    start_e: float = 1.0  # initial exploration rate
+    end_e: float = 0.05  # final exploration rate
+    exploration_fraction: float = 0.5  # fraction of training over which epsilon decays
+    learning_starts: int = 1000  # steps before learning starts
+    train_frequency: int = 4  # steps between gradient updates
+    hidden: int = 128  # width of the Q-network (3 layers, as the paper)
+    env: EnvConfig = field(
+        default_factory=EnvConfig
+    )  # the MDP (split, horizon, retries, rewards, observation, critic errors): `--env.horizon 10`, `--env.obs-mode paper`
+    bootstrap_truncated: bool = (
+        False  # bootstrap from the next state's value when an episode hits the horizon (off: the horizon is part of the MDP and observed)
+    )
+    run_dir: str = "runs"  # where run folders go
+    checkpoint_every: int = 2000  # write a checkpoint every this many steps (and at the end)
+    resume: bool = False  # continue from runs/<run>/checkpoint.pt (the replay buffer restarts empty)
+    progress: bool = True  # show a progress bar
 
     @property
     def run_name(self) -> str:
@@ -267,6 +246,22 @@ def td_update(q: QNetwork, target: QNetwork, optimizer, rb: ReplayBuffer, args: 
     optimizer.step()
     return loss, old
 
+# %% ../nbs/65_dqn.ipynb #dqnhlp01
+def _log_episodes(info: dict, global_step: int, eps: float, metrics):
+    "Log the return and length of every episode that ended in this step (same-step autoreset: in `final_info`)."
+    if "final_info" not in info or "episode" not in info["final_info"]:
+        return
+    fin = info["final_info"]
+    for i in np.flatnonzero(fin["_episode"]):
+        row = {"charts/episodic_return": fin["episode"]["r"][i], "charts/episodic_length": fin["episode"]["l"][i], "charts/epsilon": eps}
+        _log(metrics, global_step, **row)
+
+
+def soft_update(target: QNetwork, q: QNetwork, tau: float):
+    "target <- tau * q + (1 - tau) * target (tau = 1: a hard copy)."
+    for tp, qp in zip(target.parameters(), q.parameters()):
+        tp.data.copy_(tau * qp.data + (1.0 - tau) * tp.data)
+
 # %% ../nbs/65_dqn.ipynb #dqntrn03
 def train(args: Args) -> Path:
     "Train the DQN; returns the run folder."
@@ -295,18 +290,7 @@ def train(args: Args) -> Path:
         next_obs, rewards, term, trunc, info = envs.step(actions)
         next_mask = np.stack(info["action_mask"]).astype(bool)
         store(rb, obs, actions, rewards, next_obs, next_mask, term, trunc, info, args)
-        if "final_info" in info and "episode" in info["final_info"]:
-            fin = info["final_info"]
-            for i in np.flatnonzero(fin["_episode"]):
-                _log(
-                    metrics,
-                    global_step,
-                    **{
-                        "charts/episodic_return": fin["episode"]["r"][i],
-                        "charts/episodic_length": fin["episode"]["l"][i],
-                        "charts/epsilon": eps,
-                    },
-                )
+        _log_episodes(info, global_step, eps, metrics)
         obs, mask = next_obs, next_mask
         global_step += args.num_envs
         if bar:
@@ -322,8 +306,7 @@ def train(args: Args) -> Path:
                 if wb:
                     wb.log(logs, step=global_step)
         if global_step % args.target_network_frequency < args.num_envs:
-            for tp, qp in zip(target.parameters(), q.parameters()):
-                tp.data.copy_(args.tau * qp.data + (1.0 - args.tau) * tp.data)
+            soft_update(target, q, args.tau)
         if global_step >= next_ck:
             save_checkpoint(ck_path, q, target, optimizer, global_step, args, obs_dim, n_actions)
             next_ck += args.checkpoint_every

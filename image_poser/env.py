@@ -118,7 +118,7 @@ def obs_table(cfg: EnvConfig, n_experts: int) -> str:
 # %% ../nbs/40_env.ipynb #85e2c654
 STOP = "STOP"
 
-
+# %% ../nbs/40_env.ipynb #4f7ca1a2
 class ImagePoserEnv(gym.Env):
     """The Image-POSER MDP over an expert registry, with a critic and a decomposer.
 
@@ -171,16 +171,19 @@ class ImagePoserEnv(gym.Env):
         self._max_cost = max(e.cost for e in self.registry)
         self.task: Task | None = None
 
-    def obs_dim(self) -> int:
-        "Size of the observation vector."
-        return sum(p.size for p in self.layout)
+# %% ../nbs/40_env.ipynb #envcls02
+@patch
+def obs_dim(self: ImagePoserEnv) -> int:
+    "Size of the observation vector."
+    return sum(p.size for p in self.layout)
 
-    @property
-    def records(self) -> list[dict]:
-        "The prompt records episodes sample from (the split of `cfg`, loaded on first use)."
-        if self._records is None:
-            self._records = load_split(self.cfg.split, self.cfg.data_dir)
-        return self._records
+
+@patch(as_prop=True)
+def records(self: ImagePoserEnv) -> list[dict]:
+    "The prompt records episodes sample from (the split of `cfg`, loaded on first use)."
+    if self._records is None:
+        self._records = load_split(self.cfg.split, self.cfg.data_dir)
+    return self._records
 
 # %% ../nbs/40_env.ipynb #envrst01
 @patch

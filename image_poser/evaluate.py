@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import csv
 import json
-import os
 import time
 from concurrent.futures import ProcessPoolExecutor
 from dataclasses import replace
@@ -205,7 +204,7 @@ def results_table(summaries: dict[str, dict]) -> str:
         out.append(f"| {name} | " + " | ".join(_fmt(s, c, d) for c, d in cols) + f" | {s['n_episodes']} |")
     return "\n".join(out)
 
-
+# %% ../nbs/55_evaluate.ipynb #95f7555a
 def gallery(policy: str, records: list[dict], path: str | Path, config: EnvConfig | None = None, seed: int = 0):
     "A PNG with one row per prompt: every step's image with its expert, command and critic alignment."
     import matplotlib

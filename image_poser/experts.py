@@ -97,7 +97,7 @@ def validate_output(out: Any, size: tuple[int, int] | None, name: str = "expert"
         raise ExpertError(name, f"output is {out.size[0]}x{out.size[1]}, expected {size[0]}x{size[1]}")
     return out
 
-
+# %% ../nbs/01_experts.ipynb #1128fd49
 def call_expert(
     expert: Expert,
     command: str,
@@ -203,7 +203,7 @@ class Registry:
         out += [f"| {r['action']} | {r['name']} | {r['kind']} | {r['cost']:g} | {r['max_tokens']} | {r['good_at']} |" for r in rows]
         return "\n".join(out)
 
-
+# %% ../nbs/01_experts.ipynb #0aa7ff27
 def load_registry(path: str | Path | None = None, allow_external: bool = False) -> Registry:
     "Build the experts listed in a TOML registry file (default: the shapes world's)."
     path = Path(path) if path is not None else default_registry_path()

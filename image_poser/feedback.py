@@ -74,6 +74,7 @@ REPAIR_PROMPT = (
 
 # %% ../nbs/02_feedback.ipynb #ca184243
 _FENCE = re.compile(r"```(?:json|JSON|javascript|python)?\s*\n?(.*?)(?:```|$)", re.S)
+
 _SMART = str.maketrans({"“": '"', "”": '"', "„": '"', "‘": "'", "’": "'", "\u00a0": " "})
 
 
@@ -132,7 +133,7 @@ def _close_truncated(s: str) -> str:
     s = re.sub(r',\s*"[^"]*"\s*$', "", s)  # a dangling key
     return s + "".join(reversed(stack))
 
-
+# %% ../nbs/02_feedback.ipynb #7064cc8f
 def loads_lenient(s: str) -> tuple[Any, bool]:
     "(value, repaired?) from a JSON-ish text, or (None, True)."
     s = s.strip()
@@ -203,6 +204,7 @@ def _unit(v) -> float | None:
 
 
 _TRUE = {"true", "yes", "y", "pass", "passed", "ok", "met", "satisfied", "correct", "present", "1", "✓", "✔", "done"}
+
 _FALSE = {
     "false",
     "no",
@@ -222,7 +224,7 @@ _FALSE = {
     "partial",
 }
 
-
+# %% ../nbs/02_feedback.ipynb #d93d6d73
 def _boolish(v) -> bool | None:
     if isinstance(v, bool):
         return v
@@ -250,11 +252,14 @@ def _get(d: dict, *names):
 
 
 _ID_KEYS = ("id", "requirement_id", "req_id", "requirement", "req", "rid", "index", "idx", "number", "name", "text", "claim", "item")
+
 _SAT_KEYS = ("satisfied", "pass", "passed", "met", "ok", "verdict", "answer", "result", "status", "correct", "value", "present")
+
 _SCORE_KEYS = ("score", "confidence", "probability", "prob", "rating")
+
 _REASON_KEYS = ("reason", "explanation", "why", "rationale", "comment", "evidence", "note", "notes")
 
-
+# %% ../nbs/02_feedback.ipynb #7df1f5b6
 class _Resolver:
     "Requirement references (id, index, text) to requirement ids."
 
@@ -300,7 +305,7 @@ class _Resolver:
         k = k - 1 if self.one_based else k
         return self.ids[k] if 0 <= k < len(self.ids) else None
 
-
+# %% ../nbs/02_feedback.ipynb #adea594f
 def _verdict_items(data) -> list[tuple[Any, Any]]:
     "(reference, verdict payload) pairs from whatever shape the model used."
     if isinstance(data, list):
@@ -338,30 +343,39 @@ def parse_feedback(reply: str, task: Task, source: str = "model") -> Feedback:
     except Exception as e:  # a bug here must not crash training: record it
         return Feedback(raw=str(reply)[:20000], parse_status="failed", issues=[f"parser error: {type(e).__name__}: {e}"], source=source)
 
-
-def _parse_feedback(reply: str, task: Task, source: str) -> Feedback:
-    raw = reply if isinstance(reply, str) else repr(reply)
-    if not isinstance(reply, str) or not reply.strip():
-        return Feedback(raw=raw, parse_status="failed", issues=["empty reply"], source=source)
-    data, repaired = None, False
+# %% ../nbs/02_feedback.ipynb #11a24c56
+def _find_json(reply: str) -> tuple[Any, bool]:
+    "The first JSON value in `reply` that looks like feedback, and whether reading it took repairs (None if there is none)."
     for cand in json_candidates(reply):
         val, rep = loads_lenient(cand)
-        if (
-            isinstance(val, dict)
-            and len(val) == 1
-            and isinstance(next(iter(val.values())), dict)
-            and _verdict_items(next(iter(val.values())))
-        ):
-            val, rep = next(iter(val.values())), True  # {"feedback": {...}}: one wrapper level
-        if isinstance(val, (dict, list)) and (_verdict_items(val) or (isinstance(val, dict) and _get(val, *_OVERALL_KEYS) is not None)):
-            data, repaired = val, rep or cand.strip() != reply.strip() or not isinstance(val, dict)
-            break
-    if data is None:
-        return Feedback(raw=raw, parse_status="failed", issues=["no JSON feedback found in the reply"], source=source)
+        if isinstance(val, dict) and len(val) == 1 and isinstance(next(iter(val.values())), dict):
+            inner = next(iter(val.values()))
+            if _verdict_items(inner):
+                val, rep = inner, True  # {"feedback": {...}}: one wrapper level
+        looks_right = _verdict_items(val) or (isinstance(val, dict) and _get(val, *_OVERALL_KEYS) is not None)
+        if isinstance(val, (dict, list)) and looks_right:
+            return val, rep or cand.strip() != reply.strip() or not isinstance(val, dict)
+    return None, False
+
+
+def _read_verdict(x) -> tuple[bool | None, float | None, Any]:
+    "(satisfied, score, reason) from one verdict payload of any shape."
+    if isinstance(x, dict):
+        sat, score, reason = _boolish(_get(x, *_SAT_KEYS)), _unit(_get(x, *_SCORE_KEYS)), _get(x, *_REASON_KEYS)
+    else:
+        sat, reason = _boolish(x), None
+        score = _unit(x) if isinstance(x, (int, float)) and not isinstance(x, bool) else None
+    if sat is None and score is not None:
+        sat = score >= 0.5
+    return sat, score, reason
+
+# %% ../nbs/02_feedback.ipynb #fbverd01
+def _read_verdicts(data, task: Task) -> tuple[list[Verdict], list[str], bool]:
+    "The verdicts in `data` resolved to the task's requirement ids, the problems met, and whether repairs were needed."
     items = _verdict_items(data)
     refs = [ref if ref is not None else (_get(x, *_ID_KEYS) if isinstance(x, dict) else None) for ref, x in items]
     resolve = _Resolver(task, refs)
-    verdicts, issues, seen = [], [], set()
+    verdicts, issues, seen, repaired = [], [], set(), False
     for (ref, x), r0 in zip(items, refs):
         rid = resolve(r0)
         if rid is None and ref is None and not isinstance(x, dict) and len(items) == len(task.requirements):
@@ -373,22 +387,19 @@ def _parse_feedback(reply: str, task: Task, source: str) -> Feedback:
         if rid in seen:
             issues.append(f"duplicate verdict for {rid}")
             continue
-        if isinstance(x, dict):
-            sat = _boolish(_get(x, *_SAT_KEYS))
-            score = _unit(_get(x, *_SCORE_KEYS))
-            reason = _get(x, *_REASON_KEYS)
-        else:
-            sat, score, reason = _boolish(x), _unit(x) if isinstance(x, (int, float)) and not isinstance(x, bool) else None, None
-        if sat is None and score is not None:
-            sat = score >= 0.5
+        sat, score, reason = _read_verdict(x)
         if sat is None:
             issues.append(f"no verdict for {rid}")
             continue
         repaired = repaired or not _conforms(x)
         seen.add(rid)
         verdicts.append(Verdict(requirement=rid, satisfied=bool(sat), score=score, reason=str(reason)[:500] if reason is not None else ""))
-    top = data if isinstance(data, dict) else {}
-    scores = {}
+    return verdicts, issues, repaired
+
+# %% ../nbs/02_feedback.ipynb #fbextr01
+def _read_extras(top: dict) -> tuple[dict, list[Command], list[str], bool]:
+    "Scores (fidelity, aesthetics), suggested commands and free-text issues of a reply; and whether a score needed rescaling."
+    scores, repaired = {}, False
     for key, names in (
         ("fidelity", ("fidelity", "quality", "artifacts_score")),
         ("aesthetics", ("aesthetics", "aesthetic", "composition")),
@@ -403,32 +414,34 @@ def _parse_feedback(reply: str, task: Task, source: str) -> Feedback:
         sugg = [sugg]
     cmds = []
     for s in sugg if isinstance(sugg, list) else []:
-        text = (
-            s if isinstance(s, str) else (_get(s, "command", "text", "instruction", "edit", "suggestion") if isinstance(s, dict) else None)
-        )
+        text = s if isinstance(s, str) else _get(s, "command", "text", "instruction", "edit", "suggestion") if isinstance(s, dict) else None
         if isinstance(text, str) and text.strip():
             cmds.append(Command(text=text.strip()[:300], kind="edit", origin="critic"))
     extra = _get(top, "issues", "problems", "errors")
-    if isinstance(extra, list):
-        issues = [str(i)[:300] for i in extra] + issues
-    elif isinstance(extra, str):
-        issues = [extra[:300]] + issues
+    issues = [str(i)[:300] for i in extra] if isinstance(extra, list) else [extra[:300]] if isinstance(extra, str) else []
+    return scores, cmds, issues, repaired
+
+# %% ../nbs/02_feedback.ipynb #fbparse1
+def _parse_feedback(reply: str, task: Task, source: str) -> Feedback:
+    raw = reply if isinstance(reply, str) else repr(reply)
+    if not isinstance(reply, str) or not reply.strip():
+        return Feedback(raw=raw, parse_status="failed", issues=["empty reply"], source=source)
+    data, repaired = _find_json(reply)
+    if data is None:
+        return Feedback(raw=raw, parse_status="failed", issues=["no JSON feedback found in the reply"], source=source)
+    verdicts, issues, rep_v = _read_verdicts(data, task)
+    scores, cmds, extra_issues, rep_s = _read_extras(data if isinstance(data, dict) else {})
+    issues = extra_issues + issues
+    repaired = repaired or rep_v or rep_s
     if verdicts:
         fb = Feedback.from_verdicts(task, verdicts, issues=issues, suggestions=cmds, raw=raw, source=source, **scores)
-        covered = len(seen) == len(task.requirements)
+        covered = len({v.requirement for v in verdicts}) == len(task.requirements)
         fb.parse_status = ("repaired" if repaired else "ok") if covered else "partial"
         return fb
-    overall = _unit(_get(top, *_OVERALL_KEYS))
+    overall = _unit(_get(data if isinstance(data, dict) else {}, *_OVERALL_KEYS))
     if overall is not None:
-        return Feedback(
-            alignment=overall,
-            issues=issues + ["no per-requirement verdicts"],
-            suggestions=cmds,
-            raw=raw,
-            source=source,
-            parse_status="partial",
-            **scores,
-        )
+        issues = issues + ["no per-requirement verdicts"]
+        return Feedback(alignment=overall, issues=issues, suggestions=cmds, raw=raw, source=source, parse_status="partial", **scores)
     return Feedback(raw=raw, parse_status="failed", issues=issues + ["no verdicts found"], suggestions=cmds, source=source)
 
 # %% ../nbs/02_feedback.ipynb #b573b246

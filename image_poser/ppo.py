@@ -31,66 +31,38 @@ from .env import EnvConfig, make_vector_env
 # %% ../nbs/60_ppo.ipynb #c99e31e6
 @dataclass
 class Args:
-    exp_name: str = "ppo"
-    "the name of this experiment (the run folder is runs/<exp_name>-<seed>)"
-    seed: int = 1
-    "seed of the experiment"
-    torch_deterministic: bool = True
-    "`torch.backends.cudnn.deterministic` and deterministic algorithms"
-    track: bool = False
-    "log to Weights and Biases too"
-    wandb_project_name: str = "image-poser"
-    "the wandb project"
-    wandb_mode: str | None = None
-    "wandb mode when tracking ('offline' needs no network); None: wandb's own default"
-    total_timesteps: int = 32_000
-    "total environment steps (about 10 minutes on one CPU core)"
-    learning_rate: float = 1e-3
-    "Adam learning rate"
-    num_envs: int = 4
-    "parallel environments"
-    num_steps: int = 64
-    "steps per environment per rollout"
-    anneal_lr: bool = True
-    "linearly anneal the learning rate to 0"
-    gamma: float = 0.99
-    "discount factor"
-    gae_lambda: float = 0.95
-    "lambda of generalised advantage estimation"
-    num_minibatches: int = 4
-    "minibatches per epoch"
-    update_epochs: int = 8
-    "epochs over each rollout"
-    norm_adv: bool = True
-    "normalise advantages per minibatch"
-    clip_coef: float = 0.2
-    "surrogate clipping coefficient"
-    clip_vloss: bool = True
-    "clip the value loss too"
-    ent_coef: float = 0.02
-    "entropy bonus coefficient"
-    vf_coef: float = 0.5
-    "value loss coefficient"
-    max_grad_norm: float = 0.5
-    "gradient clipping norm"
-    target_kl: float | None = 0.05
-    "stop the epoch loop early when the approximate KL exceeds this (None: never)"
-    bootstrap_truncated: bool = False
-    "bootstrap from the value of the last observation when an episode hits the horizon (off: the horizon is part of the MDP and observed)"
-    hidden: int = 128
-    "width of the MLPs"
-    env: EnvConfig = field(default_factory=EnvConfig)
-    "the MDP (split, horizon, retries, rewards, observation, critic errors): `--env.horizon 10`, `--env.obs-mode paper`"
-    async_envs: bool = False
-    "AsyncVectorEnv (processes) instead of SyncVectorEnv"
-    run_dir: str = "runs"
-    "where run folders go"
-    checkpoint_every: int = 10
-    "write a checkpoint every this many updates (and at the end)"
-    resume: bool = False
-    "continue from runs/<run>/checkpoint.pt"
-    progress: bool = True
-    "show a progress bar"
+    exp_name: str = "ppo"  # the name of this experiment (the run folder is runs/<exp_name>-<seed>)
+    seed: int = 1  # seed of the experiment
+    torch_deterministic: bool = True  # `torch.backends.cudnn.deterministic` and deterministic algorithms
+    track: bool = False  # log to Weights and Biases too
+    wandb_project_name: str = "image-poser"  # the wandb project
+    wandb_mode: str | None = None  # wandb mode when tracking ('offline' needs no network); None: wandb's own default
+    total_timesteps: int = 32_000  # total environment steps (about 10 minutes on one CPU core)
+    learning_rate: float = 1e-3  # Adam learning rate
+    num_envs: int = 4  # parallel environments
+    num_steps: int = 64  # steps per environment per rollout
+    anneal_lr: bool = True  # linearly anneal the learning rate to 0
+    gamma: float = 0.99  # discount factor
+    gae_lambda: float = 0.95  # lambda of generalised advantage estimation
+    num_minibatches: int = 4  # minibatches per epoch
+    update_epochs: int = 8  # epochs over each rollout
+    norm_adv: bool = True  # normalise advantages per minibatch
+    clip_coef: float = 0.2  # surrogate clipping coefficient
+    clip_vloss: bool = True  # clip the value loss too
+    ent_coef: float = 0.02  # entropy bonus coefficient
+    vf_coef: float = 0.5  # value loss coefficient
+    max_grad_norm: float = 0.5  # gradient clipping norm
+    target_kl: float | None = 0.05  # stop the epoch loop early when the approximate KL exceeds this (None: never)
+    bootstrap_truncated: bool = False  # bootstrap from the value of the last observation when an episode hits the horizon (off: the horizon is part of the MDP and observed)
+    hidden: int = 128  # width of the MLPs
+    env: EnvConfig = field(
+        default_factory=EnvConfig
+    )  # the MDP (split, horizon, retries, rewards, observation, critic errors): `--env.horizon 10`, `--env.obs-mode paper`
+    async_envs: bool = False  # AsyncVectorEnv (processes) instead of SyncVectorEnv
+    run_dir: str = "runs"  # where run folders go
+    checkpoint_every: int = 10  # write a checkpoint every this many updates (and at the end)
+    resume: bool = False  # continue from runs/<run>/checkpoint.pt
+    progress: bool = True  # show a progress bar
 
     @property
     def batch_size(self) -> int:

@@ -48,7 +48,7 @@ class Profile:
     gallery_n: int = 3  # prompts per trajectory gallery
     workers: int = 2  # parallel processes (one core each)
 
-
+# %% ../nbs/75_reproduce.ipynb #ac8c33b1
 PROFILES = {
     "quick": Profile(
         "quick",
@@ -275,7 +275,7 @@ def plot_learning_curves(runs: dict[str, list[str]], baselines: dict[str, dict],
     plt.close(fig)
     return path
 
-
+# %% ../nbs/75_reproduce.ipynb #dc3687f6
 def plot_expert_usage(results_dir: str | Path, methods: list[str], path: str | Path) -> Path:
     "Share of each expert among the calls of each method, per prompt tier (from the per-episode CSVs)."
     import csv
@@ -317,7 +317,7 @@ def plot_expert_usage(results_dir: str | Path, methods: list[str], path: str | P
     plt.close(fig)
     return path
 
-
+# %% ../nbs/75_reproduce.ipynb #c69fa874
 def plot_ablations(abl: dict[str, dict], path: str | Path) -> Path:
     "Alignment and full success of each ablation variant with 95 % CIs."
     plt = _plt()
@@ -364,7 +364,7 @@ PAPER_CLAIMS = [
 def _table_rows(s: dict[str, dict]) -> str:
     return results_table(s)
 
-
+# %% ../nbs/75_reproduce.ipynb #57092fd5
 def write_report(
     out: Path, profile: Profile, main: dict[str, dict], abl: dict[str, dict], targets: list[dict], timings: dict, figures: dict[str, str]
 ) -> Path:
@@ -452,7 +452,7 @@ def _report_only(p: Profile, out: Path, log=print) -> dict:
     log(f"report: {report}")
     return {"main": main, "ablations": abl, "targets": t["targets"], "timings": t["timings"], "out": str(out)}
 
-
+# %% ../nbs/75_reproduce.ipynb #76dc4a7b
 def reproduce(
     profile: str | Profile = "quick", out: str | Path | None = None, run_dir: str | Path | None = None, log=print, report_only: bool = False
 ) -> dict:

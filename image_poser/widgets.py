@@ -111,7 +111,7 @@ def checklist_html(task: Task, feedback=None, evaluation=None) -> str:
         )
     return "".join(rows) + "</table>"
 
-
+# %% ../nbs/85_widgets.ipynb #3370b56e
 def step_html(ep: Episode, i: int, size: int = 160) -> str:
     "The card of step `i`."
     s, im, ev = ep.trajectory.steps[i], ep.images[i], ep.evaluations[i]
@@ -233,6 +233,7 @@ def compare(policy_a: str, policy_b: str, prompt: str, seed: int = 0) -> Compare
 
 # %% ../nbs/85_widgets.ipynb #9688fef7
 SAMPLE_PROMPT = "two red circles left of a large blue square on a white background"
+
 SAMPLE_EDIT = "make the square green"
 
 
@@ -258,7 +259,7 @@ def _skill_rows(path: str | Path | None = None) -> dict[str, dict[str, str]]:
             out[cells[0]] = dict(zip(cols, cells))
     return out
 
-
+# %% ../nbs/85_widgets.ipynb #37019412
 class RegistryBrowser(_Viewable):
     "Browse the experts of a registry with their skills and a sample output."
 
@@ -366,7 +367,7 @@ def results_html(summaries: dict[str, dict], sort_by: str = "alignment", methods
     )
     return f'{CSS}<table class="ip-tab" style="width:auto"><tr><th>method</th>{head}<th>episodes</th></tr>{rows}</table>'
 
-
+# %% ../nbs/85_widgets.ipynb #369b2e43
 class ResultsExplorer(_Viewable):
     "Browse the summaries under a results folder: sort, filter methods, chart a metric by tier."
 

@@ -7,11 +7,12 @@ import numpy as np
 import pytest
 
 from image_poser.core import Feedback
-from image_poser.critic import mutate_reply, parse_feedback
-from image_poser.shapes.text import task_from_prompt
+from image_poser.feedback import mutate_reply, parse_feedback
+from image_poser.shapes.decompose import task_from_prompt
 
 FIXTURES = [
-    json.loads(line) for line in (Path(__file__).parent / "fixtures" / "critic_replies.jsonl").read_text(encoding="utf-8").splitlines()
+    json.loads(line)
+    for line in (Path(__file__).resolve().parents[1] / "data" / "critic_replies.jsonl").read_text(encoding="utf-8").splitlines()
 ]
 
 

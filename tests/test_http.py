@@ -9,10 +9,10 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 import pytest
 from PIL import Image
 
+from image_poser.backends.llm import ChatError, OpenAIChat, user_message
 from image_poser.critic import http_critic
 from image_poser.decompose import http_decomposer
-from image_poser.llm import ChatError, OpenAIChat, user_message
-from image_poser.shapes.text import task_from_prompt
+from image_poser.shapes.decompose import task_from_prompt
 
 
 class Script:

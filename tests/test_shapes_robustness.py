@@ -7,8 +7,9 @@ import numpy as np
 import pytest
 from PIL import Image
 
+from image_poser.shapes.decompose import task_from_prompt
+from image_poser.shapes.parse import parse
 from image_poser.shapes.perception import check, perceive
-from image_poser.shapes.text import parse, task_from_prompt
 
 
 def test_parse_rejects_empty_and_non_strings():

@@ -13,7 +13,7 @@ import torch
 
 EXE = str(Path(sys.executable).with_name("image-poser"))
 ROOT = Path(__file__).resolve().parents[1]
-COMMON = ["--num-envs", "2", "--split", "val", "--horizon", "3", "--no-progress"]
+COMMON = ["--num-envs", "2", "--env.split", "val", "--env.horizon", "3", "--no-progress"]
 SMALL = COMMON + ["--num-steps", "16"]  # PPO
 
 

@@ -18,5 +18,8 @@ if [ -n "$(git status --porcelain -- image_poser)" ]; then
   git status --porcelain -- image_poser; git diff --stat -- image_poser
   git checkout -q -- image_poser; git clean -qfd -- image_poser; status=1
 fi
-[ $status -eq 0 ] && echo "check_sync: notebooks clean, library in sync"
+if ! "$BIN/ruff" check -q nbs tests tools image_poser || ! "$BIN/ruff" format -q --check nbs tests tools; then
+  echo "ERROR: the lint gate fails: run 'make format' (ruff), fix what remains, export and commit."; status=1
+fi
+[ $status -eq 0 ] && echo "check_sync: notebooks clean, library in sync, lint clean"
 exit $status

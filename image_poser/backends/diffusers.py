@@ -13,7 +13,6 @@ import importlib
 import json
 import os
 import threading
-import time
 from collections import OrderedDict
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -24,7 +23,6 @@ __all__ = ['RESIDENCY', 'Box', 'Locator', 'PipelineKind', 'pick_device', 'pick_d
            'OutputCache', 'boxes_mask', 'resolve_locator', 'target_mask', 'DiffusersExpert', 'make_tiny_pipeline']
 
 # %% ../../nbs/21_backends_diffusers.ipynb #1e98c77c
-import numpy as np
 from PIL import Image, ImageDraw
 
 # %% ../../nbs/21_backends_diffusers.ipynb #9c440474
@@ -75,7 +73,7 @@ def module_bytes(pipe) -> int:
             total += sum(b.numel() * b.element_size() for b in comp.buffers())
     return total
 
-
+# %% ../../nbs/21_backends_diffusers.ipynb #2e04b6ff
 class ResidencyManager:
     "An LRU of loaded pipelines bounded by count (`max_loaded`) and optionally by bytes of weights (`max_bytes`)."
 
@@ -143,7 +141,7 @@ class ResidencyManager:
             "evictions": self.evictions,
         }
 
-
+# %% ../../nbs/21_backends_diffusers.ipynb #4da9c881
 RESIDENCY = ResidencyManager(max_loaded=int(os.environ.get("IMAGE_POSER_MAX_PIPELINES", 2)))
 
 # %% ../../nbs/21_backends_diffusers.ipynb #78e82804
@@ -228,7 +226,7 @@ def _loader_class(pipeline: str):
         "edit": diffusers.DiffusionPipeline,
     }[pipeline]
 
-
+# %% ../../nbs/21_backends_diffusers.ipynb #0c379a7d
 @dataclass
 class DiffusersExpert:
     "A diffusers pipeline behind the `Expert` protocol (lazy, resident in an LRU, cached on disk)."
@@ -341,7 +339,7 @@ _TINY_WORDS = (
     "cross heart small large medium striped dotted make remove add move then background left right above below of to"
 ).split()
 
-
+# %% ../../nbs/21_backends_diffusers.ipynb #738d9525
 def make_tiny_pipeline(path: str | Path, pipeline: PipelineKind = "text2image", seed: int = 0) -> Path:
     "Save a tiny random diffusers pipeline of kind `pipeline` to `path` (for tests; offline)."
     import torch

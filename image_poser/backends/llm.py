@@ -56,7 +56,7 @@ def user_message(text: str, images: list[Image.Image] = ()) -> dict:
 # %% ../../nbs/20_backends_llm.ipynb #42b0369b
 RETRY_STATUS = {408, 409, 425, 429, 500, 502, 503, 504}
 
-
+# %% ../../nbs/20_backends_llm.ipynb #d0fecff7
 @dataclass
 class OpenAIChat:
     "A chat client for any OpenAI-compatible server (`base_url` ends in /v1)."
@@ -144,7 +144,7 @@ def _torch_setup(device: str, dtype: str):
     }[dtype]
     return dev, dt
 
-
+# %% ../../nbs/20_backends_llm.ipynb #6ac471ba
 @dataclass
 class TransformersVLM:
     "A local vision-language model: AutoProcessor + AutoModelForImageTextToText, greedy decoding."
@@ -195,7 +195,7 @@ class TransformersVLM:
             out = model.generate(**inputs, max_new_tokens=self.max_new_tokens, do_sample=False)
         return proc.decode(out[0][inputs["input_ids"].shape[1] :], skip_special_tokens=True)
 
-
+# %% ../../nbs/20_backends_llm.ipynb #27f0f14b
 @dataclass
 class TransformersLM:
     "A local causal language model: AutoTokenizer + AutoModelForCausalLM, greedy decoding."
@@ -265,6 +265,7 @@ _TINY_VOCAB = [
     "requirements",
     "commands",
 ]
+
 _TINY_TEMPLATE = (
     "{% for m in messages %}{{ m['role'].upper() }}: {% if m['content'] is string %}{{ m['content'] }}{% else %}"
     "{% for c in m['content'] %}{% if c['type'] == 'image' %}<image> {% else %}{{ c['text'] }}{% endif %}{% endfor %}"
@@ -283,7 +284,7 @@ def _tiny_tokenizer():
     tok.chat_template = _TINY_TEMPLATE
     return tok
 
-
+# %% ../../nbs/20_backends_llm.ipynb #55ab74ad
 def make_tiny_vlm(path: str | Path, seed: int = 0) -> Path:
     "Save a tiny random LLaVA (model + processor) to `path`."
     import torch
@@ -325,7 +326,7 @@ def make_tiny_vlm(path: str | Path, seed: int = 0) -> Path:
     proc.save_pretrained(path)
     return path
 
-
+# %% ../../nbs/20_backends_llm.ipynb #a3c49545
 def make_tiny_lm(path: str | Path, seed: int = 0) -> Path:
     "Save a tiny random Llama (model + tokenizer with a chat template) to `path`."
     import torch

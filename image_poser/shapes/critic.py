@@ -48,7 +48,7 @@ def _seen_ref(objs: list[SceneObject], sp: dict) -> str:
 
 _ORDER = {"background": 0, "absence": 1, "presence": 2, "count": 3, "color": 4, "texture": 5, "size": 6, "relation": 7}
 
-
+# %% ../../nbs/18_shapes_critic.ipynb #b4888962
 def suggest(task: Task, res: CheckResult, objects: list[SceneObject]) -> list[Command]:
     "Corrective commands for the unmet verdicts of `res`."
     groups = {q.spec["group"]: q.spec for q in task.requirements if q.spec.get("check") == "presence"}

@@ -46,6 +46,7 @@ TIERS = {
     3: dict(objects=(5, 8), groups=(2, 4), rels=(1, 3), bg=0.7, size=0.8, texture=0.5, color=1.0, edits=(0, 0)),
     4: dict(objects=(5, 8), groups=(3, 5), rels=(2, 3), bg=1.0, size=0.9, texture=0.6, color=1.0, edits=(1, 3)),
 }
+
 MAX_OBJECTS = 9  # after edits
 
 
@@ -94,7 +95,7 @@ def _new_group(gid, count, groups, bg, cfg, rng) -> Group | None:
 def _lays_out(spec: SceneSpec, rng) -> bool:
     return layout(spec, rng, tries=25)[1]
 
-
+# %% ../../nbs/15_shapes_data.ipynb #9d0200e9
 def _sample_edit(spec: SceneSpec, n_new: int, cfg, rng) -> Edit | None:
     groups, bg = spec.groups, spec.background
     op = _pick(rng, ["recolor", "recolor", "retexture", "remove", "add", "add", "move", "background"])
@@ -131,7 +132,7 @@ def _sample_edit(spec: SceneSpec, n_new: int, cfg, rng) -> Edit | None:
         return Edit(op="background", background=new_bg)
     return None
 
-
+# %% ../../nbs/15_shapes_data.ipynb #d9b30264
 def sample_spec(tier: int, rng: np.random.Generator) -> SceneSpec:
     "A random spec of difficulty `tier` (1-4) that lays out, before and after its edits."
     if tier not in TIERS:
@@ -198,7 +199,9 @@ def roundtrip_ok(spec: SceneSpec, text: str) -> bool:
 
 # %% ../../nbs/15_shapes_data.ipynb #b6822911
 SEED = 20251114  # the paper's arXiv month, as a fixed root seed
+
 SPLITS = {"test": 2, "val": 1, "train": 0}  # generation order and stream ids
+
 SPLIT_SIZES = {"test": 500, "val": 300, "train": 1000}
 
 
@@ -257,7 +260,7 @@ def write_splits(out_dir="data/shapes", sizes: dict[str, int] | None = None) -> 
         paths[split] = str(p)
     return paths
 
-
+# %% ../../nbs/15_shapes_data.ipynb #326b63ec
 def load_split(split: str, data_dir=None, n: int | None = None, tier: int | None = None) -> list[dict]:
     "Records of a split written by `write_splits` (optionally the first `n`, optionally one tier); `data_dir` defaults to data/shapes."
 

@@ -29,7 +29,7 @@ def _desc(g: Group, with_count: bool = False) -> str:
 def _is(g: Group) -> str:
     return "are" if g.count > 1 else "is"
 
-
+# %% ../../nbs/13_shapes_decompose.ipynb #47d5a3d0
 def requirements(spec: SceneSpec, spans: dict[str, tuple[int, int]] | None = None) -> list[Requirement]:
     "The requirement checklist of `spec` (ids r0, r1, ... in a deterministic order)."
     spans = spans or {}

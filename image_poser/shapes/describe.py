@@ -91,7 +91,7 @@ def _ref(g: Group, groups: list[Group], rng) -> str:
     parts = [w for w in (g.size, g.color, g.texture) if w]
     return "the " + " ".join(parts + [noun])
 
-
+# %% ../../nbs/14_shapes_describe.ipynb #87bd1bce
 def _rel_words(rel, rng) -> str:
     return _pick(rng, REL_WORDS[rel])
 
@@ -159,6 +159,7 @@ _INTRO = [
     "Place {p}",
     "Picture {p}",
 ]
+
 _INTRO_VERBOSE = [
     "There should also be {p}",
     "In the picture I would like to see {p}",
@@ -166,9 +167,10 @@ _INTRO_VERBOSE = [
     "Somewhere in the image, draw {p}",
     "The scene also contains {p}",
 ]
+
 _MARK = ["then", "afterwards", "after that", "finally", "and then", "lastly"]
 
-
+# %% ../../nbs/14_shapes_describe.ipynb #7d7ce6c2
 def describe(spec: SceneSpec, rng: np.random.Generator, verbose: bool = False, n_filler: int = 0) -> str:
     "A natural-language prompt for `spec` (one of many: the choices come from `rng`)."
     groups = list(spec.groups)

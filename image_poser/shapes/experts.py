@@ -63,7 +63,7 @@ def degrade(img: Image.Image, rng: np.random.Generator, blur: float = 0.0, noise
         img = Image.fromarray(np.clip(a, 0, 255).astype(np.uint8))
     return img
 
-
+# %% ../../nbs/17_shapes_experts.ipynb #49cc3f7d
 @dataclass
 class ShapesT2I:
     "A shapes-world text-to-image model with a configurable failure profile."
@@ -177,7 +177,7 @@ def _place(
         best = best or c
     return best or o
 
-
+# %% ../../nbs/17_shapes_experts.ipynb #df38c2b0
 @dataclass
 class ShapesEditor:
     "A shapes-world image editor: perceives the image, applies the instruction, repaints, degrades."
@@ -324,7 +324,7 @@ def _judge(task_reqs, img):
     pc = perceive(img)
     return check(task_reqs, pc.objects, pc.background).verdicts
 
-
+# %% ../../nbs/17_shapes_experts.ipynb #95d3134b
 def measure_skills(registry: Registry, records: list[dict], seed: int = 0) -> dict:
     "Skill of every expert per requirement kind on `records` (see above), plus call times."
     skills, full, times = {}, {}, {}
@@ -386,7 +386,7 @@ def measure_skills(registry: Registry, records: list[dict], seed: int = 0) -> di
         "n_records": len(records),
     }
 
-
+# %% ../../nbs/17_shapes_experts.ipynb #f5ebc74b
 def skills_markdown(res: dict, registry: Registry) -> str:
     "The skill table as markdown (t2i and i2i experts in one table)."
     cols = ["presence", "count", "color", "size", "texture", "relation", "background", "edit", "long prompt", "alignment"]

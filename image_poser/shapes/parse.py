@@ -36,20 +36,29 @@ from image_poser.shapes.words import (
 
 # %% ../../nbs/12_shapes_parse.ipynb #ad3db8b1
 _SHAPE_LU = _lookup(SHAPE_WORDS) | {plural(w): k for k, ws in SHAPE_WORDS.items() for w in ws}
+
 _COLOR_LU, _SIZE_LU = _lookup(COLOR_WORDS), _lookup(SIZE_WORDS)
+
 _TEXPRE_LU, _TEXPOST_LU, _BG_LU = _lookup(TEXTURE_PRE), _lookup(TEXTURE_POST), _lookup(BG_WORDS)
+
 _REL_LU, _RELP_LU = _lookup(REL_WORDS), _lookup(REL_PRONOUN)
+
 _ATTR = _alt(list(_COLOR_LU) + list(_SIZE_LU) + list(_TEXPRE_LU))
+
 _DET = _alt(["the"] + [w for w in NUMBER_WORDS]) + r"|\d{1,3}"
+
 _BG = _alt(_BG_LU)
+
 _VERBS = {
     "recolor": ["make", "turn", "paint", "color", "colour", "recolor", "recolour", "change", "set", "switch", "replace", "use", "give"],
     "remove": ["remove", "delete", "erase", "get rid of", "take away", "take out"],
     "add": ["add", "put", "insert", "include", "place", "draw"],
     "move": ["move", "shift", "slide", "relocate"],
 }
+
 _VERB_LU = _lookup(_VERBS)
 
+# %% ../../nbs/12_shapes_parse.ipynb #79202af5
 MASTER = re.compile(
     r"""
  (?P<marker>\b(?:"""
@@ -105,8 +114,12 @@ MASTER = re.compile(
 """,
     re.I | re.X,
 )
+
 _ATTR_RE = re.compile(_ATTR, re.I)
+
+# %% ../../nbs/12_shapes_parse.ipynb #9f3b0de4
 _TEXPOST_RE = re.compile(r"(?P<tex>" + _alt(_TEXPOST_LU) + r")|in\s+(?P<col>" + _alt(_COLOR_LU) + r")\b", re.I)
+
 _FUNCTION_WORDS = set(
     """a an the of and with there is are be should must will to in on at it its their them this that these those
  i we you want would like please draw place put show create make image picture photo scene illustration render depicting
@@ -163,7 +176,7 @@ def _mention(m: re.Match) -> Mention:
             men.color = _COLOR_LU[_norm(p.group("col"))]
     return men
 
-
+# %% ../../nbs/12_shapes_parse.ipynb #d27f769d
 def scan(text: str) -> list[Item]:
     "The items of `text`, in order."
     items = []
@@ -259,7 +272,7 @@ def _split_sentences(items: list[Item]) -> list[list[Item]]:
     out.append(cur)
     return [s for s in out if s]
 
-
+# %% ../../nbs/12_shapes_parse.ipynb #6909507b
 def _clauses(sent: list[Item]) -> list[list[Item]]:
     "Split a sentence at weak separators."
     out, cur = [], []
@@ -272,7 +285,7 @@ def _clauses(sent: list[Item]) -> list[list[Item]]:
     out.append(cur)
     return out
 
-
+# %% ../../nbs/12_shapes_parse.ipynb #53bd079b
 def _base_sentence(st: _State, sent: list[Item]):
     "Groups, relations and background from one descriptive sentence."
     gid: dict[int, str] = {}
@@ -342,7 +355,7 @@ def _base_sentence(st: _State, sent: list[Item]):
             st.spans["bg"] = (it.start, it.end)
     st.spec = SceneSpec(groups=groups, relations=rels, background=bg, edits=st.spec.edits)
 
-
+# %% ../../nbs/12_shapes_parse.ipynb #d004f712
 def _edit_sentence(st: _State, sent: list[Item], final: SceneSpec) -> tuple[Edit | None, SceneSpec]:
     "One edit from an edit clause, resolved against the scene as edited so far (`final`)."
     its = [i for i in sent if i.kind != "marker"]
@@ -487,7 +500,7 @@ def _imperative_edit(sent: list[Item]) -> bool:
         return True
     return any(i.kind == "bg" and re.match(r"(the\s+)?background\b", i.text, re.I) for i in sent)
 
-
+# %% ../../nbs/12_shapes_parse.ipynb #8431315a
 def _edit_clauses(sent: list[Item]) -> list[list[Item]]:
     "An edit sentence may hold several edits joined by 'and' ('remove the star and make the square red')."
     out, cur = [], []

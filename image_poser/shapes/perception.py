@@ -44,11 +44,15 @@ from .words import NUMBER_NAMES, plural
 
 # %% ../../nbs/16_shapes_perception.ipynb #ea590b5a
 BG_TOL = 40.0  # RGB distance under which a pixel counts as background
+
 COLOR_TOL = 50.0  # RGB distance under which a pixel takes the nearest palette color (else: unknown, e.g. an anti-aliased edge)
+
 MIN_AREA = 18  # components smaller than this (pixels) are noise
+
 SOLID_MIN = 0.8  # share of its own color a blob needs to count as a second object in a component
 
 _PALETTE = np.array(list(COLORS.values()), dtype=np.float32)
+
 _NAMES = list(COLORS)
 
 
@@ -95,7 +99,7 @@ def estimate_background(a: np.ndarray) -> Background:
         colors = np.array(known, np.float32)
     return Background(name, rows, colors, cands[name])
 
-
+# %% ../../nbs/16_shapes_perception.ipynb #ab4d948a
 def background_mask(a: np.ndarray, bg: Background) -> np.ndarray:
     "Boolean (H, W) mask of background pixels."
     af = a.astype(np.float32)
@@ -218,7 +222,7 @@ def _regions_of(cls: np.ndarray, comp: np.ndarray, c: int, scale: float) -> list
         out.append((f, rp.bbox))
     return out
 
-
+# %% ../../nbs/16_shapes_perception.ipynb #f9171d52
 def perceive(img: Image.Image | np.ndarray) -> Percept:
     "Objects and background of an RGB image, from its pixels alone."
     a = np.asarray(img.convert("RGB") if isinstance(img, Image.Image) else img)
@@ -278,6 +282,7 @@ def perceive(img: Image.Image | np.ndarray) -> Percept:
 # %% ../../nbs/16_shapes_perception.ipynb #b1376e1e
 def overlay(img: Image.Image, pc: Percept, ax=None, scale: int = 3):
     "Draw perception's boxes and labels over `img` on a matplotlib axis."
+    import matplotlib.patches as patches
     import matplotlib.pyplot as plt
 
     ax = ax or plt.gca()
@@ -319,7 +324,7 @@ def _gdesc(sp: dict, count: int | None = None) -> str:
 def _count_words(n: int, noun: str) -> str:
     return f"{NUMBER_NAMES.get(n, n)} {noun}"
 
-
+# %% ../../nbs/16_shapes_perception.ipynb #3b4bc1b1
 def check(task: Task | list[Requirement], objects: list[SceneObject], background: str | None) -> CheckResult:
     "Judge each requirement of `task` against perceived `objects` and `background`."
     reqs = task.requirements if isinstance(task, Task) else list(task)

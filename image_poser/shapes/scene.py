@@ -179,7 +179,7 @@ class Edit(Record):
     relation: Relation | None = None  # add / move: where it goes
     background: str | None = None  # background
 
-
+# %% ../../nbs/10_shapes_scene.ipynb #aeb634a3
 class SceneSpec(Record):
     "What a prompt asks for: groups, relations between them, a background, and follow-up edits."
 
@@ -352,7 +352,9 @@ def _holds_strict(rel, p: SceneObject, q: SceneObject, margin: float) -> bool:
 
 # %% ../../nbs/10_shapes_scene.ipynb #2195cb09
 MARGIN = 3.0  # objects keep this far from the image border
+
 MIN_GAP = 7.0  # and from each other, unless overlaps are allowed (perception closes gaps up to 4 px, plus anti-aliasing)
+
 REL_MARGIN = 8.0  # the margin relations are placed with
 
 
@@ -365,7 +367,7 @@ def fill_group(g: Group, rng: np.random.Generator | None = None, bg: str | None 
     size = g.size or (SIZES[int(rng.integers(3))] if rng is not None else "medium")
     return g.model_copy(update={"color": color, "size": size, "texture": g.texture or "solid"})
 
-
+# %% ../../nbs/10_shapes_scene.ipynb #85e572b4
 def layout(
     spec: SceneSpec,
     rng: np.random.Generator,
@@ -418,6 +420,7 @@ def layout(
 
 # %% ../../nbs/10_shapes_scene.ipynb #2b0e66e6
 STRIPE_PERIOD, STRIPE_INK = 6.0, 2.5  # pixels at 128 px
+
 DOT_PERIOD, DOT_RADIUS = 6.0, 1.5
 
 
@@ -474,7 +477,7 @@ def _shape_mask(o: SceneObject, s: float, inset: float = 0.0) -> tuple[Image.Ima
     ImageDraw.Draw(m).polygon(pts, fill=255)
     return m, (x0, y0)
 
-
+# %% ../../nbs/10_shapes_scene.ipynb #2b716fb8
 def render(scene: Scene, ss: int = 3) -> Image.Image:
     "Draw `scene` as an RGB image of `scene.size`² pixels, anti-aliased by `ss`× supersampling."
     n = scene.size * ss

@@ -28,10 +28,15 @@ SHAPE_WORDS = {
     "cross": ["cross", "plus sign"],
     "heart": ["heart"],
 }
+
 COLOR_WORDS = {c: [c] for c in COLORS} | {"gray": ["gray", "grey"], "purple": ["purple", "violet"], "cyan": ["cyan", "turquoise"]}
+
 SIZE_WORDS = {"small": ["small", "little", "tiny"], "medium": ["medium-sized", "medium", "mid-sized"], "large": ["large", "big", "huge"]}
+
 TEXTURE_PRE = {"striped": ["striped"], "dotted": ["dotted", "polka-dotted", "spotted"], "solid": ["solid", "plain"]}
+
 TEXTURE_POST = {"striped": ["with stripes", "covered in stripes"], "dotted": ["with dots", "with polka dots", "covered in dots"]}
+
 BG_WORDS = {
     "white": ["white"],
     "black": ["black"],
@@ -40,6 +45,7 @@ BG_WORDS = {
     "sky": ["sky gradient", "blue gradient", "gradient sky", "sky"],
     "grid": ["grid paper", "graph paper", "grid"],
 }
+
 REL_WORDS = {
     "left of": ["to the left of", "on the left of", "left of"],
     "right of": ["to the right of", "on the right of", "right of"],
@@ -47,6 +53,7 @@ REL_WORDS = {
     "below": ["below", "under", "underneath", "beneath"],
     "next to": ["next to", "beside", "alongside", "near"],
 }
+
 REL_PRONOUN = {
     "left of": ["to its left", "to their left"],
     "right of": ["to its right", "to their right"],
@@ -54,6 +61,8 @@ REL_PRONOUN = {
     "below": ["below it", "below them", "under it", "under them"],
     "next to": ["next to it", "next to them", "beside it", "beside them"],
 }
+
+# %% ../../nbs/11_shapes_words.ipynb #3bff0f2c
 NUMBER_WORDS = {
     "one": 1,
     "two": 2,
@@ -72,7 +81,9 @@ NUMBER_WORDS = {
     "a": 1,
     "an": 1,
 }
+
 NUMBER_NAMES = {v: k for k, v in NUMBER_WORDS.items() if k not in ("a", "an", "a single", "a pair of")}
+
 EDIT_MARKERS = ["and then", "and afterwards", "then", "afterwards", "after that", "finally", "lastly"]
 
 
