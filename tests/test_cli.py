@@ -21,7 +21,8 @@ def cli(*args, check=True, timeout=300):
 
 def test_help_lists_subcommands():
     out = cli("--help").stdout
-    assert "version" in out
+    for sub in ("version", "parse", "render", "data", "bench", "eval", "run", "train", "experts", "demo", "reproduce"):
+        assert f" {sub} " in out or f"{{{sub}," in out or f",{sub}," in out or f",{sub}}}" in out, (sub, out)
 
 
 def test_version():

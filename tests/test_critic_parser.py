@@ -30,8 +30,6 @@ def test_fixture(fx):
         assert fb.parse_status == fx["status"], (fb.parse_status, fb.issues)
     if fx["expected"] is not None:
         assert {v.requirement: v.satisfied for v in fb.verdicts} == fx["expected"]
-    for v in fb.verdicts:
-        assert 0 <= v.score <= 1
     Feedback.from_json(fb.to_json())  # whatever came back is a valid, serialisable Feedback
 
 

@@ -74,7 +74,12 @@ def test_checkpoints_evaluate_and_fail_clearly(tmp_path):
         cwd=ROOT,
     )
     assert out.returncode == 0, out.stderr[-2000:]
-    assert 0 <= json.loads(out.stdout)["alignment"]["mean"] <= 1
+    from image_poser.evaluate import evaluate
+
+    _, summary = evaluate(str(run), "val", 2, (0,))
+    cli_summary = json.loads(out.stdout)
+    for k in ("alignment", "full_success", "fidelity", "cost", "calls"):  # the command line reports what the library measures
+        assert cli_summary[k] == summary[k], (k, cli_summary[k], summary[k])
     bad = tmp_path / "bad.pt"
     bad.write_bytes(b"\x00garbage")
     out = subprocess.run([EXE, "eval", "--policy", str(bad), "--n", "1"], capture_output=True, text=True, timeout=120, cwd=ROOT)
