@@ -25,7 +25,8 @@ class Policy:
     name = "policy"
     env_overrides: dict = {}
 
-    def reset(self, env: ImagePoserEnv):
+    def reset(self, env: ImagePoserEnv, seed: int | None = None):
+        "Start an episode in `env`; `seed` (set per episode by the evaluation) seeds any randomness of the policy."
         self.env = env
         self.search_cost, self.search_calls = 0.0, 0  # expert calls a planner makes that the episode itself does not count
 
@@ -63,6 +64,11 @@ class RandomPolicy(Policy):
 
     def __init__(self, seed: int = 0):
         self.rng = np.random.default_rng(seed)
+
+    def reset(self, env, seed: int | None = None):
+        super().reset(env, seed)
+        if seed is not None:  # seeded per episode: the same episode gets the same actions on any worker
+            self.rng = np.random.default_rng(seed)
 
     def act(self, obs, info):
         return int(self.rng.choice(valid_actions(info)))
@@ -108,8 +114,8 @@ class ThresholdLoop(Policy):
     def __init__(self, threshold: float = 0.8, max_tries: int = 3, generalist: str = "frontier", editor: str = "instruct"):
         self.threshold, self.max_tries, self.generalist, self.editor = threshold, max_tries, generalist, editor
 
-    def reset(self, env):
-        super().reset(env)
+    def reset(self, env, seed: int | None = None):
+        super().reset(env, seed)
         self.tries = 0
 
     def act(self, obs, info):
@@ -162,8 +168,8 @@ class OracleSearch(Policy):
 
         self.evaluator = ShapesEvaluator()
 
-    def reset(self, env):
-        super().reset(env)
+    def reset(self, env, seed: int | None = None):
+        super().reset(env, seed)
         self.plan = self._search()
 
     def _value(self, env) -> float:

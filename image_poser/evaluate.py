@@ -9,14 +9,16 @@ from __future__ import annotations
 
 import csv
 import json
+import multiprocessing
 import time
+import zlib
 from concurrent.futures import ProcessPoolExecutor
 from dataclasses import replace
 from pathlib import Path
 
 # %% auto #0
-__all__ = ['METRICS', 'run_episode', 'bootstrap_ci', 'CheckpointPolicy', 'load_policy', 'summarize', 'evaluate', 'write_results',
-           'results_table', 'gallery', 'run_prompt']
+__all__ = ['METRICS', 'episode_seed', 'run_episode', 'bootstrap_ci', 'CheckpointPolicy', 'load_policy', 'run_jobs', 'summarize',
+           'evaluate', 'write_results', 'results_table', 'gallery', 'run_prompt']
 
 # %% ../nbs/55_evaluate.ipynb #bc7207f5
 import numpy as np
@@ -32,11 +34,16 @@ from .shapes.evaluator import ShapesEvaluator
 METRICS = ("alignment", "full_success", "fidelity", "aesthetics", "cost", "calls", "errors", "wall_time_s", "return", "critic_alignment")
 
 
+def episode_seed(seed: int, record: dict) -> int:
+    "The seed of a policy's own randomness in one episode: a function of the evaluation seed and the prompt only."
+    return zlib.crc32(f"{seed}\x00{record.get('id')}\x00{record.get('prompt', '')}".encode())
+
+
 def run_episode(env: ImagePoserEnv, policy: Policy, record: dict, seed: int, keep_images: bool = False) -> dict:
     "Run `policy` on `record` and score the result with the Evaluator."
     t0 = time.perf_counter()
     obs, info = env.reset(seed=seed, options={"record": record})
-    policy.reset(env)
+    policy.reset(env, seed=episode_seed(seed, record))
     ret, done, images = 0.0, False, []
     while not done:
         obs, r, term, trunc, info = env.step(policy.act(obs, info))
@@ -122,11 +129,15 @@ def load_policy(spec: str, seed: int = 0) -> Policy:
     return make_policy(spec, seed=seed)
 
 # %% ../nbs/55_evaluate.ipynb #3bed71d4
+def run_jobs(policy: str, config: EnvConfig, records: list[dict], jobs: list[tuple[int, int]]) -> list[dict]:
+    "The rows of episodes `jobs` = (record index, seed) of `policy` (a baseline name or a checkpoint); each row depends on its job only."
+    pol = load_policy(policy)
+    env = ImagePoserEnv(replace(config, **pol.env_overrides), records=records)
+    return [run_episode(env, pol, records[i], s) for i, s in jobs]
+
+
 def _worker(args):
-    spec, cfg, records, seeds, policy_seed = args
-    policy = load_policy(spec, seed=policy_seed)
-    env = ImagePoserEnv(replace(cfg, **policy.env_overrides), records=records)
-    return [run_episode(env, policy, r, s) for r, s in seeds]
+    return run_jobs(*args)
 
 
 def summarize(rows: list[dict], seed: int = 0) -> dict:
@@ -163,11 +174,11 @@ def evaluate(
     "Run `policy` (a baseline name or a checkpoint) on the first `n` prompts of `split` for every seed; returns (rows, summary)."
     cfg = replace(config or EnvConfig(), split=split)
     recs = records if records is not None else load_split(split, cfg.data_dir, n=n)
-    jobs = [(r, s) for s in seeds for r in recs]
+    jobs = [(i, s) for s in seeds for i in range(len(recs))]
     chunks = [jobs[i :: max(1, workers)] for i in range(max(1, workers))]
-    args = [(policy, cfg, recs, c, k) for k, c in enumerate(chunks) if c]
-    if workers > 1:
-        with ProcessPoolExecutor(workers) as ex:
+    args = [(policy, cfg, recs, c) for c in chunks if c]
+    if workers > 1:  # spawned workers: a fork after torch has loaded a checkpoint deadlocks them
+        with ProcessPoolExecutor(workers, mp_context=multiprocessing.get_context("spawn")) as ex:
             parts = list(ex.map(_worker, args))
     else:
         parts = [_worker(a) for a in args]

@@ -20,6 +20,8 @@ import numpy as np
 from PIL import Image, ImageFilter
 
 # %% ../../nbs/17_shapes_experts.ipynb #seimp003
+from fastcore.basics import patch
+
 from ..core import EDIT_OPS, Requirement, image_ref
 from ..experts import ExpertError, ExpertKind, Registry, call_expert, count_tokens, truncate_tokens
 from .decompose import requirements
@@ -87,70 +89,81 @@ class ShapesT2I:
     size: int = 128
     kind: ExpertKind = "t2i"
 
-    def understand(self, command: str, rng: np.random.Generator) -> SceneSpec:
-        "The spec this model will draw for `command`: what it read, with its failures applied."
-        text = truncate_tokens(command, self.max_tokens)
-        if not text.strip():
-            return SceneSpec()
-        res = parse(text)
-        spec = res.spec
-
-        def late(key):
-            return (
-                self.attention_chars is not None
-                and key in res.spans
-                and res.spans[key][0] > self.attention_chars
-                and rng.random() < self.late_drop
-            )
-
-        # follow-up edits: carried out (before drawing, as a single-pass model would) or ignored
-        for k, e in enumerate(spec.edits):
-            if rng.random() < self.edit_skill and not late(f"edit:{k}"):
-                spec, _ = apply_edit(spec, e)
-        groups = [g for g in spec.groups if not late(g.id)]
-        keep, n = [], 0
-        for g in groups:
-            if n + g.count > self.max_objects:
-                continue
-            keep.append(g)
-            n += g.count
-        groups = keep
-        out = []
-        for g in groups:
-            c = g.count
-            if c > 1 and rng.random() < self.count_error:
-                c = max(1, c + int(rng.choice([-1, 1])))
-            elif c == 1 and rng.random() < self.count_error / 3:
-                c = 2
-            out.append(
-                g.model_copy(
-                    update={
-                        "count": c,
-                        "texture": g.texture if rng.random() < self.texture_skill else None,
-                        "size": g.size if rng.random() < self.size_skill else None,
-                    }
-                )
-            )
-        for i in range(len(out)):
-            for j in range(i + 1, len(out)):
-                if rng.random() < self.leak:
-                    a, b = out[i], out[j]
-                    attr = "color" if rng.random() < 0.7 else "texture"
-                    out[i], out[j] = a.model_copy(update={attr: getattr(b, attr)}), b.model_copy(update={attr: getattr(a, attr)})
-        ids = {g.id for g in out}
-        rels = [
-            r
-            for i, r in enumerate(spec.relations)
-            if r.subject in ids and r.object in ids and rng.random() < self.relation_skill and not late(f"rel:{i}")
-        ]
-        bg = spec.background if rng.random() < self.background_skill else None
-        return SceneSpec(groups=out, relations=rels, background=bg)
-
     def __call__(self, command: str, image: Image.Image | None = None, *, seed: int = 0) -> Image.Image:
         rng = _rng(self.name, command, seed)
         spec = self.understand(command, rng)
         scene, _ = layout(spec, rng, size=self.size, tries=20)
         return degrade(render(scene), rng, self.blur, self.noise)
+
+# %% ../../nbs/17_shapes_experts.ipynb #t2iund01
+@patch
+def _late(self: ShapesT2I, res, rng: np.random.Generator):
+    "A test `late(key)`: is the clause `key` (a group id, 'edit:k' or 'rel:k') dropped for starting too late in the prompt?"
+
+    def late(key: str) -> bool:
+        if self.attention_chars is None or key not in res.spans or res.spans[key][0] <= self.attention_chars:
+            return False
+        return rng.random() < self.late_drop
+
+    return late
+
+
+@patch
+def _groups(self: ShapesT2I, spec: SceneSpec, rng: np.random.Generator, late) -> list:
+    "The groups it draws: late ones dropped, at most `max_objects` objects, counts off by one, textures and sizes forgotten."
+    keep, n = [], 0
+    for g in [g for g in spec.groups if not late(g.id)]:
+        if n + g.count > self.max_objects:
+            continue
+        keep.append(g)
+        n += g.count
+    out = []
+    for g in keep:
+        c = g.count
+        if c > 1 and rng.random() < self.count_error:
+            c = max(1, c + int(rng.choice([-1, 1])))
+        elif c == 1 and rng.random() < self.count_error / 3:
+            c = 2
+        texture = g.texture if rng.random() < self.texture_skill else None
+        size = g.size if rng.random() < self.size_skill else None
+        out.append(g.model_copy(update={"count": c, "texture": texture, "size": size}))
+    return out
+
+
+@patch
+def _leak(self: ShapesT2I, out: list, rng: np.random.Generator) -> list:
+    "Attribute leakage: for each pair of groups, colors (or textures) bind to the wrong one with probability `leak`."
+    for i in range(len(out)):
+        for j in range(i + 1, len(out)):
+            if rng.random() < self.leak:
+                a, b = out[i], out[j]
+                attr = "color" if rng.random() < 0.7 else "texture"
+                out[i] = a.model_copy(update={attr: getattr(b, attr)})
+                out[j] = b.model_copy(update={attr: getattr(a, attr)})
+    return out
+
+# %% ../../nbs/17_shapes_experts.ipynb #t2iund02
+@patch
+def understand(self: ShapesT2I, command: str, rng: np.random.Generator) -> SceneSpec:
+    "The spec this model will draw for `command`: what it read, with its failures applied."
+    text = truncate_tokens(command, self.max_tokens)
+    if not text.strip():
+        return SceneSpec()
+    res = parse(text)
+    spec = res.spec
+    late = self._late(res, rng)
+    # follow-up edits: carried out (before drawing, as a single-pass model would) or ignored
+    for k, e in enumerate(spec.edits):
+        if rng.random() < self.edit_skill and not late(f"edit:{k}"):
+            spec, _ = apply_edit(spec, e)
+    out = self._leak(self._groups(spec, rng, late), rng)
+    ids = {g.id for g in out}
+    rels = []
+    for i, r in enumerate(spec.relations):
+        if r.subject in ids and r.object in ids and rng.random() < self.relation_skill and not late(f"rel:{i}"):
+            rels.append(r)
+    bg = spec.background if rng.random() < self.background_skill else None
+    return SceneSpec(groups=out, relations=rels, background=bg)
 
 # %% ../../nbs/17_shapes_experts.ipynb #485d6e25
 def _erase(canvas: Image.Image, o: SceneObject, bg_rows: np.ndarray, pad: float = 1.5):

@@ -12,9 +12,9 @@ from dataclasses import dataclass, field
 from functools import lru_cache
 
 # %% auto #0
-__all__ = ['BG_TOL', 'COLOR_TOL', 'MIN_AREA', 'SOLID_MIN', 'INK_MIN', 'ANISO_MIN', 'Background', 'estimate_background',
+__all__ = ['BG_TOL', 'COLOR_TOL', 'MIN_AREA', 'SOLID_MIN', 'INK_MIN', 'ANISO_MIN', 'CHECKS', 'Background', 'estimate_background',
            'background_mask', 'template', 'classify_shape', 'shape_mask', 'size_name', 'texture_of', 'Percept',
-           'perceive', 'overlay', 'CheckResult', 'check', 'composition_score', 'perception_scores']
+           'perceive', 'overlay', 'CheckResult', 'assign', 'check', 'composition_score', 'perception_scores']
 
 # %% ../../nbs/16_shapes_perception.ipynb #77b3e424
 import numpy as np
@@ -325,73 +325,105 @@ def _count_words(n: int, noun: str) -> str:
     return f"{NUMBER_NAMES.get(n, n)} {noun}"
 
 # %% ../../nbs/16_shapes_perception.ipynb #3b4bc1b1
-def check(task: Task | list[Requirement], objects: list[SceneObject], background: str | None) -> CheckResult:
-    "Judge each requirement of `task` against perceived `objects` and `background`."
-    reqs = task.requirements if isinstance(task, Task) else list(task)
-    groups = {q.spec["group"]: q.spec for q in reqs if q.spec.get("check") == "presence"}
+def assign(groups: dict[str, dict], objects: list[SceneObject]) -> tuple[dict[str, list[SceneObject]], set[int]]:
+    "Objects matched to the required groups by an optimal assignment (shape must match; color costs 2, size and texture 1)."
     inst = [(gid, sp) for gid, sp in groups.items() for _ in range(int(sp.get("count", 1)))]
     assigned: dict[str, list[SceneObject]] = {gid: [] for gid in groups}
     used = set()
-    if inst and objects:
-        cost = np.zeros((len(inst), len(objects)))
-        for i, (gid, sp) in enumerate(inst):
-            for j, o in enumerate(objects):
-                if o.shape != sp["shape"]:
-                    cost[i, j] = _NO
-                    continue
-                cost[i, j] = (
-                    2 * (sp.get("color") not in (None, o.color))
-                    + (sp.get("size") not in (None, o.size))
-                    + (sp.get("texture") not in (None, o.texture))
-                )
-        rows, cols = linear_sum_assignment(cost)
-        for i, j in zip(rows, cols):
-            if cost[i, j] < _NO:
-                assigned[inst[i][0]].append(objects[j])
-                used.add(j)
+    if not inst or not objects:
+        return assigned, used
+    cost = np.zeros((len(inst), len(objects)))
+    for i, (gid, sp) in enumerate(inst):
+        for j, o in enumerate(objects):
+            if o.shape != sp["shape"]:
+                cost[i, j] = _NO
+                continue
+            color = sp.get("color") not in (None, o.color)
+            cost[i, j] = 2 * color + (sp.get("size") not in (None, o.size)) + (sp.get("texture") not in (None, o.texture))
+    rows, cols = linear_sum_assignment(cost)
+    for i, j in zip(rows, cols):
+        if cost[i, j] < _NO:
+            assigned[inst[i][0]].append(objects[j])
+            used.add(j)
+    return assigned, used
+
+
+def _n_like(sp: dict, objects: list[SceneObject]) -> int:
+    "How many objects have the shape (and the color, if any) of `sp`."
+    return sum(o.shape == sp["shape"] and (sp.get("color") is None or o.color == sp["color"]) for o in objects)
+
+
+def _is(n: int) -> str:
+    return "is" if n == 1 else "are"
+
+# %% ../../nbs/16_shapes_perception.ipynb #pcchk002
+def _check_presence(sp, mine, ctx):
+    ok = bool(mine)
+    return ok, f"found {len(mine)} of {sp.get('count', 1)} {_gdesc(sp)}" if ok else f"no {sp['shape']} found for the {_gdesc(sp)}"
+
+
+def _check_count(sp, mine, ctx):
+    n = _n_like(sp, ctx["objects"])
+    return n == sp["count"], f"expected {_count_words(sp['count'], _gdesc(sp))}, found {n}"
+
+
+def _check_attribute(sp, mine, ctx):
+    ck = sp["check"]
+    want = sp[ck]
+    if not mine:
+        return False, f"the {sp['shape']} is missing"
+    noun = plural(sp["shape"]) if len(mine) != 1 else sp["shape"]
+    if all(getattr(o, ck) == want for o in mine):
+        return True, f"the {noun} {_is(len(mine))} {want}"
+    seen = sorted({getattr(o, ck) for o in mine})
+    return False, f"the {noun} {_is(len(mine))} {'/'.join(seen)}, expected {want}"
+
+
+def _check_relation(sp, mine, ctx):
+    a, b = ctx["assigned"].get(sp["subject"], []), ctx["assigned"].get(sp["object"], [])
+    sa, sb = ctx["groups"].get(sp["subject"], {"shape": "object"}), ctx["groups"].get(sp["object"], {"shape": "object"})
+    if not (a and b):
+        gone = sa if not a else sb
+        return False, f"cannot judge: the {_gdesc(gone)} {_is(gone.get('count', 1))} missing"
+    ok = holds(sp["rel"], a, b)
+    return ok, f"the {_gdesc(sa)} {_is(sa.get('count', 1))} {'' if ok else 'not '}{sp['rel']} the {_gdesc(sb)}"
+
+
+def _check_background(sp, mine, ctx):
+    ok = ctx["background"] == sp["background"]
+    return ok, f"the background is {ctx['background'] or 'unrecognised'}" + ("" if ok else f", expected {sp['background']}")
+
+
+def _check_absence(sp, mine, ctx):
+    n = _n_like(sp, ctx["objects"])
+    return n == 0, "no " + _gdesc(sp | {"count": 1}) + " left" if n == 0 else f"found {n} {_gdesc(sp, n)} that should be gone"
+
+
+CHECKS = {
+    "presence": _check_presence,
+    "count": _check_count,
+    "color": _check_attribute,
+    "size": _check_attribute,
+    "texture": _check_attribute,
+    "relation": _check_relation,
+    "background": _check_background,
+    "absence": _check_absence,
+}
+
+# %% ../../nbs/16_shapes_perception.ipynb #pcchk003
+def check(task: Task | list[Requirement], objects: list[SceneObject], background: str | None) -> CheckResult:
+    "Judge each requirement of `task` against perceived `objects` and `background` (one function of `CHECKS` per kind of check)."
+    reqs = task.requirements if isinstance(task, Task) else list(task)
+    groups = {q.spec["group"]: q.spec for q in reqs if q.spec.get("check") == "presence"}
+    assigned, used = assign(groups, objects)
+    ctx = {"objects": objects, "background": background, "assigned": assigned, "groups": groups}
     out = []
     for q in reqs:
-        sp = q.spec
-        ck = sp.get("check")
-        gid = sp.get("group")
-        mine = assigned.get(gid, [])
-        if ck == "presence":
-            ok = bool(mine)
-            why = f"found {len(mine)} of {sp.get('count', 1)} {_gdesc(sp)}" if ok else f"no {sp['shape']} found for the {_gdesc(sp)}"
-        elif ck == "count":
-            n = sum(o.shape == sp["shape"] and (sp.get("color") is None or o.color == sp["color"]) for o in objects)
-            ok = n == sp["count"]
-            why = f"expected {_count_words(sp['count'], _gdesc(sp))}, found {n}"
-        elif ck in ("color", "size", "texture"):
-            want = sp[ck]
-            seen = sorted({getattr(o, ck) for o in mine})
-            ok = bool(mine) and all(getattr(o, ck) == want for o in mine)
-            noun = plural(sp["shape"]) if len(mine) != 1 else sp["shape"]
-            why = (
-                f"the {noun} {'are' if len(mine) != 1 else 'is'} {want}"
-                if ok
-                else f"the {sp['shape']} is missing"
-                if not mine
-                else f"the {noun} {'are' if len(mine) != 1 else 'is'} {'/'.join(seen)}, expected {want}"
-            )
-        elif ck == "relation":
-            a, b = assigned.get(sp["subject"], []), assigned.get(sp["object"], [])
-            sa, sb = groups.get(sp["subject"], {"shape": "object"}), groups.get(sp["object"], {"shape": "object"})
-            ok = holds(sp["rel"], a, b)
-            why = (
-                f"the {_gdesc(sa)} {'are' if sa.get('count', 1) > 1 else 'is'} {'' if ok else 'not '}{sp['rel']} the {_gdesc(sb)}"
-                if a and b
-                else f"cannot judge: the {_gdesc(sa) if not a else _gdesc(sb)} {'is' if (sa if not a else sb).get('count', 1) == 1 else 'are'} missing"
-            )
-        elif ck == "background":
-            ok = background == sp["background"]
-            why = f"the background is {background or 'unrecognised'}" + ("" if ok else f", expected {sp['background']}")
-        elif ck == "absence":
-            n = sum(o.shape == sp["shape"] and (sp.get("color") is None or o.color == sp["color"]) for o in objects)
-            ok = n == 0
-            why = "no " + _gdesc(sp | {"count": 1}) + " left" if ok else f"found {n} {_gdesc(sp, n)} that should be gone"
+        fn = CHECKS.get(q.spec.get("check"))
+        if fn is None:
+            ok, why = False, f"unknown check {q.spec.get('check')!r}"
         else:
-            ok, why = False, f"unknown check {ck!r}"
+            ok, why = fn(q.spec, assigned.get(q.spec.get("group"), []), ctx)
         out.append(Verdict(requirement=q.id, satisfied=bool(ok), reason=why))
     return CheckResult(out, assigned, [o for j, o in enumerate(objects) if j not in used])
 
