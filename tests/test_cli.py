@@ -6,6 +6,8 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
+
 import image_poser
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -69,6 +71,7 @@ def test_data_is_reproducible_and_matches_the_committed_split(tmp_path):
     assert fresh == committed
 
 
+@pytest.mark.slow
 def test_reproduce_smoke_end_to_end(tmp_path):
     "Every stage of `reproduce` at toy size; the summaries have the keys of `eval --json`; a rerun reuses the trainings."
     out, runs = tmp_path / "paper", tmp_path / "runs"
