@@ -223,29 +223,69 @@ def bench_diffusers(model: str | Path | None = None, steps: int = 2, size: int =
     }
 
 # %% ../nbs/70_bench.ipynb #bnenv002
-def bench_env(n_steps: int = 2000, config: EnvConfig | None = None, seed: int = 0, profile: bool = False) -> dict:
-    "Steps per second of the environment with random valid actions (and, with `profile`, the top functions by time)."
+class _Timer:
+    "Accumulates the CPU time spent in wrapped callables, by name."
+
+    def __init__(self):
+        self.s: dict[str, float] = {}
+
+    def wrap(self, name: str, fn):
+        def timed(*a, **k):
+            t0 = time.process_time()
+            try:
+                return fn(*a, **k)
+            finally:
+                self.s[name] = self.s.get(name, 0.0) + time.process_time() - t0
+
+        return timed
+
+
+def _random_steps(env: ImagePoserEnv, n: int, rng: np.random.Generator, seed: int):
+    obs, info = env.reset(seed=seed)
+    for _ in range(n):
+        obs, r, term, trunc, info = env.step(int(rng.choice(valid_actions(info))))
+        if term or trunc:
+            obs, info = env.reset()
+
+
+def _picture_ms(n: int = 50, seed: int = 0) -> dict:
+    "CPU milliseconds to render and to perceive one picture of a random test-like scene."
+    rng = np.random.default_rng(seed)
+    scenes = [layout(apply_edits(sample_spec(i % 4 + 1, rng))[0], rng)[0] for i in range(n)]
+    t0 = time.process_time()
+    imgs = [render(s) for s in scenes]
+    t1 = time.process_time()
+    for im in imgs:
+        perceive(im)
+    t2 = time.process_time()
+    return {"render_ms": round(1000 * (t1 - t0) / n, 3), "perceive_ms": round(1000 * (t2 - t1) / n, 3)}
+
+# %% ../nbs/70_bench.ipynb #bnenv004
+def bench_env(n_steps: int = 2000, config: EnvConfig | None = None, seed: int = 0, profile: bool = False, warmup: int = 200) -> dict:
+    "Steps per second of the environment with random valid actions, where the time goes, and (with `profile`) the top functions."
     env = ImagePoserEnv(config)
     rng = np.random.default_rng(seed)
-
-    def run():
-        obs, info = env.reset(seed=seed)
-        for _ in range(n_steps):
-            obs, r, term, trunc, info = env.step(int(rng.choice(valid_actions(info))))
-            if term or trunc:
-                obs, info = env.reset()
-
-    t0 = time.perf_counter()
-    if not profile:
-        run()
-        return {"steps_per_s": round(n_steps / (time.perf_counter() - t0), 1), "n_steps": n_steps}
-    pr = cProfile.Profile()
-    pr.enable()
-    run()
-    pr.disable()
-    s = io.StringIO()
-    pstats.Stats(pr, stream=s).sort_stats("cumulative").print_stats(12)
-    return {"steps_per_s": round(n_steps / (time.perf_counter() - t0), 1), "n_steps": n_steps, "profile": s.getvalue()}
+    _random_steps(env, warmup, rng, seed)
+    timer = _Timer()
+    for name, attr in (("experts", "_call"), ("critic", "_critique"), ("observation", "_obs")):
+        setattr(env, attr, timer.wrap(name, getattr(env, attr)))
+    pr = cProfile.Profile() if profile else None
+    if pr:
+        pr.enable()
+    t0, c0 = time.perf_counter(), time.process_time()
+    _random_steps(env, n_steps, rng, seed + 1)
+    wall, cpu = time.perf_counter() - t0, time.process_time() - c0
+    if pr:
+        pr.disable()
+    split = {k: round(1000 * v / n_steps, 3) for k, v in timer.s.items()}
+    split["other"] = round(1000 * cpu / n_steps - sum(split.values()), 3)
+    out = {"steps_per_s": round(n_steps / wall, 1), "steps_per_cpu_s": round(n_steps / cpu, 1), "ms_per_step": split, "n_steps": n_steps}
+    out |= _picture_ms(seed=seed)
+    if pr:
+        s = io.StringIO()
+        pstats.Stats(pr, stream=s).sort_stats("tottime").print_stats(15)
+        out["profile"] = s.getvalue()
+    return out
 
 # %% ../nbs/70_bench.ipynb #bnexp002
 def bench_experts(

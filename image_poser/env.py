@@ -36,8 +36,18 @@ class HashingEncoder:
 
     def __init__(self, dim: int = 64):
         self.dim = dim
+        self._cache: dict[str, np.ndarray] = {}
 
     def __call__(self, text: str) -> np.ndarray:
+        "The embedding of `text` (cached: commands repeat across steps and episodes)."
+        v = self._cache.get(text)
+        if v is None:
+            if len(self._cache) > 4096:
+                self._cache.clear()
+            v = self._cache[text] = self._embed(text)
+        return v.copy()
+
+    def _embed(self, text: str) -> np.ndarray:
         v = np.zeros(self.dim, np.float32)
         words = re.findall(r"[a-z0-9]+", text.lower())
         for tok in words + [a + "_" + b for a, b in zip(words, words[1:])]:
@@ -277,7 +287,7 @@ def _critique(self: ImagePoserEnv, image: Image.Image) -> Feedback:
         if len(self._critiques) > 256:
             self._critiques.clear()
         self._critiques[key] = self.critic.critique(image, self.task)
-    return self._critiques[key].model_copy(deep=True)
+    return self._critiques[key].model_copy()  # a new object (callers may update fields); its lists are the cached ones
 
 # %% ../nbs/40_env.ipynb #envstp02
 @patch

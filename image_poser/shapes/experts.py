@@ -10,10 +10,12 @@ from __future__ import annotations
 import hashlib
 import math
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field, replace
+from functools import lru_cache
 
 # %% auto #0
-__all__ = ['SKILL_KINDS', 'degrade', 'ShapesT2I', 'ShapesEditor', 'edit_targets', 'measure_skills', 'skills_markdown']
+__all__ = ['SKILL_KINDS', 'degrade', 'ShapesT2I', 'background_rows', 'ShapesEditor', 'edit_targets', 'measure_skills',
+           'skills_markdown']
 
 # %% ../../nbs/17_shapes_experts.ipynb #seimp002
 import numpy as np
@@ -37,15 +39,17 @@ from image_poser.shapes.scene import (
     SceneObject,
     SceneSpec,
     _holds_strict,
-    _shape_mask,
     apply_edit,
     box_gap,
     color_ok_on,
     fill_group,
     layout,
+    paint,
     render,
     render_spec,
+    scene_of,
     spec_from_scene,
+    with_scene,
 )
 
 # %% ../../nbs/17_shapes_experts.ipynb #eec72d40
@@ -57,13 +61,14 @@ def _rng(name: str, command: str, seed: int, image: Image.Image | None = None) -
 
 
 def degrade(img: Image.Image, rng: np.random.Generator, blur: float = 0.0, noise: float = 0.0) -> Image.Image:
-    "Blur (radius in pixels) and add Gaussian pixel noise (std in 0-255 units)."
+    "Blur (radius in pixels) and add Gaussian pixel noise (std in 0-255 units); the picture keeps the scene it shows."
+    scene = scene_of(img)
     if blur > 0:
         img = img.filter(ImageFilter.GaussianBlur(blur))
     if noise > 0:
-        a = np.asarray(img, np.float32) + rng.normal(0, noise, (img.height, img.width, 3)).astype(np.float32)
-        img = Image.fromarray(np.clip(a, 0, 255).astype(np.uint8))
-    return img
+        a = np.asarray(img, np.float32) + noise * rng.standard_normal((img.height, img.width, 3), dtype=np.float32)
+        img = Image.fromarray(np.clip(a + 0.5, 0, 255).astype(np.uint8))
+    return with_scene(img, scene) if scene is not None else img
 
 # %% ../../nbs/17_shapes_experts.ipynb #49cc3f7d
 @dataclass
@@ -93,7 +98,7 @@ class ShapesT2I:
         rng = _rng(self.name, command, seed)
         spec = self.understand(command, rng)
         scene, _ = layout(spec, rng, size=self.size, tries=20)
-        return degrade(render(scene), rng, self.blur, self.noise)
+        return degrade(render(scene), rng, self.blur, self.noise)  # the rendered scene travels with the picture
 
 # %% ../../nbs/17_shapes_experts.ipynb #t2iund01
 @patch
@@ -166,13 +171,18 @@ def understand(self: ShapesT2I, command: str, rng: np.random.Generator) -> Scene
     return SceneSpec(groups=out, relations=rels, background=bg)
 
 # %% ../../nbs/17_shapes_experts.ipynb #485d6e25
-def _erase(canvas: Image.Image, o: SceneObject, bg_rows: np.ndarray, pad: float = 1.5):
-    "Paint over object `o` with the estimated background color of each row."
+@lru_cache(maxsize=32)
+def background_rows(bg: str, size: int) -> np.ndarray:
+    "Each row's median color of background `bg` (H, 3): what an inpainting model paints a removed object with."
+    return np.median(np.asarray(render(Scene([], bg, size)), np.float32), axis=1)
+
+
+def _erase(canvas: np.ndarray, o: SceneObject, bg_rows: np.ndarray, pad: float = 1.5):
+    "Paint over object `o` (its box, grown by `pad`) with each row's background color, in place on the float canvas."
+    H, W = canvas.shape[:2]
     x0, y0 = max(0, int(o.x - o.r - pad)), max(0, int(o.y - o.r - pad))
-    x1, y1 = min(canvas.width, int(math.ceil(o.x + o.r + pad)) + 1), min(canvas.height, int(math.ceil(o.y + o.r + pad)) + 1)
-    a = np.array(canvas)
-    a[y0:y1, x0:x1] = bg_rows[y0:y1, None, :].round().astype(np.uint8)
-    return Image.fromarray(a)
+    x1, y1 = min(W, int(math.ceil(o.x + o.r + pad)) + 1), min(H, int(math.ceil(o.y + o.r + pad)) + 1)
+    canvas[y0:y1, x0:x1] = bg_rows[y0:y1, None, :].round()
 
 
 def _place(
@@ -190,10 +200,23 @@ def _place(
         best = best or c
     return best or o
 
+
+@dataclass
+class _Edit:
+    "The working state of one editor call."
+
+    canvas: np.ndarray  # float32 H x W x 3
+    objs: list[SceneObject]  # the objects of the picture, edited in place
+    group_of: dict[int, str]  # id(object) -> group id as the editor reads the scene
+    rows: np.ndarray  # background color of each row
+    background: str
+    touched: list = field(default_factory=list)  # objects to repaint
+    full: bool = False  # a background change: repaint everything
+
 # %% ../../nbs/17_shapes_experts.ipynb #df38c2b0
 @dataclass
 class ShapesEditor:
-    "A shapes-world image editor: perceives the image, applies the instruction, repaints, degrades."
+    "A shapes-world image editor: reads the instruction against the scene it sees, repaints what changes, degrades."
 
     name: str
     cost: float = 1.0
@@ -220,94 +243,125 @@ class ShapesEditor:
             raise ExpertError(self.name, "an editor needs an input image")
         image = image.convert("RGB")
         rng = _rng(self.name, command, seed, image)
-        pc = perceive(image)
-        bg_est = pc.background_model  # estimated once, by perception
-        seen = pc.scene()
-        ctx = spec_from_scene(seen)
-        gid = {}  # perceived object index -> group id, as spec_from_scene grouped them
-        for i, o in enumerate(seen.objects):
-            gid[i] = next(g.id for g in ctx.groups if (g.shape, g.color, g.size, g.texture) == (o.shape, o.color, o.size, o.texture))
+        st, ctx = self._see(image)
         text = truncate_tokens(command, self.max_tokens)
         edits, _ = parse_edits(text, ctx) if text.strip() else ([], [])
-        canvas = image
-        objs = list(seen.objects)
-        group_of = {id(o): gid[i] for i, o in enumerate(objs)}
-        touched: list[SceneObject] = []
-        full_rerender, new_bg = False, seen.background
         for e in edits:
             if e.op not in self.ops or rng.random() > self.success:
                 continue
-            members = [o for o in objs if group_of.get(id(o)) == e.target]
-            if e.op in ("recolor", "retexture", "resize"):
-                for o in members:
-                    canvas = _erase(canvas, o, bg_est.rows)
-                    if e.op == "recolor":
-                        o.color = e.color
-                    elif e.op == "retexture":
-                        o.texture = e.texture
-                    else:
-                        o.size, o.r = e.size, RADIUS[e.size] * image.width / 128
-                        o.x = float(np.clip(o.x, o.r + MARGIN, image.width - o.r - MARGIN))
-                        o.y = float(np.clip(o.y, o.r + MARGIN, image.height - o.r - MARGIN))
-                    touched.append(o)
-            elif e.op == "remove":
-                for o in members[: e.count or len(members)]:
-                    canvas = _erase(canvas, o, bg_est.rows)
-                    objs.remove(o)
-            elif e.op == "move" and e.relation is not None:
-                anchor = [o for o in objs if group_of.get(id(o)) == e.relation.object]
-                rel = e.relation if rng.random() < self.relation_skill else None
-                for o in members:
-                    canvas = _erase(canvas, o, bg_est.rows)
-                    moved = _place(o, [p for p in objs if p is not o], rng, rel, anchor, image.width)
-                    o.x, o.y = moved.x, moved.y
-                    touched.append(o)
-            elif e.op == "add" and e.group is not None:
-                g = fill_group(e.group, rng, new_bg)
-                n = g.count
-                if rng.random() < self.count_error:
-                    n = max(1, n + int(rng.choice([-1, 1])))
-                anchor = [o for o in objs if e.relation is not None and group_of.get(id(o)) == e.relation.object]
-                rel = e.relation if (e.relation is not None and rng.random() < self.relation_skill) else None
-                for _ in range(n):
-                    o = SceneObject(g.shape, g.color, g.size, g.texture, 0.0, 0.0, RADIUS[g.size] * image.width / 128)
-                    o = _place(o, objs, rng, rel, anchor, image.width)
-                    objs.append(o)
-                    group_of[id(o)] = g.id
-                    touched.append(o)
-            elif e.op == "background":
-                new_bg, full_rerender = e.background, True
-        # drift: untouched objects may shift, and a neighbour may take on a new color
-        if self.shift > 0 and (touched or full_rerender):
-            for o in objs:
-                if o in touched:
-                    continue
-                dx, dy = rng.normal(0, self.shift, 2)
-                if abs(dx) + abs(dy) > 0.5:
-                    if not full_rerender:
-                        canvas = _erase(canvas, o, bg_est.rows)
-                    o.x = float(np.clip(o.x + dx, o.r + 1, image.width - o.r - 1))
-                    o.y = float(np.clip(o.y + dy, o.r + 1, image.height - o.r - 1))
-                    touched.append(o)
-        if self.bleed > 0 and touched:
-            for o in objs:
-                if o not in touched and rng.random() < self.bleed and min(box_gap(o, t) for t in touched) < 20:
-                    src = touched[int(rng.integers(len(touched)))]
-                    if color_ok_on(src.color, new_bg):
-                        canvas = _erase(canvas, o, bg_est.rows)
-                        o.color = src.color
-                        touched.append(o)
-        if full_rerender:
-            out = render(Scene(objs, new_bg, image.width))
-        else:
-            out = canvas.copy()
-            layer = render(Scene(touched, seen.background, image.width))
-            if touched:
-                # paste each repainted object with its own mask (everything else keeps the input's pixels)
-                for o in touched:
-                    m, (x0, y0) = _shape_mask(o, 1)
-                    out.paste(layer.crop((x0, y0, x0 + m.width, y0 + m.height)), (x0, y0), m)
-        return degrade(out, rng, self.blur, self.noise)
+            self._apply(e, st, rng, image.width)
+        self._drift(st, rng, image.width)
+        self._bleed(st, rng)
+        return degrade(self._repaint(st, image.width), rng, self.blur, self.noise)
+
+# %% ../../nbs/17_shapes_experts.ipynb #edsee001
+@patch
+def _see(self: ShapesEditor, image: Image.Image) -> tuple[_Edit, SceneSpec]:
+    "The working state for `image` and the scene spec its command is read against."
+    truth = scene_of(image)
+    if truth is not None:
+        seen = Scene([replace(o) for o in truth.objects], truth.background, truth.size)
+        rows = background_rows(truth.background, image.height)
+    else:
+        pc = perceive(image)
+        seen, rows = pc.scene(), pc.background_model.rows
+    ctx = spec_from_scene(seen)
+    key = {(g.shape, g.color, g.size, g.texture): g.id for g in ctx.groups}
+    group_of = {id(o): key[(o.shape, o.color, o.size, o.texture)] for o in seen.objects}
+    st = _Edit(np.asarray(image, np.float32).copy(), list(seen.objects), group_of, rows, seen.background)
+    return st, ctx
+
+# %% ../../nbs/17_shapes_experts.ipynb #edapp001
+@patch
+def _apply(self: ShapesEditor, e, st: _Edit, rng: np.random.Generator, size: int):
+    "Carry out one edit on the working state."
+    members = [o for o in st.objs if st.group_of.get(id(o)) == e.target]
+    if e.op in ("recolor", "retexture", "resize"):
+        for o in members:
+            _erase(st.canvas, o, st.rows)
+            if e.op == "recolor":
+                o.color = e.color
+            elif e.op == "retexture":
+                o.texture = e.texture
+            else:
+                o.size, o.r = e.size, RADIUS[e.size] * size / 128
+                o.x = float(np.clip(o.x, o.r + MARGIN, size - o.r - MARGIN))
+                o.y = float(np.clip(o.y, o.r + MARGIN, size - o.r - MARGIN))
+            st.touched.append(o)
+    elif e.op == "remove":
+        for o in members[: e.count or len(members)]:
+            _erase(st.canvas, o, st.rows)
+            st.objs.remove(o)
+    elif e.op == "move" and e.relation is not None:
+        anchor = [o for o in st.objs if st.group_of.get(id(o)) == e.relation.object]
+        rel = e.relation if rng.random() < self.relation_skill else None
+        for o in members:
+            _erase(st.canvas, o, st.rows)
+            moved = _place(o, [p for p in st.objs if p is not o], rng, rel, anchor, size)
+            o.x, o.y = moved.x, moved.y
+            st.touched.append(o)
+    elif e.op == "add" and e.group is not None:
+        self._add(e, st, rng, size)
+    elif e.op == "background":
+        st.background, st.full = e.background, True
+
+
+@patch
+def _add(self: ShapesEditor, e, st: _Edit, rng: np.random.Generator, size: int):
+    "Add a new group where its relation (if any, and if the editor honours it) holds."
+    g = fill_group(e.group, rng, st.background)
+    n = g.count
+    if rng.random() < self.count_error:
+        n = max(1, n + int(rng.choice([-1, 1])))
+    anchor = [o for o in st.objs if e.relation is not None and st.group_of.get(id(o)) == e.relation.object]
+    rel = e.relation if (e.relation is not None and rng.random() < self.relation_skill) else None
+    for _ in range(n):
+        o = SceneObject(g.shape, g.color, g.size, g.texture, 0.0, 0.0, RADIUS[g.size] * size / 128)
+        o = _place(o, st.objs, rng, rel, anchor, size)
+        st.objs.append(o)
+        st.group_of[id(o)] = g.id
+        st.touched.append(o)
+
+# %% ../../nbs/17_shapes_experts.ipynb #eddrf001
+@patch
+def _drift(self: ShapesEditor, st: _Edit, rng: np.random.Generator, size: int):
+    "Untouched objects shift a little when anything was edited."
+    if self.shift <= 0 or not (st.touched or st.full):
+        return
+    for o in st.objs:
+        if o in st.touched:
+            continue
+        dx, dy = rng.normal(0, self.shift, 2)
+        if abs(dx) + abs(dy) > 0.5:
+            if not st.full:
+                _erase(st.canvas, o, st.rows)
+            o.x = float(np.clip(o.x + dx, o.r + 1, size - o.r - 1))
+            o.y = float(np.clip(o.y + dy, o.r + 1, size - o.r - 1))
+            st.touched.append(o)
+
+
+@patch
+def _bleed(self: ShapesEditor, st: _Edit, rng: np.random.Generator):
+    "A neighbour (closer than 20 px to a repainted object) takes on a repainted object's color with probability `bleed`."
+    if self.bleed <= 0 or not st.touched:
+        return
+    for o in st.objs:
+        if o not in st.touched and rng.random() < self.bleed and min(box_gap(o, t) for t in st.touched) < 20:
+            src = st.touched[int(rng.integers(len(st.touched)))]
+            if color_ok_on(src.color, st.background):
+                _erase(st.canvas, o, st.rows)
+                o.color = src.color
+                st.touched.append(o)
+
+
+@patch
+def _repaint(self: ShapesEditor, st: _Edit, size: int) -> Image.Image:
+    "The edited picture: every object over the new background, or the touched objects over the input's pixels."
+    scene = Scene(st.objs, st.background, size)
+    if st.full:
+        return render(scene)
+    out = paint(st.canvas, st.touched)
+    return with_scene(Image.fromarray(np.clip(out + 0.5, 0, 255).astype(np.uint8)), scene)
 
 # %% ../../nbs/17_shapes_experts.ipynb #setarg02
 def edit_targets(command: str, image: Image.Image) -> list[tuple[float, float, float, float]]:

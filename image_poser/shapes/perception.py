@@ -13,15 +13,15 @@ from functools import lru_cache
 
 # %% auto #0
 __all__ = ['BG_TOL', 'COLOR_TOL', 'MIN_AREA', 'SOLID_MIN', 'INK_MIN', 'ANISO_MIN', 'CHECKS', 'Background', 'estimate_background',
-           'background_mask', 'template', 'classify_shape', 'shape_mask', 'size_name', 'texture_of', 'Percept',
-           'perceive', 'overlay', 'CheckResult', 'assign', 'check', 'composition_score', 'perception_scores']
+           'background_mask', 'closing', 'fill_holes', 'template', 'classify_shape', 'shape_mask', 'size_name',
+           'texture_of', 'Percept', 'perceive', 'overlay', 'CheckResult', 'assign', 'check', 'composition_score',
+           'perception_scores']
 
 # %% ../../nbs/16_shapes_perception.ipynb #77b3e424
 import numpy as np
 from PIL import Image, ImageDraw
 from scipy import ndimage as ndi
 from scipy.optimize import linear_sum_assignment
-from skimage.measure import label, regionprops
 
 # %% ../../nbs/16_shapes_perception.ipynb #5292b1e8
 from ..core import Requirement, Task, Verdict
@@ -38,22 +38,21 @@ from image_poser.shapes.scene import (
     Scene,
     SceneObject,
     holds,
-    ink_color,
 )
 from .words import NUMBER_NAMES, plural
 
 # %% ../../nbs/16_shapes_perception.ipynb #ea590b5a
 BG_TOL = 40.0  # RGB distance under which a pixel counts as background
-
 COLOR_TOL = 50.0  # RGB distance under which a pixel takes the nearest palette color (else: unknown, e.g. an anti-aliased edge)
-
 MIN_AREA = 18  # components smaller than this (pixels) are noise
-
 SOLID_MIN = 0.8  # share of its own color a blob needs to count as a second object in a component
 
 _PALETTE = np.array(list(COLORS.values()), dtype=np.float32)
-
+_P2 = (_PALETTE * _PALETTE).sum(1)
 _NAMES = list(COLORS)
+_PLAIN_NAMES = list(PLAIN_BACKGROUNDS)
+_PLAIN = np.array([PLAIN_BACKGROUNDS[n] for n in _PLAIN_NAMES], np.float32)
+_GRID = np.array([GRID_LINE, GRID_PAPER], np.float32)
 
 
 @dataclass
@@ -66,58 +65,112 @@ class Background:
     distance: float  # how far the border is from the named background (0 = exact)
 
 
-def _border(a: np.ndarray, w: int = 2) -> np.ndarray:
-    return np.concatenate([a[:w].reshape(-1, 3), a[-w:].reshape(-1, 3), a[:, :w].reshape(-1, 3), a[:, -w:].reshape(-1, 3)]).astype(
-        np.float32
-    )
+def _sqdist(x: np.ndarray, colors: np.ndarray) -> np.ndarray:
+    "Squared RGB distances (n, k) between the rows of `x` (n, 3) and `colors` (k, 3), as one matrix product."
+    return (x * x).sum(1)[:, None] - 2 * x @ colors.T + (colors * colors).sum(1)[None]
 
 
-def estimate_background(a: np.ndarray) -> Background:
-    "Estimate the background of an (H, W, 3) uint8 image from its border."
-    rows = np.median(np.concatenate([a[:, :2], a[:, -2:]], axis=1).astype(np.float32), axis=1)
-    b = _border(a)
+@lru_cache(maxsize=8)
+def _sky(h: int) -> np.ndarray:
+    "The sky gradient's color of each of `h` rows."
+    t = np.linspace(0, 1, h)[:, None]
+    return (np.array(SKY_TOP, np.float32) * (1 - t) + np.array(SKY_BOTTOM, np.float32) * t).astype(np.float32)
+
+# %% ../../nbs/16_shapes_perception.ipynb #pcbg0002
+def _border_colors(b: np.ndarray) -> np.ndarray:
+    "The mean color of each 8-level color bin holding at least 4 % of the border pixels `b` (n, 3)."
     q = (b // 8).astype(np.int32)
     key = (q[:, 0] << 10) | (q[:, 1] << 5) | q[:, 2]
-    keys, inv, counts = np.unique(key, return_inverse=True, return_counts=True)
-    colors = np.array([b[inv == i].mean(0) for i in np.flatnonzero(counts >= 0.04 * len(b))], np.float32).reshape(-1, 3)
-    # name it: compare the border with each known background
-    cands = {n: float(np.sqrt(((b - np.array(c, np.float32)) ** 2).sum(1)).mean()) for n, c in PLAIN_BACKGROUNDS.items()}
-    t = np.linspace(0, 1, len(rows))[:, None]
-    sky = np.array(SKY_TOP, np.float32) * (1 - t) + np.array(SKY_BOTTOM, np.float32) * t
-    cands["sky"] = float(np.sqrt(((rows - sky) ** 2).sum(1)).mean())
-    d_line = np.sqrt(((b - np.array(GRID_LINE, np.float32)) ** 2).sum(1))
-    d_paper = np.sqrt(((b - np.array(GRID_PAPER, np.float32)) ** 2).sum(1))
-    cands["grid"] = float(np.minimum(d_paper, d_line).mean()) if ((d_line < d_paper) & (d_line < 45)).mean() > 0.03 else 1e9
+    counts = np.bincount(key, minlength=32768)
+    big = np.flatnonzero(counts >= 0.04 * len(b))
+    if not len(big):
+        return np.zeros((0, 3), np.float32)
+    sums = np.stack([np.bincount(key, weights=b[:, c], minlength=32768)[big] for c in range(3)], 1)
+    return (sums / counts[big][:, None]).astype(np.float32)
+
+
+def _background_distances(b: np.ndarray, rows: np.ndarray) -> dict[str, float]:
+    "Mean distance of the border `b` (or, for the sky gradient, of the per-row estimate `rows`) to each known background."
+    cands = dict(zip(_PLAIN_NAMES, np.sqrt(np.maximum(_sqdist(b, _PLAIN), 0)).mean(0).tolist()))
+    cands["sky"] = float(np.sqrt(((rows - _sky(len(rows))) ** 2).sum(1)).mean())
+    g = np.sqrt(np.maximum(_sqdist(b, _GRID), 0))
+    d_line, d_paper = g[:, 0], g[:, 1]
+    on_lines = ((d_line < d_paper) & (d_line < 45)).mean() > 0.03
+    cands["grid"] = float(np.minimum(d_paper, d_line).mean()) if on_lines else 1e9
+    return cands
+
+# %% ../../nbs/16_shapes_perception.ipynb #pcbg0003
+def estimate_background(a: np.ndarray) -> Background:
+    "Estimate the background of an (H, W, 3) uint8 image from its border."
+    side = np.sort(np.concatenate([a[:, :2], a[:, -2:]], axis=1).astype(np.float32), axis=1)
+    rows = (side[:, 1] + side[:, 2]) / 2  # the median of each row's four border pixels
+    b = np.concatenate([a[:2].reshape(-1, 3), a[-2:].reshape(-1, 3), a[:, :2].reshape(-1, 3), a[:, -2:].reshape(-1, 3)])
+    b = b.astype(np.float32)
+    colors = _border_colors(b)
+    cands = _background_distances(b, rows)
     name = min(cands, key=cands.get)
     if cands[name] >= 30:
         return Background(None, rows, colors, cands[name])
     # a recognised background: model it with its known colors (robust to noise that scatters the border's colors)
     if name == "sky":
-        rows = sky.astype(np.float32)
+        rows = _sky(len(rows))
     known = {"grid": [GRID_PAPER, GRID_LINE]}.get(name, [PLAIN_BACKGROUNDS[name]] if name in PLAIN_BACKGROUNDS else [])
     if known:
         colors = np.array(known, np.float32)
     return Background(name, rows, colors, cands[name])
 
-# %% ../../nbs/16_shapes_perception.ipynb #ab4d948a
+
 def background_mask(a: np.ndarray, bg: Background) -> np.ndarray:
     "Boolean (H, W) mask of background pixels."
     af = a.astype(np.float32)
     tol = BG_TOL**2
-    if np.ptp(bg.rows, axis=0).max() < 1:
-        m = ((af - bg.rows[0]) ** 2).sum(2) < tol  # a plain background: one color
-    else:
-        m = ((af - bg.rows[:, None, :]) ** 2).sum(2) < tol
+    d = af - (bg.rows[0] if np.ptp(bg.rows, axis=0).max() < 1 else bg.rows[:, None, :])  # plain: one color; else per row
+    m = (d * d).sum(2) < tol
     for c in bg.colors:
         if ((c - bg.rows[0]) ** 2).sum() >= 4:
-            m |= ((af - c) ** 2).sum(2) < tol
+            d = af - c
+            m |= (d * d).sum(2) < tol
     return m
 
 # %% ../../nbs/16_shapes_perception.ipynb #d739f407
-_OPEN = np.ones((3, 3), bool)
-_CLOSE = np.array([[0, 1, 1, 1, 0], [1, 1, 1, 1, 1], [1, 1, 1, 1, 1], [1, 1, 1, 1, 1], [0, 1, 1, 1, 0]], bool)
+def _shift_window(m: np.ndarray, r: int, axis: int, union: bool) -> np.ndarray:
+    "OR (`union`) or AND (outside the image counts as False) of `m` over a window of radius `r` along `axis`."
+    out = m.copy()
+    o, s = (out, m) if axis == 0 else (out.T, m.T)  # views: the loop below works along the first axis
+    n = s.shape[0]
+    for d in range(1, r + 1):
+        if union:
+            o[d:] |= s[:-d]
+            o[:-d] |= s[d:]
+        else:
+            o[d:] &= s[:-d]
+            o[:-d] &= s[d:]
+            o[:d] = False
+            o[n - d :] = False
+    return out
 
 
+def closing(m: np.ndarray) -> np.ndarray:
+    "Binary closing with the 5 x 5 disc (a 5 x 5 square without its corners), outside the image = False."
+    dil = _shift_window(_shift_window(m, 2, 0, True), 1, 1, True) | _shift_window(_shift_window(m, 1, 0, True), 2, 1, True)
+    ero_a = _shift_window(_shift_window(dil, 2, 0, False), 1, 1, False)
+    return ero_a & _shift_window(_shift_window(dil, 1, 0, False), 2, 1, False)
+
+
+_CROSS = ndi.generate_binary_structure(2, 1)
+
+
+def fill_holes(m: np.ndarray) -> np.ndarray:
+    "`m` with every region of False not 4-connected to the image border set to True."
+    lab, n = ndi.label(~m, _CROSS)
+    if n == 0:
+        return m.copy()
+    keep = np.ones(n + 1, bool)
+    keep[0] = False
+    keep[np.concatenate([lab[0], lab[-1], lab[:, 0], lab[:, -1]])] = False
+    return m | keep[lab]
+
+# %% ../../nbs/16_shapes_perception.ipynb #pcshape1
 @lru_cache(maxsize=4096)
 def template(shape: str, h: int, w: int, extent: int | None = None) -> np.ndarray:
     "Boolean (h, w) mask of `shape` centred, drawn so that its larger side spans `extent` pixels (default: max(h, w))."
@@ -128,11 +181,18 @@ def template(shape: str, h: int, w: int, extent: int | None = None) -> np.ndarra
     return np.asarray(m.resize((w, h), Image.BOX)) >= 128
 
 
-def _iou_in_frame(sq: np.ndarray, t: np.ndarray) -> float:
-    inter = np.logical_and(t, sq).sum()
-    return float(inter / (sq.sum() + t.sum() - inter + 1e-9))
+@lru_cache(maxsize=1024)
+def _templates(S: int, extent: int) -> tuple[np.ndarray, np.ndarray]:
+    "Every shape's template in an S x S frame, stacked (n_shapes, S, S), and their pixel counts."
+    T = np.stack([template(s, S, S, extent) for s in SHAPES])
+    return T, T.reshape(len(SHAPES), -1).sum(1)
 
 
+def _iou(T: np.ndarray, tsum, sq: np.ndarray) -> np.ndarray:
+    inter = (T & sq).reshape(len(T), -1).sum(1)
+    return inter / (sq.sum() + tsum - inter + 1e-9)
+
+# %% ../../nbs/16_shapes_perception.ipynb #pcshape2
 def classify_shape(mask: np.ndarray) -> tuple[str, float]:
     "(best shape, its IoU) for a filled object mask cropped to its bounding box."
     h, w = mask.shape
@@ -140,14 +200,16 @@ def classify_shape(mask: np.ndarray) -> tuple[str, float]:
     sq = np.zeros((S, S), bool)
     y0, x0 = (S - h) // 2, (S - w) // 2
     sq[y0 : y0 + h, x0 : x0 + w] = mask
-    scores = {s: _iou_in_frame(sq, template(s, S, S, max(h, w))) for s in SHAPES}
-    top = sorted(scores, key=scores.get, reverse=True)[:2]
-    if scores[top[0]] - scores[top[1]] < 0.06:  # close call (circle/hexagon, cross/diamond): also try one-pixel shifts
-        for s in top:
-            t = template(s, S, S, max(h, w))
-            scores[s] = max(_iou_in_frame(np.roll(sq, (dy, dx), (0, 1)), t) for dy in (-1, 0, 1) for dx in (-1, 0, 1))
-    best = max(top, key=scores.get)
-    return best, scores[best]
+    T, tsum = _templates(S, max(h, w))
+    iou = _iou(T, tsum, sq)
+    top = np.argsort(-iou, kind="stable")[:2]
+    scores = {int(i): float(iou[i]) for i in top}
+    if iou[top[0]] - iou[top[1]] < 0.06:  # close call: also try one-pixel shifts
+        shifted = [np.roll(sq, (dy, dx), (0, 1)) for dy in (-1, 0, 1) for dx in (-1, 0, 1)]
+        for i in top:
+            scores[int(i)] = max(float(_iou(T[i : i + 1], tsum[i : i + 1], s)[0]) for s in shifted)
+    best = max(scores, key=scores.get)
+    return SHAPES[best], scores[best]
 
 
 def shape_mask(shape: str, hw: tuple[int, int]) -> np.ndarray:
@@ -160,12 +222,9 @@ def shape_mask(shape: str, hw: tuple[int, int]) -> np.ndarray:
 
 def size_name(r: float) -> str:
     "small / medium / large from a radius in pixels (at 128 px)."
-    return (
-        "small" if r < (RADIUS["small"] + RADIUS["medium"]) / 2 else "medium" if r < (RADIUS["medium"] + RADIUS["large"]) / 2 else "large"
-    )
-
-
-_INK = {c: _NAMES.index(min(_NAMES, key=lambda n: np.linalg.norm(np.subtract(COLORS[n], ink_color(c))))) for c in COLORS}
+    if r < (RADIUS["small"] + RADIUS["medium"]) / 2:
+        return "small"
+    return "medium" if r < (RADIUS["medium"] + RADIUS["large"]) / 2 else "large"
 
 # %% ../../nbs/16_shapes_perception.ipynb #e5494755
 INK_MIN = 0.06  # share of ink inside an object above which it is textured
@@ -199,9 +258,8 @@ class Percept:
 
     def scene(self) -> Scene:
         "What was seen as a `Scene` (an unrecognised background drawn white)."
-        return Scene(
-            [SceneObject(o.shape, o.color, o.size, o.texture, o.x, o.y, o.r) for o in self.objects], self.background or "white", self.size
-        )
+        objs = [SceneObject(o.shape, o.color, o.size, o.texture, o.x, o.y, o.r) for o in self.objects]
+        return Scene(objs, self.background or "white", self.size)
 
 
 def _thin(m: np.ndarray) -> bool:
@@ -209,18 +267,56 @@ def _thin(m: np.ndarray) -> bool:
     return min(m.shape) <= 3 or m.sum() < 2.5 * max(m.shape)
 
 
+def _components(m: np.ndarray, min_area: float):
+    "(filled-or-not mask cropped to its box, box) of each 4-connected component of `m` with at least `min_area` pixels."
+    lab, n = ndi.label(m, _CROSS)
+    areas = np.bincount(lab.ravel(), minlength=n + 1)
+    for i, sl in enumerate(ndi.find_objects(lab), start=1):
+        if sl is not None and areas[i] >= min_area:
+            yield lab[sl] == i, (sl[0].start, sl[1].start, sl[0].stop, sl[1].stop)
+
+
 def _regions_of(cls: np.ndarray, comp: np.ndarray, c: int, scale: float) -> list[tuple[np.ndarray, tuple[int, int, int, int]]]:
     "Filled masks (cropped) and boxes of the color-`c` parts of a component (used where objects of several colors touch)."
-    m = ndi.binary_closing((cls == c) & comp, _CLOSE, border_value=0)
     out = []
-    for rp in regionprops(label(m, connectivity=1)):
-        if rp.area < MIN_AREA * scale**2:
-            continue
-        f = ndi.binary_fill_holes(rp.image)
-        if _thin(f):
-            continue
-        out.append((f, rp.bbox))
+    for f, box in _components(closing((cls == c) & comp), MIN_AREA * scale**2):
+        f = fill_holes(f)
+        if not _thin(f):
+            out.append((f, box))
     return out
+
+# %% ../../nbs/16_shapes_perception.ipynb #pccolr01
+def _classify_colors(a: np.ndarray, fg: np.ndarray) -> np.ndarray:
+    "(H, W) palette index of each foreground pixel (-1: background, or no palette color within `COLOR_TOL`)."
+    af = a[fg].astype(np.float32)
+    d = (af * af).sum(1)[:, None] - 2 * af @ _PALETTE.T + _P2[None]
+    k = d.argmin(1)
+    k[d[np.arange(len(k)), k] > COLOR_TOL**2] = -1
+    cls = np.full(fg.shape, -1, np.int16)
+    cls[fg] = k
+    return cls
+
+
+def _main_colors(sub: np.ndarray, comp: np.ndarray, scale: float) -> list[int]:
+    "The colors of a component that are objects of their own: the commonest, and any other forming a solid blob."
+    vals = sub[comp & (sub >= 0)]
+    if not vals.size:
+        return []
+    counts = np.bincount(vals, minlength=len(_NAMES))
+    present = np.flatnonzero(counts)
+    order = present[np.argsort(-counts[present], kind="stable")]
+    main = [int(order[0])]
+    # texture ink and the anti-aliased blends around it are sparse patterns inside the first object, not objects
+    for c in order[1:]:
+        if counts[c] < 2 * MIN_AREA * scale**2:
+            break
+        lab, n = ndi.label(fill_holes(closing((sub == c) & comp)))
+        if not n:
+            continue
+        big = lab == (np.bincount(lab.ravel())[1:].argmax() + 1)  # its largest connected blob
+        if big.sum() >= 2 * MIN_AREA * scale**2 and (sub[big] == c).mean() >= SOLID_MIN:
+            main.append(int(c))
+    return main
 
 # %% ../../nbs/16_shapes_perception.ipynb #f9171d52
 def perceive(img: Image.Image | np.ndarray) -> Percept:
@@ -228,49 +324,22 @@ def perceive(img: Image.Image | np.ndarray) -> Percept:
     a = np.asarray(img.convert("RGB") if isinstance(img, Image.Image) else img)
     if a.ndim != 3 or a.shape[2] != 3:
         raise ValueError(f"expected an RGB image, got array of shape {a.shape}")
-    H, W = a.shape[:2]
+    W = a.shape[1]
     scale = W / 128
     bg = estimate_background(a)
     fg = ~background_mask(a, bg)
-    af = a[fg].astype(np.float32)
-    d = ((af[:, None, :] - _PALETTE[None]) ** 2).sum(-1)
-    k = d.argmin(1)
-    k[d[np.arange(len(k)), k] > COLOR_TOL**2] = -1
-    cls = np.full((H, W), -1, np.int16)
-    cls[fg] = k
-    # 1. connected foreground components: one object each, unless several colors meet in one
-    comps = label(ndi.binary_fill_holes(ndi.binary_closing(fg, _CLOSE, border_value=0)), connectivity=1)
+    cls = _classify_colors(a, fg)
     objs, ious = [], []
-    for rp in regionprops(comps):
-        if rp.area < MIN_AREA * scale**2:
-            continue
-        y0, x0, y1, x1 = rp.bbox
-        comp = rp.image
+    # connected foreground components: one object each, unless several colors meet in one
+    for comp, (y0, x0, y1, x1) in _components(fill_holes(closing(fg)), MIN_AREA * scale**2):
         if _thin(comp):
             continue  # a line: an edge fringe
         sub = cls[y0:y1, x0:x1]
-        colors, counts = np.unique(sub[comp & (sub >= 0)], return_counts=True)
-        if not len(colors):
-            continue
-        order = np.argsort(-counts)
-        main = [int(colors[order[0]])]
-        # another color is another object only if it forms a solid blob of its own; texture ink and the
-        # anti-aliased blends around it are sparse patterns inside the first object
-        for i in order[1:]:
-            c = int(colors[i])
-            if counts[i] < 2 * MIN_AREA * scale**2:
-                break
-            lab, n = ndi.label(ndi.binary_fill_holes(ndi.binary_closing((sub == c) & comp, _CLOSE, border_value=0)))
-            if not n:
-                continue
-            big = lab == (np.bincount(lab.ravel())[1:].argmax() + 1)  # its largest connected blob
-            if big.sum() >= 2 * MIN_AREA * scale**2 and (sub[big] == c).mean() >= SOLID_MIN:
-                main.append(c)
-        parts = (
-            [(comp, (y0, x0, y1, x1), main[0])]
-            if len(main) == 1
-            else [(f, (y0 + b[0], x0 + b[1], y0 + b[2], x0 + b[3]), c) for c in main for f, b in _regions_of(sub, comp, c, scale)]
-        )
+        main = _main_colors(sub, comp, scale)
+        if len(main) == 1:
+            parts = [(comp, (y0, x0, y1, x1), main[0])]
+        else:
+            parts = [(f, (y0 + b[0], x0 + b[1], y0 + b[2], x0 + b[3]), c) for c in main for f, b in _regions_of(sub, comp, c, scale)]
         for f, (v0, u0, v1, u1), c in parts:
             shape, iou = classify_shape(f)
             r = max(v1 - v0, u1 - u0) / 2 / scale

@@ -8,7 +8,7 @@ Docs: https://image-poser.github.io/image_poser/shapes_scene.html.md"""
 from __future__ import annotations
 
 import math
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from functools import lru_cache
 from typing import Literal, get_args
 
@@ -16,9 +16,10 @@ from typing import Literal, get_args
 __all__ = ['Shape', 'SHAPES', 'COLORS', 'Size', 'SIZES', 'RADIUS', 'Texture', 'TEXTURES', 'Rel', 'RELATIONS', 'INVERSE',
            'PLAIN_BACKGROUNDS', 'STYLED_BACKGROUNDS', 'BACKGROUNDS', 'SKY_TOP', 'SKY_BOTTOM', 'GRID_PAPER', 'GRID_LINE',
            'GRID_STEP', 'MIN_CONTRAST', 'POLYGONS', 'NEXT_TO_GAP', 'MARGIN', 'MIN_GAP', 'REL_MARGIN', 'STRIPE_PERIOD',
-           'STRIPE_INK', 'DOT_PERIOD', 'DOT_RADIUS', 'background_colors', 'color_ok_on', 'Group', 'Relation', 'Edit',
-           'SceneSpec', 'apply_edit', 'apply_edits', 'SceneObject', 'Scene', 'spec_from_scene', 'box_gap', 'holds',
-           'fill_group', 'layout', 'ink_color', 'render', 'render_spec']
+           'STRIPE_INK', 'DOT_PERIOD', 'DOT_RADIUS', 'SCENE_KEY', 'background_colors', 'color_ok_on', 'Group',
+           'Relation', 'Edit', 'SceneSpec', 'apply_edit', 'apply_edits', 'SceneObject', 'Scene', 'spec_from_scene',
+           'box_gap', 'holds', 'fill_group', 'layout', 'ink_color', 'paint', 'with_scene', 'scene_of', 'render',
+           'render_spec']
 
 # %% ../../nbs/10_shapes_scene.ipynb #4a22b570
 import numpy as np
@@ -478,22 +479,82 @@ def _shape_mask(o: SceneObject, s: float, inset: float = 0.0) -> tuple[Image.Ima
     return m, (x0, y0)
 
 # %% ../../nbs/10_shapes_scene.ipynb #2b716fb8
+@lru_cache(maxsize=64)
+def _background_1x(bg: str, size: int, ss: int) -> np.ndarray:
+    "The background at the target resolution (float32 H x W x 3), box-filtered from `ss`x like the objects."
+    n = size * ss
+    return np.asarray(_background(bg, n, float(ss * size / 128)).resize((size, size), Image.BOX), np.float32)
+
+
+@lru_cache(maxsize=16)
+def _ink_coverage(texture: str, size: int, ss: int) -> np.ndarray:
+    "The share of each target pixel a texture's ink covers, in canvas coordinates (H x W)."
+    n = size * ss
+    pat = np.asarray(_pattern(texture, n + 8 * ss, float(ss * size / 128)), np.float32)[4 * ss : 4 * ss + n, 4 * ss : 4 * ss + n]
+    return pat.reshape(size, ss, size, ss).mean((1, 3)) / 255.0
+
+
+@lru_cache(maxsize=8192)
+def _sprite(shape: str, r: float, inset: float, fx: int, fy: int, ss: int) -> tuple[np.ndarray, tuple[int, int]]:
+    "Coverage (h, w, 1) of a shape centred `fx`, `fy` subpixels right of and below a pixel corner, and its top-left offset."
+    c = (int(math.ceil(r * ss)) // ss + 3) * ss  # the centre's subpixel position in the drawing, a whole pixel corner
+    m = Image.new("L", (2 * c, 2 * c), 0)
+    rr = (r - inset) * ss
+    ImageDraw.Draw(m).polygon([(c + fx + px * rr, c + fy + py * rr) for px, py in POLYGONS[shape]], fill=255)
+    cov = np.asarray(m, np.float32).reshape(2 * c // ss, ss, 2 * c // ss, ss).mean((1, 3)) / 255.0
+    ys, xs = np.nonzero(cov)
+    y0, x0 = int(ys.min()), int(xs.min())
+    return np.ascontiguousarray(cov[y0 : ys.max() + 1, x0 : xs.max() + 1, None]), (y0 - c // ss, x0 - c // ss)
+
+# %% ../../nbs/10_shapes_scene.ipynb #rend0002
+def _blend(out: np.ndarray, cov: np.ndarray, top: int, left: int, color) -> tuple[slice, slice]:
+    "Alpha-blend `color` into `out` with coverage `cov` placed at (top, left), clipped to the canvas; returns the region."
+    H, W = out.shape[:2]
+    h, w = cov.shape[:2]
+    v0, u0, v1, u1 = max(top, 0), max(left, 0), min(top + h, H), min(left + w, W)
+    c = cov[v0 - top : v1 - top, u0 - left : u1 - left]
+    region = out[v0:v1, u0:u1]
+    region *= 1 - c
+    region += c * np.asarray(color, np.float32)
+    return slice(v0, v1), slice(u0, u1)
+
+
+def paint(out: np.ndarray, objects: list[SceneObject], ss: int = 3) -> np.ndarray:
+    "Draw `objects` in order onto the float32 canvas `out` (H x W x 3) in place; returns it."
+    size = out.shape[1]
+    for o in objects:
+        kx, fx = divmod(round(o.x * ss), ss)
+        ky, fy = divmod(round(o.y * ss), ss)
+        cov, (dy, dx) = _sprite(o.shape, float(o.r), 0.0, fx, fy, ss)
+        _blend(out, cov, ky + dy, kx + dx, COLORS[o.color])
+        if o.texture in ("striped", "dotted"):  # ink about a pixel inside the outline
+            rim, (dy, dx) = _sprite(o.shape, float(o.r), 1.0, fx, fy, ss)
+            top, left = ky + dy, kx + dx
+            v0, u0 = max(top, 0), max(left, 0)
+            v1, u1 = min(top + rim.shape[0], size), min(left + rim.shape[1], size)
+            ink = rim[v0 - top : v1 - top, u0 - left : u1 - left] * _ink_coverage(o.texture, size, ss)[v0:v1, u0:u1, None]
+            _blend(out, ink, v0, u0, ink_color(o.color))
+    return out
+
+# %% ../../nbs/10_shapes_scene.ipynb #rend0004
+SCENE_KEY = "image_poser.scene"
+
+
+def with_scene(img: Image.Image, scene: Scene) -> Image.Image:
+    "Attach `scene` to `img` as the truth of what it shows (in place); returns `img`."
+    img.info[SCENE_KEY] = Scene([replace(o) for o in scene.objects], scene.background, scene.size)
+    return img
+
+
+def scene_of(img: Image.Image) -> Scene | None:
+    "The scene a picture shows, if it came from the shapes world (else None)."
+    return img.info.get(SCENE_KEY)
+
+
 def render(scene: Scene, ss: int = 3) -> Image.Image:
-    "Draw `scene` as an RGB image of `scene.size`² pixels, anti-aliased by `ss`× supersampling."
-    n = scene.size * ss
-    scale = ss * scene.size / 128  # patterns are specified in pixels at 128 px
-    canvas = _background(scene.background, n, float(scale)).copy()
-    for o in scene.objects:
-        m, (x0, y0) = _shape_mask(o, ss)
-        canvas.paste(COLORS[o.color], (x0, y0, x0 + m.width, y0 + m.height), m)
-        if o.texture in ("striped", "dotted"):
-            pat = _pattern(o.texture, n + 8 * ss, float(scale)).crop(
-                (x0 + 4 * ss, y0 + 4 * ss, x0 + 4 * ss + m.width, y0 + 4 * ss + m.height)
-            )
-            rim, _ = _shape_mask(o, ss, inset=1.0)  # textures stay about a pixel inside the outline
-            ink = Image.fromarray(np.minimum(np.asarray(rim), np.asarray(pat)))
-            canvas.paste(ink_color(o.color), (x0, y0, x0 + m.width, y0 + m.height), ink)
-    return canvas.resize((scene.size, scene.size), Image.BOX) if ss > 1 else canvas
+    "Draw `scene` as an RGB image of `scene.size`² pixels, anti-aliased by `ss`× supersampling; the scene travels with it."
+    out = paint(_background_1x(scene.background, scene.size, ss).copy(), scene.objects, ss)
+    return with_scene(Image.fromarray(np.clip(out + 0.5, 0, 255).astype(np.uint8)), scene)
 
 # %% ../../nbs/10_shapes_scene.ipynb #75fc3c8b
 def render_spec(spec: SceneSpec, seed: int = 0, size: int = 128, final: bool = True) -> tuple[Image.Image, Scene]:
