@@ -16,7 +16,6 @@ __all__ = ['suggest', 'ErrorModel', 'noise_sigma', 'noise_fidelity', 'ShapesCrit
 # %% ../../nbs/18_shapes_critic.ipynb #scimp002
 import numpy as np
 from PIL import Image
-from scipy import ndimage as ndi
 
 # %% ../../nbs/18_shapes_critic.ipynb #scimp003
 from ..core import Command, Feedback, Task, Verdict, image_ref
