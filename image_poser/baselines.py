@@ -8,8 +8,8 @@ Docs: https://image-poser.github.io/image_poser/baselines.html.md"""
 from __future__ import annotations
 
 # %% auto #0
-__all__ = ['EDITOR_FOR', 'Policy', 'SingleExpert', 'RandomPolicy', 'FixedPipeline', 'ThresholdLoop', 'GreedyLookahead',
-           'OracleSearch', 'make_policy', 'baseline_names']
+__all__ = ['EDITOR_FOR', 'POLICIES', 'Policy', 'SingleExpert', 'RandomPolicy', 'editor_names', 'FixedPipeline', 'Router',
+           'ThresholdLoop', 'GreedyLookahead', 'OracleSearch', 'parse_spec', 'make_policy', 'baseline_names']
 
 # %% ../nbs/50_baselines.ipynb #58c70fa0
 import numpy as np
@@ -17,10 +17,11 @@ import numpy as np
 # %% ../nbs/50_baselines.ipynb #8154f765
 from .core import edit_op
 from .env import ImagePoserEnv, valid_actions
+from .experts import count_tokens
 
 # %% ../nbs/50_baselines.ipynb #93ea1db6
 class Policy:
-    "Base of all policies: `reset(env)` once per episode, then `act(obs, info)` per step."
+    "Base of all policies: `reset(env, seed)` once per episode, then `act(obs, info)` per step."
 
     name = "policy"
     env_overrides: dict = {}
@@ -28,10 +29,13 @@ class Policy:
     def reset(self, env: ImagePoserEnv, seed: int | None = None):
         "Start an episode in `env`; `seed` (set per episode by the evaluation) seeds any randomness of the policy."
         self.env = env
-        self.search_cost, self.search_calls = 0.0, 0  # expert calls a planner makes that the episode itself does not count
 
     def act(self, obs: np.ndarray, info: dict) -> int:
         raise NotImplementedError
+
+    def _fallback(self, info: dict) -> int:
+        "STOP if allowed, else the first valid action."
+        return self.env.stop_action if info["action_mask"][self.env.stop_action] else int(valid_actions(info)[0])
 
 # %% ../nbs/50_baselines.ipynb #97aef9f8
 def _first_valid(info, names: list[str], env) -> int | None:
@@ -85,14 +89,24 @@ EDITOR_FOR = {
     None: "instruct",
 }
 
+
+def editor_names(op: str | None, editors: str) -> list[str]:
+    "The editors to try, in order, for an edit of operation `op`: the matching specialist then `instruct`, or one named editor."
+    if editors == "specialist":
+        return [EDITOR_FOR.get(op, "instruct"), "instruct"]
+    return [editors]
+
 # %% ../nbs/50_baselines.ipynb #61592f21
 class FixedPipeline(Policy):
-    "The best generalist for generation commands, then the matching editor for each edit command, until the queue empties."
+    "One generalist for generation commands, then an editor for each edit command, until the queue empties."
 
-    name = "fixed"
+    def __init__(self, generalist: str = "frontier", editors: str = "specialist"):
+        self.generalist, self.editors = generalist, editors
+        self.name = f"fixed:generalist={generalist},editors={editors}"
 
-    def __init__(self, generalist: str = "frontier", general_editor: str = "instruct"):
-        self.generalist, self.general_editor = generalist, general_editor
+    def generator(self) -> str:
+        "The text-to-image expert for this episode's generation commands."
+        return self.generalist
 
     def act(self, obs, info):
         env = self.env
@@ -100,19 +114,45 @@ class FixedPipeline(Policy):
             return env.stop_action
         head = env.queue[0] if env.queue else None
         if head is None or head.kind == "generate" or info["image"] is None:
-            a = _first_valid(info, [self.generalist], env)
+            a = _first_valid(info, [self.generator()], env)
         else:
-            a = _first_valid(info, [EDITOR_FOR.get(edit_op(head.text), self.general_editor), self.general_editor], env)
-        return a if a is not None else env.stop_action if info["action_mask"][env.stop_action] else int(valid_actions(info)[0])
+            a = _first_valid(info, editor_names(edit_op(head.text), self.editors), env)
+        return a if a is not None else self._fallback(info)
 
 
+class Router(FixedPipeline):
+    "A fixed pipeline whose generator is chosen from the prompt: long-context, layout-guided, or the default."
+
+    def __init__(self, long: str = "pixart-long", layout: str = "layout-gen", default: str = "sdxl", editors: str = "specialist"):
+        super().__init__(default, editors)
+        self.long, self.layout, self.default = long, layout, default
+        self.name = f"router:long={long},layout={layout},default={default},editors={editors}"
+
+    def generator(self) -> str:
+        task = self.env.task
+        if count_tokens(task.prompt) > 77:
+            return self.long
+        return self.layout if {"count", "relation"} & set(task.kinds()) else self.default
+
+# %% ../nbs/50_baselines.ipynb #blthr001
 class ThresholdLoop(Policy):
-    "T2I-Copilot's loop: generate; while the critic's alignment is under `threshold`, regenerate or edit, at most `max_tries` more times."
+    "T2I-Copilot's loop: generate; while the critic's alignment is under `threshold`, edit or regenerate, at most `max_tries` more times."
 
-    name = "threshold"
-
-    def __init__(self, threshold: float = 0.8, max_tries: int = 3, generalist: str = "frontier", editor: str = "instruct"):
-        self.threshold, self.max_tries, self.generalist, self.editor = threshold, max_tries, generalist, editor
+    def __init__(
+        self, threshold: float = 0.8, max_tries: int = 3, generalist: str = "frontier", editors: str = "instruct", on_fail: str = "edit"
+    ):
+        if on_fail not in ("edit", "regenerate"):
+            raise ValueError(f"on_fail must be 'edit' or 'regenerate', got {on_fail!r}")
+        self.threshold, self.max_tries, self.generalist, self.editors, self.on_fail = (
+            threshold,
+            int(max_tries),
+            generalist,
+            editors,
+            on_fail,
+        )
+        self.name = (
+            f"threshold:threshold={threshold:g},max_tries={self.max_tries},generalist={generalist},editors={editors},on_fail={on_fail}"
+        )
 
     def reset(self, env, seed: int | None = None):
         super().reset(env, seed)
@@ -126,34 +166,34 @@ class ThresholdLoop(Policy):
                 return env.stop_action
             self.tries += 1
         head = env.queue[0] if env.queue else None
-        names = [self.generalist] if head is None or head.kind == "generate" or info["image"] is None else [self.editor, self.generalist]
+        if info["image"] is None or self.on_fail == "regenerate" or head is None or head.kind == "generate":
+            names = [self.generalist]
+        else:
+            names = editor_names(edit_op(head.text), self.editors) + [self.generalist]
         a = _first_valid(info, names, env)
         return a if a is not None else int(valid_actions(info)[0])
 
 # %% ../nbs/50_baselines.ipynb #f369d2d2
 class GreedyLookahead(Policy):
-    "Try every valid action on a copy of the state; take the best immediate reward; STOP when none is positive."
+    "Try every valid action on a copy of the state; take the best immediate reward; STOP when no gain exceeds `min_gain`."
 
-    name = "greedy"
+    def __init__(self, min_gain: float = 0.0):
+        self.min_gain = float(min_gain)
+        self.name = "greedy" if self.min_gain == 0 else f"greedy:min_gain={min_gain:g}"
 
     def act(self, obs, info):
         env = self.env
         snap = env.snapshot()
-        best, best_r = env.stop_action, 0.0
+        best, best_r = env.stop_action, self.min_gain
         for a in valid_actions(info):
             if a == env.stop_action:
                 continue
-            _, r, *_ = env.step(int(a))
+            _, r, *_ = env.step(int(a))  # every trial call runs for real (the env bills it), then is undone
             env.restore(snap)
-            self.search_cost += env.registry[int(a)].cost
-            self.search_calls += 1
             if r > best_r:
                 best, best_r = int(a), r
         if best == env.stop_action and not info["action_mask"][env.stop_action]:
             best = int(valid_actions(info)[0])
-        if best != env.stop_action:
-            self.search_cost -= env.registry[best].cost
-            self.search_calls -= 1  # the episode counts the call it keeps
         return best
 
 # %% ../nbs/50_baselines.ipynb #0703b03b
@@ -197,8 +237,6 @@ class OracleSearch(Policy):
                 for a in acts:
                     env.restore(snap)
                     _, r, term, trunc, _ = env.step(int(a))
-                    self.search_cost += env.registry[int(a)].cost
-                    self.search_calls += 1
                     v = self._value(env)
                     cands.append((plan + [int(a)], env.snapshot(), v, term or trunc))
                     if v > best_v:
@@ -208,8 +246,6 @@ class OracleSearch(Policy):
             if not frontier:
                 break
         env.restore(root)
-        self.search_cost -= sum(env.registry[a].cost for a in best_plan)
-        self.search_calls -= len(best_plan)  # replayed by the episode
         return best_plan
 
     def act(self, obs, info):
@@ -220,23 +256,57 @@ class OracleSearch(Policy):
         return self.env.stop_action if info["action_mask"][self.env.stop_action] else int(valid_actions(info)[0])
 
 # %% ../nbs/50_baselines.ipynb #af3224da
-def make_policy(spec: str, seed: int = 0) -> Policy:
-    "A policy by name: 'single:<expert>', 'random', 'fixed', 'threshold', 'greedy', 'oracle' (with or without a 'baseline:' prefix)."
+POLICIES = {
+    "random": RandomPolicy,
+    "fixed": FixedPipeline,
+    "router": Router,
+    "threshold": ThresholdLoop,
+    "greedy": GreedyLookahead,
+    "oracle": OracleSearch,
+}
+
+
+def _value(v: str):
+    "A knob's value from its text: int, float, or string."
+    for cast in (int, float):
+        try:
+            return cast(v)
+        except ValueError:
+            pass
+    return v
+
+
+def parse_spec(spec: str) -> tuple[str, dict]:
+    "('fixed', {'generalist': 'sdxl'}) from 'baseline:fixed:generalist=sdxl' (the 'baseline:' prefix is optional)."
     name = spec.split("baseline:", 1)[-1]
     if name.startswith("single:"):
-        return SingleExpert(name.split(":", 1)[1])
-    table = {
-        "random": lambda: RandomPolicy(seed),
-        "fixed": FixedPipeline,
-        "threshold": ThresholdLoop,
-        "greedy": GreedyLookahead,
-        "oracle": OracleSearch,
-    }
-    if name not in table:
-        raise ValueError(f"unknown baseline {spec!r}; known: single:<expert>, {', '.join(table)}")
-    return table[name]()
+        return "single", {"expert": name.split(":", 1)[1]}
+    name, _, rest = name.partition(":")
+    knobs = {}
+    for part in filter(None, rest.split(",")):
+        k, eq, v = part.partition("=")
+        if not eq or not k.strip():
+            raise ValueError(f"bad knob {part!r} in {spec!r}: expected key=value")
+        knobs[k.strip()] = _value(v.strip())
+    return name, knobs
+
+
+def make_policy(spec: str, seed: int = 0) -> Policy:
+    "A policy from its spec: 'single:<expert>', or a name of `POLICIES` with optional knobs ('fixed:generalist=sdxl')."
+    name, knobs = parse_spec(spec)
+    if name == "single":
+        return SingleExpert(knobs["expert"])
+    if name not in POLICIES:
+        raise ValueError(f"unknown baseline {spec!r}; known: single:<expert>, {', '.join(POLICIES)}")
+    if name == "random":
+        knobs.setdefault("seed", seed)
+    try:
+        return POLICIES[name](**knobs)
+    except TypeError as e:
+        raise ValueError(f"bad knobs for {name!r} in {spec!r}: {e}") from None
 
 
 def baseline_names(registry) -> list[str]:
-    "Every baseline for a registry: one single-expert baseline per text-to-image expert, then the others."
-    return [f"single:{registry[i].name}" for i in registry.by_kind("t2i")] + ["random", "fixed", "threshold", "greedy", "oracle"]
+    "Every baseline for a registry with its default knobs: one single-expert baseline per text-to-image expert, then the others."
+    singles = [f"single:{registry[i].name}" for i in registry.by_kind("t2i")]
+    return singles + ["random", "fixed", "router", "threshold", "greedy", "oracle"]

@@ -68,7 +68,9 @@ class EnvConfig:
     max_attempts: int = 3  # failed tries before a command is dropped (paper: 3)
     cost_weight: float = 0.01  # reward per unit of expert cost
     failure_penalty: float = 0.05  # extra penalty for a failed expert call
-    success_bonus: float = 1.0  # paid when the episode ends with the critic judging every requirement met
+    success_bonus: float = 1.0  # paid when the episode ends with the critic judging every requirement met and the picture clean
+    quality_weight: float = 0.5  # reward per unit of change in the critic's fidelity estimate
+    fidelity_min: float = 0.8  # the critic's fidelity estimate a picture needs to count as a success (the Evaluator's threshold)
     reflection: bool = True  # critic suggestions join the queue
     max_queue: int = 8  # longest command queue (reflection stops adding beyond it)
     obs_mode: Literal["full", "paper"] = "full"  # "paper": text embeddings only
@@ -144,12 +146,12 @@ class ImagePoserEnv(gym.Env):
     scores, progress, the last action and each expert's failures.
 
     ## Rewards
-    Per expert call: the change in the critic's alignment, minus `cost_weight` x the expert's cost, minus
-    `failure_penalty` if the call failed. At the end of an episode: `success_bonus` if the critic judges every
-    requirement met.
+    Per expert call: the change in the critic's alignment, plus `quality_weight` x the change in its fidelity
+    estimate, minus `cost_weight` x the expert's cost, minus `failure_penalty` if the call failed. At the end of an
+    episode: `success_bonus` if the critic judges every requirement met and the picture clean (`fidelity_min`).
 
     ## Episode End
-    Terminates on STOP (or a masked action), or when the queue is empty and the critic finds every requirement met;
+    Terminates on STOP (or a masked action), or when the queue is empty and the critic judges the picture a success;
     truncated at `horizon` steps.
     """
 
@@ -221,6 +223,7 @@ def reset(self: ImagePoserEnv, *, seed: int | None = None, options: dict | None 
     self.t, self.spent, self.last_action = 0, 0.0, None
     self.failures = np.zeros(self.n_experts, np.int64)
     self.dropped: list[Command] = []
+    self.invocations: list[tuple[str, float]] = []  # every real expert call this episode (lookahead included; cache hits excluded)
     return self._obs(), self._info(None)
 
 
@@ -276,6 +279,7 @@ def _call(self: ImagePoserEnv, action: int, command: Command):
         if len(self._calls) > 256:
             self._calls.clear()
         self._calls[key] = call_expert(expert, command.text, image_in, seed=seed, size=(self.cfg.image_size, self.cfg.image_size))
+        self.invocations.append((expert.name, float(expert.cost)))
     return self._calls[key]
 
 
@@ -299,6 +303,7 @@ def step(self: ImagePoserEnv, action):
     if action == self.stop_action or not self.action_mask()[action]:
         return self._stop(action)
     prev_align = self.feedback.alignment if self.feedback is not None else 0.0
+    prev_fid = self.feedback.fidelity if self.feedback is not None else 0.0
     command = self._current_command()
     expert = self.registry[action]
     res = self._call(action, command)
@@ -312,7 +317,7 @@ def step(self: ImagePoserEnv, action):
         self._retry_or_drop(command)
     else:
         fb = self._accept(res.image, command)
-        reward += fb.alignment - prev_align
+        reward += fb.alignment - prev_align + self.cfg.quality_weight * (fb.fidelity - prev_fid)
     step = Step(
         index=self.t,
         action=action,
@@ -328,7 +333,7 @@ def step(self: ImagePoserEnv, action):
     self.steps.append(step)
     self.t += 1
     self.last_action = action
-    done = not self.queue and self._all_met()
+    done = not self.queue and self._success()
     truncated = not done and self.t >= self.cfg.horizon
     if done or truncated:
         reward += self._terminal_reward()
@@ -382,8 +387,14 @@ def _all_met(self: ImagePoserEnv) -> bool:
 
 
 @patch
+def _success(self: ImagePoserEnv) -> bool:
+    "Every requirement judged met and the picture judged clean enough (`fidelity_min`)."
+    return self._all_met() and self.feedback.fidelity >= self.cfg.fidelity_min
+
+
+@patch
 def _terminal_reward(self: ImagePoserEnv) -> float:
-    return self.cfg.success_bonus if self._all_met() else 0.0
+    return self.cfg.success_bonus if self._success() else 0.0
 
 
 @patch

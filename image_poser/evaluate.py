@@ -1,4 +1,4 @@
-"""The evaluation harness: run any policy on a prompt split over seeds, score every final image with the Evaluator (never the training critic), and report means with bootstrap 95 % confidence intervals, breakdowns by tier and requirement kind, and trajectory galleries, as markdown, CSV and JSON under `paper/results/`.
+"""The evaluation harness: run any policy on a prompt split over seeds, score every final image with the Evaluator (never the training critic), and report means with prompt-clustered bootstrap 95 % intervals, paired comparisons, breakdowns by tier and requirement kind, and trajectory galleries, as markdown, CSV and JSON under `paper/results/`.
 
 Docs: https://image-poser.github.io/image_poser/evaluate.html.md"""
 
@@ -8,6 +8,7 @@ Docs: https://image-poser.github.io/image_poser/evaluate.html.md"""
 from __future__ import annotations
 
 import csv
+import importlib
 import json
 import multiprocessing
 import time
@@ -17,21 +18,34 @@ from dataclasses import replace
 from pathlib import Path
 
 # %% auto #0
-__all__ = ['METRICS', 'episode_seed', 'run_episode', 'bootstrap_ci', 'CheckpointPolicy', 'load_policy', 'run_jobs', 'summarize',
-           'evaluate', 'write_results', 'results_table', 'gallery', 'run_prompt']
+__all__ = ['METRICS', 'episode_seed', 'evaluation_task', 'run_episode', 'bootstrap_ci', 'cell_means', 'cluster_ci', 'paired_ci',
+           'CheckpointPolicy', 'load_policy', 'run_jobs', 'summarize', 'evaluate', 'write_results', 'results_table',
+           'gallery', 'run_prompt']
 
 # %% ../nbs/55_evaluate.ipynb #bc7207f5
 import numpy as np
 
 # %% ../nbs/55_evaluate.ipynb #ae402ca2
 from .baselines import Policy, make_policy
-from .core import REQUIREMENT_KINDS
+from .core import REQUIREMENT_KINDS, Requirement, Task
 from .env import EnvConfig, ImagePoserEnv
 from .shapes.data import load_split
 from .shapes.evaluator import ShapesEvaluator
 
 # %% ../nbs/55_evaluate.ipynb #109f71ea
-METRICS = ("alignment", "full_success", "fidelity", "aesthetics", "cost", "calls", "errors", "wall_time_s", "return", "critic_alignment")
+METRICS = (
+    "alignment",
+    "full_success",
+    "all_met",
+    "fidelity",
+    "aesthetics",
+    "cost",
+    "calls",
+    "errors",
+    "wall_time_s",
+    "return",
+    "critic_alignment",
+)
 
 
 def episode_seed(seed: int, record: dict) -> int:
@@ -39,8 +53,16 @@ def episode_seed(seed: int, record: dict) -> int:
     return zlib.crc32(f"{seed}\x00{record.get('id')}\x00{record.get('prompt', '')}".encode())
 
 
-def run_episode(env: ImagePoserEnv, policy: Policy, record: dict, seed: int, keep_images: bool = False) -> dict:
-    "Run `policy` on `record` and score the result with the Evaluator."
+def evaluation_task(record: dict, task: Task) -> Task:
+    "The checklist the Evaluator scores: the record's own requirements when it has them (written from its scene spec), else `task`."
+    reqs = record.get("requirements")
+    if not reqs:
+        return task
+    return Task(prompt=record["prompt"], requirements=[Requirement.model_validate(q) for q in reqs])
+
+# %% ../nbs/55_evaluate.ipynb #evepi002
+def run_episode(env: ImagePoserEnv, policy: Policy, record: dict, seed: int, keep_images: bool = False, evaluator=None) -> dict:
+    "Run `policy` on `record` and score the result with the Evaluator (default: the shapes world's)."
     t0 = time.perf_counter()
     obs, info = env.reset(seed=seed, options={"record": record})
     policy.reset(env, seed=episode_seed(seed, record))
@@ -51,21 +73,22 @@ def run_episode(env: ImagePoserEnv, policy: Policy, record: dict, seed: int, kee
         done = term or trunc
         if keep_images:
             images.append(info["image"])
-    ev = ShapesEvaluator().evaluate(env.image, env.task)
+    etask = evaluation_task(record, env.task)
+    ev = (evaluator or ShapesEvaluator()).evaluate(env.image, etask)
     tr = env.trajectory(policy.name)
     tr.seed, tr.evaluation = seed, ev.scores()
     by_kind = {}
-    for q, v in zip(env.task.requirements, ev.verdicts):
+    for q, v in zip(etask.requirements, ev.verdicts):
         by_kind.setdefault(q.kind, []).append(v.satisfied)
-    search_cost, search_calls = getattr(policy, "search_cost", 0.0), getattr(policy, "search_calls", 0)
+    cost = float(sum(c for _, c in env.invocations))
     row = {
         "id": record.get("id"),
         "tier": record.get("tier"),
         "seed": seed,
         **ev.scores(),
-        "cost": tr.total_cost + search_cost,
-        "calls": tr.n_calls + search_calls,
-        "search_cost": search_cost,
+        "cost": cost,
+        "calls": len(env.invocations),
+        "search_cost": cost - tr.total_cost,
         "errors": tr.n_errors,
         "wall_time_s": time.perf_counter() - t0,
         "return": ret,
@@ -79,13 +102,62 @@ def run_episode(env: ImagePoserEnv, policy: Policy, record: dict, seed: int, kee
 
 # %% ../nbs/55_evaluate.ipynb #42f229c4
 def bootstrap_ci(values, n_boot: int = 2000, alpha: float = 0.05, seed: int = 0) -> tuple[float, float, float]:
-    "(mean, low, high): percentile bootstrap confidence interval of the mean."
+    "(mean, low, high): percentile bootstrap confidence interval of the mean of independent values."
     x = np.asarray(values, float)
     if len(x) == 0:
         return float("nan"), float("nan"), float("nan")
     rng = np.random.default_rng(seed)
     means = x[rng.integers(0, len(x), (n_boot, len(x)))].mean(1)
     return float(x.mean()), float(np.quantile(means, alpha / 2)), float(np.quantile(means, 1 - alpha / 2))
+
+
+def cell_means(rows: list[dict], metric: str, prompts: list | None = None) -> np.ndarray:
+    "(prompts x training seeds) matrix of the mean of `metric` over evaluation seeds (NaN where a cell has no episode)."
+    prompts = prompts if prompts is not None else sorted({str(r["id"]) for r in rows})
+    seeds = sorted({r.get("train_seed", 0) for r in rows})
+    pi, si = {p: k for k, p in enumerate(prompts)}, {s: k for k, s in enumerate(seeds)}
+    tot, cnt = np.zeros((len(prompts), len(seeds))), np.zeros((len(prompts), len(seeds)))
+    for r in rows:
+        k = pi.get(str(r["id"]))
+        if k is not None:
+            tot[k, si[r.get("train_seed", 0)]] += float(r[metric])
+            cnt[k, si[r.get("train_seed", 0)]] += 1
+    return np.where(cnt > 0, tot / np.maximum(cnt, 1), np.nan)
+
+# %% ../nbs/55_evaluate.ipynb #evclu002
+def _replicates(M: np.ndarray, idx_p: np.ndarray, rng: np.random.Generator) -> np.ndarray:
+    "Bootstrap replicates of the mean of matrix M (prompts x seeds): rows `idx_p` (n_boot x prompts), seeds resampled."
+    n_boot, S = idx_p.shape[0], M.shape[1]
+    idx_s = rng.integers(0, S, (n_boot, S)) if S > 1 else np.zeros((n_boot, 1), int)
+    return np.nanmean(M[idx_p[:, :, None], idx_s[:, None, :]], axis=(1, 2))
+
+
+def cluster_ci(rows: list[dict], metric: str, n_boot: int = 2000, alpha: float = 0.05, seed: int = 0) -> tuple[float, float, float]:
+    "(mean, low, high) of `metric`, resampling prompts (with all their episodes) and training seeds."
+    M = cell_means(rows, metric)
+    if M.size == 0:
+        return float("nan"), float("nan"), float("nan")
+    rng = np.random.default_rng(seed)
+    reps = _replicates(M, rng.integers(0, M.shape[0], (n_boot, M.shape[0])), rng)
+    return float(np.nanmean(M)), float(np.quantile(reps, alpha / 2)), float(np.quantile(reps, 1 - alpha / 2))
+
+
+def paired_ci(rows_a: list[dict], rows_b: list[dict], metric: str, n_boot: int = 2000, alpha: float = 0.05, seed: int = 0) -> dict:
+    "Mean of A minus B on the prompts both were run on, with its cluster-bootstrap interval."
+    common = sorted({str(r["id"]) for r in rows_a} & {str(r["id"]) for r in rows_b})
+    A, B = cell_means(rows_a, metric, common), cell_means(rows_b, metric, common)
+    if not common:
+        return {"mean": float("nan"), "ci_low": float("nan"), "ci_high": float("nan"), "n_prompts": 0}
+    rng = np.random.default_rng(seed)
+    idx_p = rng.integers(0, len(common), (n_boot, len(common)))
+    d = _replicates(A, idx_p, rng) - _replicates(B, idx_p, rng)
+    m = float(np.nanmean(A) - np.nanmean(B))
+    return {
+        "mean": m,
+        "ci_low": float(np.quantile(d, alpha / 2)),
+        "ci_high": float(np.quantile(d, 1 - alpha / 2)),
+        "n_prompts": len(common),
+    }
 
 # %% ../nbs/55_evaluate.ipynb #0467ad0a
 _LEGACY_ENV_ARGS = ("obs_mode", "horizon", "max_attempts", "cost_weight", "critic_error_scale", "success_bonus")
@@ -141,11 +213,20 @@ def _worker(args):
 
 
 def summarize(rows: list[dict], seed: int = 0) -> dict:
-    "Means with 95 % bootstrap intervals, overall, by tier and by requirement kind."
+    "Means with prompt-clustered 95 % bootstrap intervals, per-training-seed means, breakdowns by tier and requirement kind."
     out = {}
     for k in METRICS:
-        m, lo, hi = bootstrap_ci([r[k] for r in rows], seed=seed)
+        m, lo, hi = cluster_ci(rows, k, seed=seed)
         out[k] = {"mean": round(m, 4), "ci_low": round(lo, 4), "ci_high": round(hi, 4)}
+    train_seeds = sorted({r["train_seed"] for r in rows if "train_seed" in r})
+    if len(train_seeds) > 1:  # the spread over training runs, next to the pooled interval
+        out["per_seed"] = {
+            str(s): {
+                k: round(float(np.mean([r[k] for r in rows if r.get("train_seed") == s])), 4)
+                for k in ("alignment", "full_success", "fidelity", "cost")
+            }
+            for s in train_seeds
+        }
     out["by_tier"] = {
         str(t): {k: round(float(np.mean([r[k] for r in rows if r["tier"] == t])), 4) for k in ("alignment", "full_success", "cost")}
         for t in sorted({r["tier"] for r in rows if r["tier"] is not None})
@@ -159,6 +240,7 @@ def summarize(rows: list[dict], seed: int = 0) -> dict:
             usage[e] = usage.get(e, 0) + 1
     out["expert_usage"] = dict(sorted(usage.items(), key=lambda kv: -kv[1]))
     out["n_episodes"] = len(rows)
+    out["n_prompts"] = len({str(r["id"]) for r in rows})
     return out
 
 
@@ -177,9 +259,10 @@ def evaluate(
     jobs = [(i, s) for s in seeds for i in range(len(recs))]
     chunks = [jobs[i :: max(1, workers)] for i in range(max(1, workers))]
     args = [(policy, cfg, recs, c) for c in chunks if c]
-    if workers > 1:  # spawned workers: a fork after torch has loaded a checkpoint deadlocks them
+    if workers > 1:  # spawned workers (a fork after torch has loaded a checkpoint deadlocks them) run the installed module's worker
+        worker = importlib.import_module("image_poser.evaluate")._worker
         with ProcessPoolExecutor(workers, mp_context=multiprocessing.get_context("spawn")) as ex:
-            parts = list(ex.map(_worker, args))
+            parts = list(ex.map(worker, args))
     else:
         parts = [_worker(a) for a in args]
     rows = [r for p in parts for r in p]
@@ -192,12 +275,13 @@ def write_results(name: str, rows: list[dict], summary: dict, out_dir: str | Pat
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     safe = name.replace(":", "_").replace("/", "_")
-    cols = ["id", "tier", "seed", *METRICS]
+    cols = ["id", "tier", "seed", "train_seed", *METRICS]
     with open(out / f"{safe}.csv", "w", newline="") as f:
         w = csv.writer(f)
         w.writerow(cols + ["experts"])
         for r in rows:
-            w.writerow([r[c] if not isinstance(r[c], float) else round(r[c], 5) for c in cols] + [" ".join(r["experts"])])
+            vals = [r.get(c, "") for c in cols]
+            w.writerow([round(v, 5) if isinstance(v, float) else v for v in vals] + [" ".join(r["experts"])])
     (out / f"{safe}.json").write_text(json.dumps({"method": name, **summary}, indent=1))
     return {"csv": out / f"{safe}.csv", "json": out / f"{safe}.json"}
 
@@ -207,12 +291,20 @@ def _fmt(s: dict, k: str, digits: int = 3) -> str:
     return f"{v['mean']:.{digits}f} [{v['ci_low']:.{digits}f}, {v['ci_high']:.{digits}f}]"
 
 
+def _seeds(s: dict, k: str) -> str:
+    "Per-training-seed means of `k`, or a dash for an untrained method."
+    ps = s.get("per_seed")
+    return " / ".join(f"{v[k]:.3f}" for v in ps.values()) if ps else "—"
+
+
 def results_table(summaries: dict[str, dict]) -> str:
-    "Markdown table: one row per method, means with 95 % CIs."
-    cols = [("alignment", 3), ("full_success", 3), ("fidelity", 3), ("aesthetics", 3), ("cost", 1), ("calls", 2)]
-    out = ["| method | " + " | ".join(c for c, _ in cols) + " | episodes |", "|---|" + "---|" * (len(cols) + 1)]
+    "Markdown table: one row per method, means with prompt-clustered 95 % CIs, and the per-training-seed full success."
+    cols = [("alignment", 3), ("full_success", 3), ("all_met", 3), ("fidelity", 3), ("cost", 1), ("calls", 2)]
+    head = "| method | " + " | ".join(c for c, _ in cols) + " | full success by training seed | prompts x episodes |"
+    out = [head, "|---|" + "---|" * (len(cols) + 2)]
     for name, s in summaries.items():
-        out.append(f"| {name} | " + " | ".join(_fmt(s, c, d) for c, d in cols) + f" | {s['n_episodes']} |")
+        cells = " | ".join(_fmt(s, c, d) for c, d in cols if c in s)
+        out.append(f"| {name} | {cells} | {_seeds(s, 'full_success')} | {s.get('n_prompts', '?')} x {s['n_episodes']} |")
     return "\n".join(out)
 
 # %% ../nbs/55_evaluate.ipynb #95f7555a

@@ -24,14 +24,22 @@ from .core import Task, Verdict
 class Evaluation:
     "An evaluator's verdict on one image."
 
-    alignment: float
-    full_success: float
-    fidelity: float
+    alignment: float  # weighted share of requirements satisfied
+    full_success: float  # 1: every requirement satisfied and the picture clean enough to accept
+    fidelity: float  # 1 = clean picture
     aesthetics: float
     verdicts: list[Verdict]
+    all_met: float | None = None  # 1: every requirement satisfied, whatever the picture's quality (None: same as full_success)
 
     def scores(self) -> dict[str, float]:
-        return {"alignment": self.alignment, "full_success": self.full_success, "fidelity": self.fidelity, "aesthetics": self.aesthetics}
+        all_met = self.full_success if self.all_met is None else self.all_met
+        return {
+            "alignment": self.alignment,
+            "full_success": self.full_success,
+            "all_met": all_met,
+            "fidelity": self.fidelity,
+            "aesthetics": self.aesthetics,
+        }
 
 
 @runtime_checkable

@@ -7,61 +7,152 @@ Docs: https://image-poser.github.io/image_poser/shapes_evaluator.html.md"""
 # %% ../../nbs/19_shapes_evaluator.ipynb #sevimp01
 from __future__ import annotations
 
+from dataclasses import dataclass
+
 # %% auto #0
-__all__ = ['FIDELITY_SCALE', 'fidelity', 'ShapesEvaluator', 'critic_vs_evaluator']
+__all__ = ['FIDELITY_MIN', 'group_members', 'relation_holds', 'judge', 'fidelity', 'aesthetics', 'ShapesEvaluator',
+           'critic_vs_evaluator']
 
 # %% ../../nbs/19_shapes_evaluator.ipynb #a6fe1397
 import numpy as np
 from PIL import Image
 from scipy import ndimage as ndi
+from scipy.optimize import linear_sum_assignment
+from skimage.metrics import structural_similarity
 
 # %% ../../nbs/19_shapes_evaluator.ipynb #6c898b11
-from ..core import Task
+from ..core import Requirement, Task, Verdict
 from ..evaluator import Evaluation
 from ..experts import call_expert, load_registry
 from .decompose import task_from_prompt
-from .perception import check, composition_score, perceive
-from .scene import render
+from .perception import perceive
+from .scene import NEXT_TO_GAP, Scene, SceneObject, render, scene_of
+
+# %% ../../nbs/19_shapes_evaluator.ipynb #sevgrp01
+def _mismatch(want: dict, o: SceneObject) -> float:
+    "How badly object `o` fits a required group (inf: another shape)."
+    if o.shape != want["shape"]:
+        return np.inf
+    return sum(w for a, w in (("color", 2.0), ("size", 1.0), ("texture", 1.0)) if want.get(a) not in (None, getattr(o, a)))
+
+
+def group_members(reqs: list[Requirement], objects: list[SceneObject]) -> dict[str, list[SceneObject]]:
+    "group id -> the objects that stand for it in the picture."
+    groups = {q.spec["group"]: q.spec for q in reqs if q.spec.get("check") == "presence"}
+    slots = [gid for gid, sp in groups.items() for _ in range(int(sp.get("count", 1)))]
+    members: dict[str, list[SceneObject]] = {gid: [] for gid in groups}
+    if not slots or not objects:
+        return members
+    cost = np.array([[_mismatch(groups[gid], o) for o in objects] for gid in slots])
+    finite = np.where(np.isinf(cost), 1e6, cost)
+    for i, j in zip(*linear_sum_assignment(finite)):
+        if np.isfinite(cost[i, j]):
+            members[slots[i]].append(objects[j])
+    return members
+
+# %% ../../nbs/19_shapes_evaluator.ipynb #sevchk01
+def _center(objs: list[SceneObject]) -> tuple[float, float]:
+    return float(np.mean([o.x for o in objs])), float(np.mean([o.y for o in objs]))
+
+
+def _gap(a: SceneObject, b: SceneObject) -> float:
+    "Pixels between two objects' boxes along the axis where they are apart (negative when they overlap)."
+    return max(b.x - b.r - (a.x + a.r), a.x - a.r - (b.x + b.r), b.y - b.r - (a.y + a.r), a.y - a.r - (b.y + b.r))
+
+
+def relation_holds(rel: str, a: list[SceneObject], b: list[SceneObject], margin: float = 2.0) -> bool:
+    "Does group `a` stand in relation `rel` to group `b`?"
+    if not a or not b:
+        return False
+    if rel == "next to":
+        return min(_gap(p, q) for p in a for q in b) <= NEXT_TO_GAP + margin
+    (ax, ay), (bx, by) = _center(a), _center(b)
+    return {"left of": ax < bx - margin, "right of": ax > bx + margin, "above": ay < by - margin, "below": ay > by + margin}[rel]
+
+# %% ../../nbs/19_shapes_evaluator.ipynb #sevchk02
+def _like(sp: dict, objects: list[SceneObject]) -> int:
+    return sum(o.shape == sp["shape"] and sp.get("color") in (None, o.color) for o in objects)
+
+
+def judge(q: Requirement, members: dict[str, list[SceneObject]], scene: Scene) -> tuple[bool, str]:
+    "(satisfied, reason) of requirement `q` in the true `scene`."
+    sp, ck = q.spec, q.spec.get("check")
+    mine = members.get(sp.get("group"), [])
+    if ck == "presence":
+        return bool(mine), f"{len(mine)} object(s) stand for it"
+    if ck == "count":
+        n = _like(sp, scene.objects)
+        return n == sp["count"], f"{n} in the picture, {sp['count']} asked"
+    if ck in ("color", "size", "texture"):
+        seen = sorted({getattr(o, ck) for o in mine})
+        return bool(mine) and seen == [sp[ck]], f"{ck}: {'/'.join(seen) or 'nothing'}, asked {sp[ck]}"
+    if ck == "relation":
+        ok = relation_holds(sp["rel"], members.get(sp["subject"], []), members.get(sp["object"], []))
+        return ok, f"{sp['subject']} {'' if ok else 'not '}{sp['rel']} {sp['object']}"
+    if ck == "background":
+        return scene.background == sp["background"], f"background {scene.background}, asked {sp['background']}"
+    if ck == "absence":
+        n = _like(sp, scene.objects)
+        return n == 0, f"{n} left"
+    return False, f"unknown check {ck!r}"
+
+# %% ../../nbs/19_shapes_evaluator.ipynb #sevfid01
+FIDELITY_MIN = 0.8  # full success needs at least this fidelity (see the gallery)
+
+
+def fidelity(img: Image.Image, clean: Image.Image) -> float:
+    "min(SSIM near the clean picture's edges, SSIM elsewhere) of `img` against the `clean` render of what it shows."
+    a, b = np.asarray(img.convert("RGB")), np.asarray(clean.convert("RGB"))
+    _, S = structural_similarity(a, b, channel_axis=2, data_range=255, full=True)
+    S = S.mean(2)
+    g = b.astype(np.float32).mean(2)
+    band = ndi.binary_dilation(np.hypot(ndi.sobel(g, 0), ndi.sobel(g, 1)) > 20, iterations=2)
+    near = float(S[band].mean()) if band.any() else 1.0
+    flat = float(S[~band].mean()) if (~band).any() else 1.0
+    return min(near, flat)
+
+# %% ../../nbs/19_shapes_evaluator.ipynb #sevaes01
+def aesthetics(scene: Scene) -> float:
+    "Composition in [0, 1]: 1 minus penalties for overlapping objects, objects touching the frame, and a lopsided layout."
+    objs, s = scene.objects, scene.size
+    if not objs:
+        return 0.0
+    boxes = np.array([[o.x - o.r, o.y - o.r, o.x + o.r, o.y + o.r] for o in objs], float)
+    w = np.clip(np.minimum(boxes[:, None, 2], boxes[None, :, 2]) - np.maximum(boxes[:, None, 0], boxes[None, :, 0]), 0, None)
+    h = np.clip(np.minimum(boxes[:, None, 3], boxes[None, :, 3]) - np.maximum(boxes[:, None, 1], boxes[None, :, 1]), 0, None)
+    areas = (boxes[:, 2] - boxes[:, 0]) * (boxes[:, 3] - boxes[:, 1])
+    overlap = min(1.0, float(np.triu(w * h, 1).sum()) / float(areas.sum()))
+    framed = float(np.mean((boxes[:, :2].min(1) < 2) | (boxes[:, 2:].max(1) > s - 2)))
+    cx, cy = np.average(boxes[:, [0, 2]].mean(1), weights=areas), np.average(boxes[:, [1, 3]].mean(1), weights=areas)
+    lopsided = min(1.0, float(np.hypot(cx - s / 2, cy - s / 2)) / (s / 2))
+    return float(np.clip(1 - 0.5 * overlap - 0.25 * framed - 0.25 * lopsided, 0, 1))
 
 # %% ../../nbs/19_shapes_evaluator.ipynb #352fc4d2
-FIDELITY_SCALE = 10.0  # mean absolute residual (0-255 units) at which fidelity is 1/e
-
-
-def fidelity(img: Image.Image, pc=None) -> float:
-    "Cleanliness in [0, 1]: residual between `img` and a clean re-render of what perception finds in it (`pc`, if already known), away from edges."
-    img = img.convert("RGB")
-    pc = pc if pc is not None else perceive(img)
-    clean = render(pc.scene())
-    a, b = np.asarray(img, np.float32), np.asarray(clean, np.float32)
-
-    def edges(x):
-        return np.hypot(ndi.sobel(x.mean(2), 0), ndi.sobel(x.mean(2), 1)) > 20
-
-    keep = ~ndi.binary_dilation(edges(b), iterations=2)  # edges of the clean render (outlines, texture ink, grid lines)
-    if keep.sum() < 0.1 * keep.size:
-        keep = np.ones_like(keep)
-    resid = float(np.abs(a - b).mean(2)[keep].mean())
-    return float(np.exp(-resid / FIDELITY_SCALE))
-
-
+@dataclass
 class ShapesEvaluator:
-    "Independent scoring with clean perception. Never used for training."
+    "Independent scoring from the picture's ground truth (perception only for pictures without one). Never used for training."
 
-    name = "evaluator"
+    name: str = "evaluator"
+    fidelity_min: float = FIDELITY_MIN
 
     def evaluate(self, image: Image.Image | None, task: Task) -> Evaluation:
         "Scores of `image` for `task` (an empty result for no image)."
         if image is None:
-            return Evaluation(0.0, 0.0, 0.0, 0.0, [])
-        image = image.convert("RGB")
-        pc = perceive(image)
-        verdicts = check(task, pc.objects, pc.background).verdicts
-        w = {q.id: q.weight for q in task.requirements}
-        total = sum(w.values())
-        align = sum(w[v.requirement] for v in verdicts if v.satisfied) / total if total else 1.0
-        return Evaluation(
-            float(align), float(all(v.satisfied for v in verdicts)), fidelity(image, pc), composition_score(pc.objects, pc.size), verdicts
-        )
+            return Evaluation(0.0, 0.0, 0.0, 0.0, [], all_met=0.0)
+        scene = scene_of(image)
+        if scene is None:  # not a shapes-world picture: the best available reading of its pixels
+            scene = perceive(image).scene()
+        members = group_members(task.requirements, scene.objects)
+        verdicts = []
+        for q in task.requirements:
+            ok, why = judge(q, members, scene)
+            verdicts.append(Verdict(requirement=q.id, satisfied=ok, reason=why))
+        total = sum(q.weight for q in task.requirements)
+        got = sum(q.weight for q, v in zip(task.requirements, verdicts) if v.satisfied)
+        all_met = float(all(v.satisfied for v in verdicts))
+        fid = fidelity(image, render(scene))
+        full = float(all_met == 1.0 and fid >= self.fidelity_min)
+        return Evaluation(got / total if total else 1.0, full, fid, aesthetics(scene), verdicts, all_met=all_met)
 
 # %% ../../nbs/19_shapes_evaluator.ipynb #a5f4c74d
 def critic_vs_evaluator(critic, records: list[dict], registry=None, seed: int = 0) -> dict:
