@@ -24,11 +24,13 @@ from gymnasium import spaces
 from PIL import Image
 
 # %% ../nbs/40_env.ipynb #c418a1d5
+from .benchmarks import record_task
 from .core import EDIT_OPS, REQUIREMENT_KINDS, Command, Feedback, Step, Task, Trajectory, edit_op, image_ref
 from .experts import Registry, call_expert, count_tokens, load_registry
 from .shapes.critic import ErrorModel, ShapesCritic
 from .shapes.data import load_split
 from .shapes.decompose import GrammarDecomposer
+from .stack import build_critic, build_decomposer, build_records, build_registry, is_shapes_world, load_stack
 
 # %% ../nbs/40_env.ipynb #31a08bfb
 class HashingEncoder:
@@ -80,6 +82,7 @@ class EnvConfig:
     max_expert_failures: int = 2  # an expert that failed this often in an episode is masked
     image_size: int = 128  # side of the pictures experts must return
     seed_offset: int = 0  # added to every episode's expert seed
+    stack: str | None = None  # a stack (configs/stacks/<name>.toml or a path): its registry, critic, decomposer and prompts
 
 # %% ../nbs/40_env.ipynb #obslay01
 @dataclass(frozen=True)
@@ -168,6 +171,7 @@ class ImagePoserEnv(gym.Env):
         **overrides,
     ):
         self.cfg = replace(config or EnvConfig(), **overrides)
+        registry, critic, decomposer, records = self._from_stack(registry, critic, decomposer, records)
         self.registry = registry if registry is not None else load_registry(self.cfg.registry)
         self.critic = critic if critic is not None else ShapesCritic(ErrorModel().scaled(self.cfg.critic_error_scale))
         self.decomposer = decomposer or GrammarDecomposer()
@@ -190,6 +194,25 @@ def obs_dim(self: ImagePoserEnv) -> int:
     return sum(p.size for p in self.layout)
 
 
+@patch
+def _from_stack(self: ImagePoserEnv, registry, critic, decomposer, records):
+    "The stack's registry, critic, decomposer and prompts for whatever the caller did not pass (nothing without `cfg.stack`)."
+    if self.cfg.stack is None:
+        return registry, critic, decomposer, records
+    s = load_stack(self.cfg.stack)
+    if registry is None:
+        registry = build_registry(s.registry)
+    if critic is None:
+        critic = build_critic(s.critic, self.cfg.critic_error_scale, 0, s.api_key_env)
+    if decomposer is None:
+        decomposer = build_decomposer(s.decomposer, s.api_key_env)
+    if (
+        records is None and s.prompts and not s.prompts.startswith("split:")
+    ):  # the shapes splits come from `cfg.split` (never test by accident)
+        records = list(build_records(s.prompts, None, shapes_only=is_shapes_world(s)))
+    return registry, critic, decomposer, records
+
+
 @patch(as_prop=True)
 def records(self: ImagePoserEnv) -> list[dict]:
     "The prompt records episodes sample from (the split of `cfg`, loaded on first use)."
@@ -206,7 +229,7 @@ def reset(self: ImagePoserEnv, *, seed: int | None = None, options: dict | None 
         task = options["task"]
     else:
         rec = self._pick_record(options)
-        task = self.decomposer.decompose(rec["prompt"])
+        task = record_task(rec) or self.decomposer.decompose(rec["prompt"])  # a benchmark's own checklist, when it has one
         if rec.get("tier") is not None:
             task.meta["tier"] = rec["tier"]
         task.meta["id"] = rec.get("id")
