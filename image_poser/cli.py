@@ -15,7 +15,7 @@ from typing import Annotated, Literal, Sequence
 
 # %% auto #0
 __all__ = ['app', 'JsonFlag', 'command', 'cmd_version', 'cmd_parse', 'cmd_render', 'cmd_data', 'cmd_bench', 'cmd_eval', 'cmd_run',
-           'cmd_train', 'cmd_experts', 'cmd_demo', 'cmd_reproduce', 'main']
+           'cmd_train', 'cmd_experts', 'cmd_demo', 'cmd_reproduce', 'cmd_tune', 'main']
 
 # %% ../nbs/90_cli.ipynb #ec79f654
 import tyro
@@ -292,6 +292,36 @@ def cmd_reproduce(
         reproduce(p, out, run_dir, report_only=report_only)
     except FileNotFoundError as e:
         _fail(str(e))
+
+# %% ../nbs/90_cli.ipynb #clitun01
+@command("tune")
+def cmd_tune(
+    what: tyro.conf.Positional[Literal["heuristics", "ppo"]] = "heuristics",  # heuristic knobs, or PPO's settings
+    families: tuple[str, ...] = ("fixed", "router", "threshold", "greedy"),  # heuristic families to tune
+    stage1_n: int = 60,  # validation prompts every candidate is evaluated on
+    stage2_n: int = 150,  # further validation prompts for the finalists
+    max_candidates: int = 24,  # candidates per family (a seeded sample of a larger grid)
+    finalists: int = 4,  # candidates that reach stage 2
+    steps: int = 50_000,  # ppo: training steps per candidate
+    out: Path = Path("paper/results"),  # baseline_tuning.json / ppo_tuning.json go here
+    run_dir: Path = Path("runs/tune-ppo"),  # ppo: the candidates' training runs
+    workers: int = 2,  # parallel processes
+) -> None:
+    "Tune heuristics or PPO on the validation split; prints each candidate's scores and the choice."
+    from image_poser.tune import PPO_SPACE, TuneBudget, tune_heuristics, tune_ppo
+
+    if min(stage1_n, stage2_n, max_candidates, finalists, steps, workers) < 1:
+        _fail("--stage1-n, --stage2-n, --max-candidates, --finalists, --steps and --workers must be at least 1")
+    unknown = set(families) - {"fixed", "router", "threshold", "greedy"}
+    if unknown:
+        _fail(f"unknown heuristic families {sorted(unknown)}; choose among fixed, router, threshold, greedy")
+    budget = TuneBudget(stage1_n, stage2_n, max_candidates, finalists)
+    log = lambda *a: print(*a, file=sys.stderr, flush=True)  # noqa: E731 (stdout keeps only the JSON)
+    if what == "heuristics":
+        res = tune_heuristics(tuple(families), budget, out=out / "baseline_tuning.json", workers=workers, log=log)
+    else:
+        res = tune_ppo(PPO_SPACE, budget, steps, run_dir, out=out / "ppo_tuning.json", workers=workers, log=log)
+    print(json.dumps(res.get("chosen") if what == "heuristics" else res["chosen_overrides"], indent=1))
 
 # %% ../nbs/90_cli.ipynb #d6181463
 def main(args: Sequence[str] | None = None) -> None:

@@ -74,6 +74,7 @@ class EnvConfig:
     quality_weight: float = 0.5  # reward per unit of change in the critic's fidelity estimate
     fidelity_min: float = 0.8  # the critic's fidelity estimate a picture needs to count as a success (the Evaluator's threshold)
     reflection: bool = True  # critic suggestions join the queue
+    reorder: int = 0  # 0: always serve the head of the queue; K > 0: K more actions (bring queued command 2..K to the head, drop the head)
     max_queue: int = 8  # longest command queue (reflection stops adding beyond it)
     obs_mode: Literal["full", "paper"] = "full"  # "paper": text embeddings only
     text_dim: int = 64  # size of each text embedding
@@ -118,7 +119,9 @@ def obs_layout(cfg: EnvConfig, n_experts: int) -> list[ObsPart]:
         ),
         ObsPart("last_action", n_experts + 1, "one-hot of the last action (the STOP slot before any action)"),
         ObsPart("failures", n_experts, "failed calls of each expert this episode / max"),
-    ]
+    ] + ([ObsPart("queue_slots", (cfg.reorder - 1) * (4 + k) + 1,
+                  "with `reorder` K: for queued commands 2..K, present?, generates, edits, from the critic, unmet kinds; "
+                  "then: is a queue action available?")] if cfg.reorder else [])
 
 
 def obs_table(cfg: EnvConfig, n_experts: int) -> str:
@@ -138,8 +141,9 @@ class ImagePoserEnv(gym.Env):
     """The Image-POSER MDP over an expert registry, with a critic and a decomposer.
 
     ## Action Space
-    `Discrete(n_experts + 1)`: action *i* < n_experts calls expert *i* (registry order) on the command at the head of
-    the queue; action `n_experts` is STOP. `info["action_mask"]` (and `action_masks()`) marks the valid actions:
+    `Discrete(n_experts + 1 + reorder)`: action *i* < n_experts calls expert *i* (registry order) on the command at the
+    head of the queue; action `n_experts` is STOP; with `reorder` K > 0, the K actions after STOP bring queued command
+    2..K to the head or drop the head (no expert call, no step of the horizon). `info["action_mask"]` (and `action_masks()`) marks the valid actions:
     editors need an image, STOP needs an image (unless nothing else is valid), an expert that failed
     `max_expert_failures` times in the episode is masked. A masked action is treated as STOP.
 
@@ -179,7 +183,7 @@ class ImagePoserEnv(gym.Env):
         self.render_mode = render_mode
         self.n_experts = len(self.registry)
         self.stop_action = self.n_experts
-        self.action_space = spaces.Discrete(self.n_experts + 1)
+        self.action_space = spaces.Discrete(self.n_experts + 1 + self.cfg.reorder)  # experts, STOP, queue actions
         self.encoder = HashingEncoder(self.cfg.text_dim)
         self.layout = obs_layout(self.cfg, self.n_experts)
         high = 1.0 if self.cfg.obs_mode == "paper" else 10.0
@@ -246,6 +250,7 @@ def reset(self: ImagePoserEnv, *, seed: int | None = None, options: dict | None 
     self.t, self.spent, self.last_action = 0, 0.0, None
     self.failures = np.zeros(self.n_experts, np.int64)
     self.dropped: list[Command] = []
+    self.queue_moved = False  # a queue action since the last expert call
     self.invocations: list[tuple[str, float]] = []  # every real expert call this episode (lookahead included; cache hits excluded)
     return self._obs(), self._info(None)
 
@@ -264,7 +269,7 @@ def _pick_record(self: ImagePoserEnv, options: dict) -> dict:
 @patch
 def action_mask(self: ImagePoserEnv) -> np.ndarray:
     "1 for each valid action (see the rules above)."
-    m = np.zeros(self.n_experts + 1, np.int8)
+    m = np.zeros(self.action_space.n, np.int8)
     for i, e in enumerate(self.registry):
         if self.failures[i] >= self.cfg.max_expert_failures:
             continue
@@ -274,6 +279,10 @@ def action_mask(self: ImagePoserEnv) -> np.ndarray:
     m[self.stop_action] = 1 if self.image is not None else 0
     if not m[: self.n_experts].any():
         m[self.stop_action] = 1
+    if self.cfg.reorder and not self.queue_moved:
+        n = self.stop_action + 1
+        m[n : n + self.cfg.reorder - 1] = [j < len(self.queue) for j in range(1, self.cfg.reorder)]  # bring command j+1 forward
+        m[-1] = len(self.queue) > 0  # drop the head
     return m
 
 
@@ -325,6 +334,9 @@ def step(self: ImagePoserEnv, action):
         raise ValueError(f"invalid action {action}")
     if action == self.stop_action or not self.action_mask()[action]:
         return self._stop(action)
+    if action > self.stop_action:
+        return self._queue_action(action)
+    self.queue_moved = False
     prev_align = self.feedback.alignment if self.feedback is not None else 0.0
     prev_fid = self.feedback.fidelity if self.feedback is not None else 0.0
     command = self._current_command()
@@ -372,16 +384,52 @@ def _stop(self: ImagePoserEnv, action: int):
         Step(
             index=self.t,
             action=action,
-            expert=self.registry[action].name if invalid else STOP,
+            expert=self.action_name(action) if invalid else STOP,
             error="masked action: treated as STOP" if invalid else None,
             reward=0.0,
         )
     )
     self.t += 1
-    self.last_action = action
+    self.last_action = min(action, self.stop_action)  # a queue action's slot is STOP's in the one-hot
     reward = self._terminal_reward()
     self.steps[-1].reward = reward
     return self._obs(), reward, True, False, self._info(None)
+
+# %% ../nbs/40_env.ipynb #envque01
+@patch
+def action_name(self: ImagePoserEnv, action: int) -> str:
+    "An expert's name, STOP, 'serve N' (bring queued command N to the head) or 'drop' (drop the head)."
+    if action < self.n_experts:
+        return self.registry[action].name
+    if action == self.stop_action:
+        return STOP
+    j = action - self.stop_action
+    return "drop" if j == self.cfg.reorder else f"serve {j + 1}"
+
+
+@patch
+def _queue_action(self: ImagePoserEnv, action: int):
+    "Bring a queued command to the head, or drop the head; no expert call, no reward, no step of the horizon."
+    j = action - self.stop_action
+    head = self.queue[0]
+    if j == self.cfg.reorder:
+        self.dropped.append(self.queue.pop(0))
+    else:
+        self.queue.insert(0, self.queue.pop(j))
+    self.queue_moved = True
+    self.steps.append(Step(index=self.t, action=action, expert=self.action_name(action), command=head, reward=0.0))
+    return self._obs(), 0.0, False, False, self._info(None)
+
+
+@patch
+def _queue_slots(self: ImagePoserEnv) -> list[float]:
+    "Queued commands 2..K (kind, origin, unmet requirement kinds), then whether a queue action is available."
+    out = []
+    for j in range(1, self.cfg.reorder):
+        c = self.queue[j] if j < len(self.queue) else None
+        meta = [1.0, c.kind == "generate", c.kind == "edit", c.origin == "critic"] if c else [0.0] * 4
+        out += meta + (self._command_unmet(c) if c else [0.0] * len(REQUIREMENT_KINDS))
+    return out + [float(not self.queue_moved)]
 
 
 @patch
@@ -472,6 +520,8 @@ def _obs_parts(self: ImagePoserEnv) -> dict[str, list | np.ndarray]:
     last[self.last_action if self.last_action is not None else self.stop_action] = 1
     parts["last_action"] = last
     parts["failures"] = self.failures / self.cfg.max_expert_failures
+    if self.cfg.reorder:
+        parts["queue_slots"] = self._queue_slots()
     return parts
 
 # %% ../nbs/40_env.ipynb #envobs02
@@ -539,13 +589,14 @@ def snapshot(self: ImagePoserEnv) -> tuple:
         self.last_action,
         self.failures.copy(),
         list(self.dropped),
+        self.queue_moved,
     )
 
 
 @patch
 def restore(self: ImagePoserEnv, snap: tuple):
     "Return to a state saved by `snapshot`."
-    q, self.image, self.feedback, steps, self.t, self.spent, self.last_action, f, d = snap
+    q, self.image, self.feedback, steps, self.t, self.spent, self.last_action, f, d, self.queue_moved = snap
     self.queue = [c.model_copy() for c in q]
     self.steps = list(steps)
     self.failures = f.copy()

@@ -1,4 +1,4 @@
-"""`image-poser reproduce [--quick]`: one command that trains PPO and DQN, evaluates them next to every baseline with the independent Evaluator, runs the ablations the paper's reviewers asked for, and regenerates every table and figure of `paper/`.
+"""`image-poser reproduce [--quick]`: one command that tunes every method on the validation split, trains PPO and DQN, evaluates them next to every baseline with the independent Evaluator, compares them pairwise with prompt-clustered intervals, runs the ablations, and regenerates every table and figure of `paper/`.
 
 Docs: https://image-poser.github.io/image_poser/reproduce.html.md"""
 
@@ -7,27 +7,33 @@ Docs: https://image-poser.github.io/image_poser/reproduce.html.md"""
 # %% ../nbs/75_reproduce.ipynb #db41e12f
 from __future__ import annotations
 
+import csv
+import hashlib
 import json
 import os
 import shutil
 import time
-from concurrent.futures import ProcessPoolExecutor
-from dataclasses import asdict, dataclass, replace
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 
 # %% auto #0
-__all__ = ['PROFILES', 'ABLATIONS', 'PAPER_CLAIMS', 'Profile', 'train_job', 'run_jobs', 'evaluate_methods', 'check_targets',
-           'plot_learning_curves', 'plot_expert_usage', 'plot_ablations', 'write_report', 'reproduce']
+__all__ = ['PROFILES', 'ABLATIONS', 'COMPARED', 'PAPER_CLAIMS', 'Profile', 'code_version', 'read_rows', 'evaluate_method',
+           'evaluate_methods', 'comparisons', 'check_targets', 'stage_tune', 'training_jobs', 'methods_to_evaluate',
+           'best_tuned', 'comparisons_table', 'tuning_table', 'tier_table', 'write_report', 'plot_learning_curves',
+           'plot_expert_usage', 'plot_ablations', 'stage_train', 'stage_ablations', 'stage_agreement',
+           'agreement_table', 'stage_figures', 'reproduce']
 
 # %% ../nbs/75_reproduce.ipynb #0389c886
 import numpy as np
 
 # %% ../nbs/75_reproduce.ipynb #e43fe056
 from .baselines import baseline_names
+from .core import find_path
 from .env import EnvConfig
-from .evaluate import evaluate, gallery, results_table, summarize, write_results
+from .evaluate import METRICS, evaluate, gallery, paired_ci, results_table, summarize, write_results
 from .experts import load_registry
 from .shapes.data import load_split
+from .tune import PPO_SPACE, TuneBudget, ppo_kwargs, run_jobs, tune_heuristics, tune_ppo
 
 # %% ../nbs/75_reproduce.ipynb #d01c7c9e
 @dataclass(frozen=True)
@@ -45,58 +51,31 @@ class Profile:
     oracle_n: int  # prompts for the oracle beam search (~60 calls per step)
     ablation_steps: int  # PPO steps per ablation variant
     ablation_n: int  # test prompts per ablation variant (first evaluation seed only)
+    tune: TuneBudget = TuneBudget()  # validation budget of every tuned family
+    tune_families: tuple[str, ...] = ("fixed", "router", "threshold", "greedy")
+    ppo_space: dict = field(default_factory=lambda: dict(PPO_SPACE))  # PPO candidates (empty: no PPO tuning, defaults)
+    ppo_tune_steps: int = 50_000  # training steps of each PPO candidate
     gallery_n: int = 3  # prompts per trajectory gallery
     workers: int = 2  # parallel processes (one core each)
 
 # %% ../nbs/75_reproduce.ipynb #ac8c33b1
 PROFILES = {
-    "quick": Profile(
-        "quick",
-        ppo_steps=16_000,
-        ppo_seeds=(1,),
-        dqn_steps=6_000,
-        dqn_seeds=(1,),
-        test_n=50,
-        eval_seeds=(0, 1, 2),
-        greedy_n=50,
-        oracle_n=20,
-        ablation_steps=2_000,
-        ablation_n=30,
-    ),
-    "full": Profile(
-        "full",
-        ppo_steps=32_000,
-        ppo_seeds=(1, 2, 3),
-        dqn_steps=20_000,
-        dqn_seeds=(1, 2, 3),
-        test_n=300,
-        eval_seeds=(0, 1, 2),
-        greedy_n=300,
-        oracle_n=100,
-        ablation_steps=16_000,
-        ablation_n=150,
-        gallery_n=4,
-    ),
-    "smoke": Profile(
-        "smoke",
-        ppo_steps=128,
-        ppo_seeds=(1,),
-        dqn_steps=64,
-        dqn_seeds=(1,),
-        test_n=4,
-        eval_seeds=(0,),
-        greedy_n=2,
-        oracle_n=1,
-        ablation_steps=64,
-        ablation_n=2,
-        gallery_n=1,
-        workers=1,
-    ),
+    "quick": Profile("quick", ppo_steps=30_000, ppo_seeds=(1,), dqn_steps=10_000, dqn_seeds=(1,), test_n=40, eval_seeds=(0, 1),
+                     greedy_n=20, oracle_n=10, ablation_steps=8_000, ablation_n=30,
+                     tune=TuneBudget(stage1_n=20, stage2_n=40, max_candidates=6, finalists=2), tune_families=("fixed", "router", "threshold"),
+                     ppo_space={}, ppo_tune_steps=0),
+    "full": Profile("full", ppo_steps=200_000, ppo_seeds=(1, 2, 3), dqn_steps=60_000, dqn_seeds=(1, 2, 3), test_n=300, eval_seeds=(0, 1, 2),
+                    greedy_n=100, oracle_n=60, ablation_steps=60_000, ablation_n=150, gallery_n=4,
+                    tune=TuneBudget(stage1_n=60, stage2_n=150, max_candidates=24, finalists=4)),
+    "smoke": Profile("smoke", ppo_steps=128, ppo_seeds=(1,), dqn_steps=64, dqn_seeds=(1,), test_n=4, eval_seeds=(0,), greedy_n=2, oracle_n=1,
+                     ablation_steps=64, ablation_n=2, gallery_n=1, workers=1,
+                     tune=TuneBudget(stage1_n=2, stage2_n=2, max_candidates=2, finalists=1), tune_families=("fixed", "router"),
+                     ppo_space={"ent_coef": [0.02]}, ppo_tune_steps=64),
 }
 
 # %% ../nbs/75_reproduce.ipynb #b040e208
 ABLATIONS: list[tuple[str, str, dict]] = [
-    ("reference", "PPO, defaults (full state, critic errors x1, horizon 6, 3 tries, cost weight 0.01)", {}),
+    ("reference", "PPO, the chosen settings", {}),
     ("critic", "perfect critic (errors x0)", {"critic_error_scale": 0.0}),
     ("critic", "noisier critic (errors x2)", {"critic_error_scale": 2.0}),
     ("state", "paper's text-only state", {"obs_mode": "paper"}),
@@ -106,41 +85,36 @@ ABLATIONS: list[tuple[str, str, dict]] = [
     ("cost", "cost weight 0 (cost-blind)", {"cost_weight": 0.0}),
     ("cost", "cost weight 0.05", {"cost_weight": 0.05}),
     ("reflection", "no reflection (critic suggestions never join the queue)", {"reflection": False}),
+    ("reorder", "adaptive reordering (bring any of 3 queued commands forward, or drop the head)", {"reorder": 3}),
+    ("quality", "no quality term in the reward", {"quality_weight": 0.0}),
+    ("quality", "success bonus without the clean-picture condition", {"fidelity_min": 0.0}),
 ]
 
-# %% ../nbs/75_reproduce.ipynb #8d993202
-def train_job(job: tuple[str, dict]) -> dict:
-    "Train one run (or reuse a finished identical one); returns its folder, wall time and whether it was reused."
-    algo, kw = job
-    import importlib
-
-    mod = importlib.import_module(f"image_poser.{algo}")
-    args = mod.Args(**kw)
-    run = Path(args.run_dir) / args.run_name
-    done = run / "done.json"
-    want = json.loads(json.dumps(asdict(args)))
-    if done.exists() and (run / "checkpoint.pt").exists():
-        d = json.loads(done.read_text())
-        if d.get("args") == want:
-            return {"run": str(run), "train_s": d["train_s"], "reused": True}
-    if run.exists():
-        shutil.rmtree(run)
-    t0 = time.perf_counter()
-    mod.train(args)
-    dt = round(time.perf_counter() - t0, 1)
-    done.write_text(json.dumps({"args": want, "train_s": dt}))
-    return {"run": str(run), "train_s": dt, "reused": False}
+# %% ../nbs/75_reproduce.ipynb #rpcode01
+def code_version() -> str:
+    "A short hash of what results depend on: the package's sources, the shapes registry and the prompt splits."
+    h = hashlib.sha256()
+    pkg = Path(__file__).resolve().parent if "__file__" in globals() else find_path("image_poser")
+    files = sorted(pkg.rglob("*.py")) + [find_path("configs/experts/shapes.toml")] + sorted(find_path("data/shapes").glob("*.jsonl"))
+    for f in files:
+        if f.exists() and f.name != "_modidx.py":
+            h.update(f.name.encode())
+            h.update(f.read_bytes())
+    return h.hexdigest()[:16]
 
 
-def run_jobs(jobs: list[tuple[str, dict]], workers: int = 2) -> list[dict]:
-    "Run training jobs, `workers` at a time (the longest first, so the pool drains evenly)."
-    order = sorted(range(len(jobs)), key=lambda i: -jobs[i][1].get("total_timesteps", 0))
-    if workers <= 1:
-        res = {i: train_job(jobs[i]) for i in order}
-    else:
-        with ProcessPoolExecutor(workers) as ex:
-            res = dict(zip(order, ex.map(train_job, [jobs[i] for i in order])))
-    return [res[i] for i in range(len(jobs))]
+def read_rows(path: str | Path) -> list[dict]:
+    "Episode rows back from a results CSV (numbers as floats, the seeds as ints)."
+    rows = []
+    for r in csv.DictReader(open(path)):
+        row = {k: float(v) if k in METRICS else v for k, v in r.items()}
+        row["seed"] = int(r["seed"])
+        if r.get("train_seed", "") != "":
+            row["train_seed"] = int(r["train_seed"])
+        else:
+            row.pop("train_seed", None)
+        rows.append(row)
+    return rows
 
 # %% ../nbs/75_reproduce.ipynb #5d386057
 def _run_stamp(spec: str) -> dict | None:
@@ -149,89 +123,240 @@ def _run_stamp(spec: str) -> dict | None:
     return json.loads(done.read_text()) if done.exists() else None
 
 
-def evaluate_methods(
-    methods: dict[str, list[str]], profile: Profile, config: EnvConfig | None = None, out_dir: str | Path | None = None, log=print
-) -> dict[str, dict]:
-    "`methods`: name -> policy specs (one per training seed, or one baseline). Returns name -> summary; writes CSV/JSON per method."
-    cfg = config or EnvConfig()
-    out = {}
-    for name, specs in methods.items():
-        n = profile.oracle_n if name == "oracle" else profile.greedy_n if name == "greedy" else profile.test_n
-        seeds = profile.eval_seeds[:1] if name == "oracle" and profile.name == "quick" else profile.eval_seeds
+def evaluate_method(name: str, specs: list[str], n: int, seeds: tuple[int, ...], profile: Profile, config: EnvConfig | None = None,
+                    out_dir: str | Path | None = None, version: str | None = None) -> tuple[list[dict], dict, bool]:
+    "(rows, summary, reused) of one method: its specs (one per training seed) on the first `n` test prompts x `seeds`."
+    safe = name.replace(":", "_").replace("/", "_")
+    stamp = {"specs": specs, "split": "test", "n": n, "seeds": list(seeds), "trained": [_run_stamp(sp) for sp in specs],
+             "code": version or code_version()}
+    files = [Path(out_dir) / f"{safe}{x}" for x in (".eval.json", ".json", ".csv")] if out_dir is not None else []
+    if files and all(f.exists() for f in files) and json.loads(files[0].read_text()) == stamp:
+        return read_rows(files[2]), {k: v for k, v in json.loads(files[1].read_text()).items() if k != "method"}, True
+    rows = []
+    for k, spec in enumerate(specs):
+        r, _ = evaluate(spec, "test", n, seeds, config or EnvConfig(), workers=profile.workers)
+        rows += [dict(x, train_seed=k) for x in r] if len(specs) > 1 else r
+    summary = summarize(rows)
+    if out_dir is not None:
+        write_results(name, rows, summary, out_dir)
+        files[0].write_text(json.dumps(stamp))
+    return rows, summary, False
+
+
+def evaluate_methods(methods: dict[str, tuple[list[str], int]], profile: Profile, config: EnvConfig | None = None,
+                     out_dir: str | Path | None = None, log=print) -> tuple[dict[str, dict], dict[str, list[dict]]]:
+    "`methods`: name -> (policy specs, prompts). Returns the summaries and the rows of every method."
+    version = code_version()
+    summaries, rows = {}, {}
+    for name, (specs, n) in methods.items():
         t0 = time.perf_counter()
-        safe = name.replace(":", "_").replace("/", "_")
-        stamp = {"specs": specs, "split": "test", "n": n, "seeds": list(seeds), "trained": [_run_stamp(sp) for sp in specs]}
-        if (
-            out_dir is not None
-            and (Path(out_dir) / f"{safe}.eval.json").exists()
-            and (Path(out_dir) / f"{safe}.json").exists()
-            and json.loads((Path(out_dir) / f"{safe}.eval.json").read_text()) == stamp
-        ):  # evaluated already, with the same settings
-            out[name] = {k: v for k, v in json.loads((Path(out_dir) / f"{safe}.json").read_text()).items() if k != "method"}
-            log(f"  {name:<22} reused ({out[name]['n_episodes']} episodes)")
-            continue
-        rows = []
-        for k, spec in enumerate(specs):
-            r, _ = evaluate(spec, "test", n, seeds, cfg, workers=profile.workers)
-            rows += [dict(x, train_seed=k) for x in r] if len(specs) > 1 else r
-        out[name] = summarize(rows)
-        if out_dir is not None:
-            write_results(name, rows, out[name], out_dir)
-            (Path(out_dir) / f"{safe}.eval.json").write_text(json.dumps(stamp))
-        s = out[name]
-        log(
-            f"  {name:<22} alignment {s['alignment']['mean']:.3f}  full success {s['full_success']['mean']:.3f}  cost {s['cost']['mean']:6.2f}"
-            f"  ({len(rows)} episodes, {time.perf_counter() - t0:.0f} s)"
-        )
-    return out
+        rows[name], summaries[name], reused = evaluate_method(name, specs, n, profile.eval_seeds, profile, config, out_dir, version)
+        s = summaries[name]
+        how = "reused" if reused else f"{time.perf_counter() - t0:.0f} s"
+        log(f"  {name:<22} alignment {s['alignment']['mean']:.3f}  full success {s['full_success']['mean']:.3f}  "
+            f"fidelity {s['fidelity']['mean']:.3f}  cost {s['cost']['mean']:6.2f}  ({s['n_episodes']} episodes, {how})")
+    return summaries, rows
 
 # %% ../nbs/75_reproduce.ipynb #ed2708af
-def _beats(a: dict, b: dict, k: str) -> bool:
-    return a[k]["ci_low"] > b[k]["ci_high"]
+COMPARED = ("alignment", "full_success", "fidelity", "cost")
 
 
-def check_targets(s: dict[str, dict], method: str = "ppo", train_s: float | None = None) -> list[dict]:
-    "Each target with its measured value and whether it is met."
-    m = s[method]
-    out = []
-
-    def add(name, value, met, detail):
-        out.append({"target": name, "value": value, "met": bool(met), "detail": detail})
-
-    if "oracle" in s:
-        o = s["oracle"]
-        ra, rc = m["alignment"]["mean"] / o["alignment"]["mean"], m["cost"]["mean"] / o["cost"]["mean"]
-        add(
-            "alignment >= 0.95 x oracle at <= 40 % of its cost",
-            round(ra, 3),
-            ra >= 0.95 and rc <= 0.40,
-            f"{ra:.3f} x oracle alignment at {100 * rc:.0f} % of its cost",
-        )
-    singles = {k: v for k, v in s.items() if k.startswith("single:")}
-    if singles:
-        best = max(singles, key=lambda k: singles[k]["full_success"]["mean"])
-        gap = m["full_success"]["mean"] - singles[best]["full_success"]["mean"]
-        ceiling = (
-            f"; the oracle search reaches {100 * (s['oracle']['full_success']['mean'] - singles[best]['full_success']['mean']):+.1f}"
-            if "oracle" in s
-            else ""
-        )
-        add("full success >= best single expert + 30 points", round(gap, 3), gap >= 0.30, f"{100 * gap:+.1f} points over {best}{ceiling}")
-    for b in ("threshold", "greedy"):
-        if b not in s:
+def comparisons(rows: dict[str, list[dict]], method: str = "ppo") -> dict[str, dict]:
+    "'ppo - NAME' -> metric -> paired mean difference with its prompt-clustered 95 % interval, for every other method."
+    out = {}
+    for name, r in rows.items():
+        if name == method:
             continue
-        cheaper = m["cost"]["mean"] <= s[b]["cost"]["mean"]
-        ba, bs = _beats(m, s[b], "alignment"), _beats(m, s[b], "full_success")
-        add(
-            f"beats {b} at equal or lower cost",
-            None,
-            cheaper and ba,
-            f"cost {m['cost']['mean']:.1f} vs {s[b]['cost']['mean']:.1f}; alignment CI {'above' if ba else 'not above'} {b}'s; "
-            f"full success CI {'above' if bs else 'not above'} {b}'s",
-        )
-    if train_s is not None:
-        add("PPO trains in <= 10 minutes on 2 cores", round(train_s, 1), train_s <= 600, f"{train_s / 60:.1f} min per run")
+        out[f"{method} - {name}"] = {k: {kk: round(v, 4) for kk, v in paired_ci(rows[method], r, k).items()} for k in COMPARED}
     return out
+
+
+def _tier(r: dict) -> int | None:
+    return int(r["tier"]) if r.get("tier") not in (None, "", "None") else None
+
+
+def _on(rows: list[dict], prompts: set) -> list[dict]:
+    return [r for r in rows if str(r["id"]) in prompts]
+
+
+def _ratio(a: list[dict], b: list[dict], metric: str) -> float:
+    mb = float(np.mean([r[metric] for r in b])) if b else float("nan")
+    return float(np.mean([r[metric] for r in a])) / mb if mb else float("nan")
+
+# %% ../nbs/75_reproduce.ipynb #rptarg02
+def check_targets(rows: dict[str, list[dict]], best_heuristic: str, method: str = "ppo") -> list[dict]:
+    "Each target with its measured value, interval and whether it is met."
+    out = []
+    m, h = rows[method], rows[best_heuristic]
+    d = paired_ci(m, h, "full_success")
+    dc = paired_ci(m, h, "cost")
+    out.append({"target": f"full success >= best tuned heuristic ({best_heuristic}) + 5 points, at no more than its cost",
+                "value": d["mean"], "ci": [d["ci_low"], d["ci_high"]], "cost_difference": dc["mean"],
+                "met": bool(d["mean"] >= 0.05 and d["ci_low"] > 0 and dc["mean"] <= 0)})
+    hard = {str(r["id"]) for r in h if _tier(r) in (3, 4)}
+    r34 = _ratio(_on(m, hard), _on(h, hard), "full_success")
+    out.append({"target": "tiers 3-4: full success >= 1.5 x the best tuned heuristic's", "value": r34, "met": bool(r34 >= 1.5)})
+    if "oracle" in rows:
+        o = rows["oracle"]
+        keys = {(str(r["id"]), r["seed"]) for r in o}
+        mine = [r for r in m if (str(r["id"]), r["seed"]) in keys]
+        ra = _ratio(mine, o, "alignment")
+        out.append({"target": "alignment >= 0.95 x the oracle's, on the oracle's prompts", "value": ra, "met": bool(ra >= 0.95),
+                    "n_prompts": len({k[0] for k in keys})})
+    singles = {k: v for k, v in rows.items() if k.startswith("single:")}
+    if singles:
+        best = max(singles, key=lambda k: np.mean([r["full_success"] for r in singles[k]]))
+        rf = _ratio(m, singles[best], "fidelity")
+        out.append({"target": f"fidelity >= 0.95 x the best single expert's ({best})", "value": rf, "met": bool(rf >= 0.95)})
+    return out
+
+# %% ../nbs/75_reproduce.ipynb #rpstag01
+def _stamped(path: Path, stamp: dict, make, log=print):
+    "The JSON at `path` if it was made with `stamp`, else `make()` (which writes it) stamped."
+    sp = path.with_suffix(".stamp.json")
+    if path.exists() and sp.exists() and json.loads(sp.read_text()) == stamp:
+        log(f"  reused {path.name}")
+        return json.loads(path.read_text())
+    res = make()
+    sp.write_text(json.dumps(stamp))
+    return res
+
+
+def stage_tune(p: Profile, res_dir: Path, runs: Path, log=print) -> tuple[dict, dict]:
+    "Heuristic knobs and PPO settings chosen on the validation split (reused when the budget and the code are unchanged)."
+    v = code_version()
+    out = res_dir / "baseline_tuning.json"
+    heur = _stamped(out, {"budget": asdict(p.tune), "families": list(p.tune_families), "code": v},
+                    lambda: tune_heuristics(p.tune_families, p.tune, out=out, workers=p.workers, log=log), log)
+    if not p.ppo_space:
+        return heur, {"chosen_overrides": {}, "note": "not tuned in this profile: PPO defaults"}
+    out = res_dir / "ppo_tuning.json"
+    stamp = {"budget": asdict(p.tune), "space": p.ppo_space, "steps": p.ppo_tune_steps, "code": v}
+    ppo = _stamped(out, stamp, lambda: tune_ppo(p.ppo_space, p.tune, p.ppo_tune_steps, runs / "tune", out=out, workers=p.workers, log=log),
+                   log)
+    return heur, ppo
+
+# %% ../nbs/75_reproduce.ipynb #rpstag02
+def training_jobs(p: Profile, ppo_overrides: dict, runs: Path) -> tuple[list, list]:
+    "The main training jobs (PPO, DQN, DQN with the paper's state) and one PPO job per ablation."
+    base = {"run_dir": str(runs), "progress": False}
+    ppo_base = ppo_kwargs(ppo_overrides, base)
+    env = asdict(ppo_base["env"])
+    jobs = [("ppo", ppo_base | {"exp_name": "ppo", "seed": s, "total_timesteps": p.ppo_steps}) for s in p.ppo_seeds]
+    jobs += [("dqn", base | {"exp_name": "dqn", "seed": s, "total_timesteps": p.dqn_steps, "env": EnvConfig(**env)}) for s in p.dqn_seeds]
+    jobs += [("dqn", base | {"exp_name": "dqn-paper", "seed": s, "total_timesteps": p.dqn_steps, "env": EnvConfig(**(env | {"obs_mode": "paper"}))})
+             for s in p.dqn_seeds]
+    abl = [("ppo", ppo_base | {"exp_name": f"ablation-{i}", "seed": p.ppo_seeds[0], "total_timesteps": p.ablation_steps,
+                               "env": EnvConfig(**(env | kw))}) for i, (_, _, kw) in enumerate(ABLATIONS)]
+    return jobs, abl
+
+
+def methods_to_evaluate(p: Profile, heur: dict, jobs: list, runs: list[dict]) -> dict[str, tuple[list[str], int]]:
+    "name -> (specs, prompts): single experts, random, every heuristic with default and tuned knobs, the oracle, the trained policies."
+    out = {b: ([b], p.test_n) for b in baseline_names(load_registry()) if b not in ("greedy", "oracle")}
+    for fam, spec in heur["chosen"].items():
+        n = p.greedy_n if fam == "greedy" else p.test_n
+        out[f"{fam} (tuned)"] = ([spec], n)
+        if fam == "greedy":
+            out["greedy"] = (["greedy"], n)
+    out["oracle"] = (["oracle"], p.oracle_n)
+    for name, exp in (("ppo", "ppo"), ("dqn", "dqn"), ("dqn:paper-state", "dqn-paper")):
+        out[name] = ([r["run"] for j, r in zip(jobs, runs) if j[1]["exp_name"] == exp], p.test_n)
+    return out
+
+
+def best_tuned(heur: dict) -> str:
+    "The tuned heuristic with the highest stage-2 validation full success (the bar the learned policy must clear)."
+    fams = heur["families"]
+    best = max(fams, key=lambda f: (fams[f]["chosen_scores"]["full_success"], -fams[f]["chosen_scores"]["cost"]))
+    return f"{best} (tuned)"
+
+# %% ../nbs/75_reproduce.ipynb #34e84665
+PAPER_CLAIMS = [
+    ("Policy", "DQN, 3-layer MLP over 12 experts", "PPO (masked actor-critic) and the paper's DQN, same 12 experts + STOP"),
+    ("State", "text embedding of the command and the queue",
+     "full state (command operation, critic verdicts by kind, quality, progress, cost); the text-only state is an ablation"),
+    ("Critic vs evaluator", "one model (GPT-o3) is critic, decomposer and evaluator",
+     "a noisy training critic that perceives pixels; an Evaluator that reads the ground truth and shares no code with it"),
+    ("Baselines", "single experts; human study win rates",
+     "single experts, random, fixed pipeline, prompt-routing pipeline, threshold loop (T2I-Copilot), greedy lookahead, oracle search; "
+     "every heuristic tuned on validation with the same budget as PPO"),
+    ("Statistics", "14 participants x 30 prompts, win rates",
+     "prompt-clustered bootstrap 95 % intervals (training seeds resampled too); paired differences for every comparison"),
+    ("Ablations", "none", "critic noise, state, horizon, retries, cost weight, reflection, reordering, quality term, clean-picture success"),
+]
+
+
+def _fmt_diff(d: dict, digits: int = 3) -> str:
+    return f"{d['mean']:+.{digits}f} [{d['ci_low']:+.{digits}f}, {d['ci_high']:+.{digits}f}]"
+
+
+def comparisons_table(comp: dict[str, dict]) -> str:
+    "PPO minus each method: paired differences with prompt-clustered 95 % intervals."
+    out = ["| comparison | alignment | full success | fidelity | cost |", "|---|---|---|---|---|"]
+    for name, d in comp.items():
+        out.append(f"| {name} | " + " | ".join(_fmt_diff(d[k], 1 if k == "cost" else 3) for k in COMPARED) + " |")
+    return "\n".join(out)
+
+
+def tuning_table(heur: dict) -> str:
+    "Each heuristic family's chosen knobs and validation scores."
+    out = ["| family | candidates | chosen | val full success | val cost |", "|---|---|---|---|---|"]
+    for fam, r in heur["families"].items():
+        s = r["chosen_scores"]
+        out.append(f"| {fam} | {len(r['stage1'])} | `{r['chosen']}` | {s['full_success']:.3f} | {s['cost']:.2f} |")
+    return "\n".join(out)
+
+
+def tier_table(main: dict[str, dict], names: list[str]) -> str:
+    "Full success by difficulty tier of a few methods."
+    names = [n for n in names if n in main]
+    tiers = sorted({t for n in names for t in main[n].get("by_tier", {})})
+    out = ["| tier | " + " | ".join(names) + " |", "|---|" + "---|" * len(names)]
+    for t in tiers:
+        cells = [f"{main[n]['by_tier'][t]['full_success']:.2f}" if t in main[n].get("by_tier", {}) else "—" for n in names]
+        out.append(f"| {t} | " + " | ".join(cells) + " |")
+    return "\n".join(out)
+
+# %% ../nbs/75_reproduce.ipynb #57092fd5
+def _targets_md(targets: list[dict]) -> list[str]:
+    out = ["| target | met | measured |", "|---|---|---|"]
+    for t in targets:
+        ci = f" [{t['ci'][0]:+.3f}, {t['ci'][1]:+.3f}]" if "ci" in t else ""
+        cost = f"; cost {t['cost_difference']:+.2f}" if "cost_difference" in t else ""
+        out.append(f"| {t['target']} | {'yes' if t['met'] else 'no'} | {t['value']:.3f}{ci}{cost} |")
+    return out
+
+
+def write_report(out: Path, p: Profile, r: dict) -> Path:
+    "paper README: setup, main table, comparisons, targets, tuning, tiers, ablations, critic agreement, figures."
+    main, tm = r["main"], r["timings"]
+    L = [f"# Image-POSER, reproduced ({p.name} profile)", "",
+         f"Generated by `image-poser reproduce{' --quick' if p.name == 'quick' else ''}` on {os.cpu_count()} CPU cores in "
+         f"{tm['total_s'] / 60:.1f} minutes (tuning {tm['tune_s'] / 60:.1f}, training {tm['train_s'] / 60:.1f}, evaluation "
+         f"{tm['eval_s'] / 60:.1f}, ablations {tm['ablation_s'] / 60:.1f}); code version `{r['code']}`. Every number is measured by "
+         "that command; nothing is typed in.", "",
+         f"Test split: the first {p.test_n} prompts x evaluation seeds {list(p.eval_seeds)} (greedy: {p.greedy_n} prompts; the oracle, an "
+         f"upper bound that reads the Evaluator: {p.oracle_n}). PPO: {len(p.ppo_seeds)} training seed(s) x {p.ppo_steps:,} steps; DQN: "
+         f"{len(p.dqn_seeds)} x {p.dqn_steps:,}. Scores come from the Evaluator (the picture's ground truth, never the training critic). "
+         "**Full success**: every requirement met and fidelity >= 0.8 (a picture a person would accept); **all met** ignores fidelity. "
+         "Intervals: prompt-clustered bootstrap 95 %. Cost: expert cost per prompt, every call that ran (a planner's search included).", "",
+         "## Main table", "", results_table(main), "",
+         "## PPO against each method (paired)", "", comparisons_table(r["comparisons"]), "",
+         f"## Targets (the bar: {r['best_heuristic']})", ""] + _targets_md(r["targets"])
+    L += ["", "## Tuning (validation split)", "", tuning_table(r["heuristics"]), "",
+          f"PPO settings chosen: `{json.dumps(r['ppo_tuning'].get('chosen_overrides', {}))}`.", "",
+          "## By tier (full success)", "", tier_table(main, ["ppo", r["best_heuristic"], "oracle", "dqn"]), "",
+          "## Against the paper", "", "| | the paper | here |", "|---|---|---|"] + [f"| {a} | {b} | {c} |" for a, b, c in PAPER_CLAIMS]
+    L += ["", "## The training critic against the Evaluator", "", "How often the critic's 'satisfied' agrees with the Evaluator's, per "
+          "requirement kind, on validation pictures of every generator (the critic is what the policy sees; the Evaluator is what it is "
+          "judged by).", "", agreement_table(r["agreement"])]
+    L += ["", "## Ablations", "", f"PPO trained {p.ablation_steps:,} steps per variant, evaluated on {p.ablation_n} test prompts; compare "
+          "each row with the reference row.", "", results_table(r["ablations"]), "", f"![ablations]({r['figures']['ablations']})", "",
+          "## Figures", ""] + [f"![{k}]({v})\n" for k, v in r["figures"].items() if k != "ablations"]
+    path = out / "README.md"
+    path.write_text("\n".join(L))
+    return path
 
 # %% ../nbs/75_reproduce.ipynb #bdc0a956
 def _plt():
@@ -338,203 +463,137 @@ def plot_ablations(abl: dict[str, dict], path: str | Path) -> Path:
     plt.close(fig)
     return path
 
-# %% ../nbs/75_reproduce.ipynb #34e84665
-PAPER_CLAIMS = [
-    ("Policy", "DQN, 3-layer MLP over 12 experts", "PPO (masked actor-critic) and the paper's DQN, same 12 experts + STOP"),
-    (
-        "State",
-        "text embedding of the command and the queue",
-        "full state (command operation, critic verdicts by kind, progress, cost); the text-only state is an ablation",
-    ),
-    (
-        "Critic vs evaluator",
-        "one model (GPT-o3) is critic, decomposer and evaluator",
-        "noisy training critic; a separate exact Evaluator scores every number here",
-    ),
-    (
-        "Baselines",
-        "single experts; human study win rates",
-        "single experts, random, fixed pipeline, threshold loop (T2I-Copilot), greedy lookahead, oracle search",
-    ),
-    ("Statistics", "14 participants x 30 prompts, win rates", "bootstrap 95 % CIs over prompts x seeds (and training seeds)"),
-    ("Ablations", "none", "critic noise, state, horizon, retries, cost weight"),
-]
+# %% ../nbs/75_reproduce.ipynb #rpmain01
+def stage_train(p: Profile, ppo_t: dict, runs: Path, log=print) -> tuple[list, list, list, list]:
+    "Train (or reuse) the main runs and the ablation runs: (jobs, their runs, ablation jobs, their runs)."
+    jobs, abl_jobs = training_jobs(p, ppo_t.get("chosen_overrides", {}), runs)
+    log(f"  {len(jobs)} runs and {len(abl_jobs)} ablation runs, {p.workers} at a time, in {runs}/")
+    done = run_jobs(jobs + abl_jobs, p.workers)
+    for d in done:
+        log(f"  {Path(d['run']).name}: {'reused' if d['reused'] else 'trained'} ({d['train_s']:.0f} s)")
+    return jobs, done[: len(jobs)], abl_jobs, done[len(jobs) :]
 
 
-def _table_rows(s: dict[str, dict]) -> str:
-    return results_table(s)
+def stage_ablations(p: Profile, abl_runs: list[dict], res_dir: Path, log=print) -> dict[str, dict]:
+    "Each ablation run on the first `ablation_n` test prompts and the first evaluation seed."
+    ab = replace(p, test_n=p.ablation_n, eval_seeds=p.eval_seeds[:1])
+    methods = {lab: ([d["run"]], p.ablation_n) for (_, lab, _), d in zip(ABLATIONS, abl_runs)}
+    abl, _ = evaluate_methods(methods, ab, out_dir=res_dir / "ablations", log=log)
+    variants = [{"group": g, "label": lab, "overrides": kw} for g, lab, kw in ABLATIONS]
+    (res_dir / "ablations.json").write_text(json.dumps({"variants": variants, "summaries": abl}, indent=1))
+    return abl
 
-# %% ../nbs/75_reproduce.ipynb #57092fd5
-def write_report(
-    out: Path, profile: Profile, main: dict[str, dict], abl: dict[str, dict], targets: list[dict], timings: dict, figures: dict[str, str]
-) -> Path:
-    "paper README: main table, targets, ablations, figures and the comparison with the paper's claims."
-    ppo, best_single = (
-        main.get("ppo"),
-        max((k for k in main if k.startswith("single:")), key=lambda k: main[k]["full_success"]["mean"], default=None),
-    )
-    L = [
-        f"# Image-POSER, reproduced ({profile.name} profile)",
-        "",
-        f"Generated by `image-poser reproduce{' --quick' if profile.name == 'quick' else ''}` on {os.cpu_count()} CPU cores. This invocation took "
-        f"{timings['total_s'] / 60:.1f} minutes (training {timings['train_s'] / 60:.1f}, evaluation {timings['eval_s'] / 60:.1f}, ablations "
-        f"{timings['ablation_s'] / 60:.1f}); the {len(timings['runs'])} training runs it used took {sum(timings['runs'].values()) / 60:.0f} core-minutes "
-        "in all (a run or evaluation reused from an earlier, interrupted invocation counts there, not in this invocation's time). "
-        "Every number below is measured by that command; nothing is typed in.",
-        "",
-        f"Test split: the first {profile.test_n} prompts x evaluation seeds {list(profile.eval_seeds)} (greedy: {profile.greedy_n} prompts; "
-        f"oracle: {profile.oracle_n}). PPO: {len(profile.ppo_seeds)} training seed(s) x {profile.ppo_steps:,} steps; DQN: {len(profile.dqn_seeds)} x "
-        f"{profile.dqn_steps:,} (and as many with the paper's text-only state, `dqn:paper-state`). Scores come from the Evaluator (exact perception, never the training critic); means with bootstrap 95 % CIs. "
-        "Cost is expert cost per prompt, including the calls a planner spends searching.",
-        "",
-        "## Main table",
-        "",
-        results_table(main),
-        "",
-        "## Targets",
-        "",
-        "| target | met | measured |",
-        "|---|---|---|",
-    ]
-    L += [f"| {t['target']} | {'yes' if t['met'] else 'no'} | {t['detail']} |" for t in targets]
-    L += ["", "## Against the paper", "", "| | the paper | here |", "|---|---|---|"] + [f"| {a} | {b} | {c} |" for a, b, c in PAPER_CLAIMS]
-    if ppo and best_single:
-        holds = _beats(ppo, main[best_single], "full_success")
-        L += [
-            "",
-            f"The paper's headline, a learned policy beating single experts on long compositional prompts, {'holds' if holds else 'is not shown'} here "
-            f"({'non-overlapping' if holds else 'overlapping'} 95 % intervals): PPO reaches full success "
-            f"{ppo['full_success']['mean']:.3f} against {main[best_single]['full_success']['mean']:.3f} for the best single expert ({best_single}); by tier:",
-            "",
-            "| tier | " + " | ".join(["ppo", best_single] + [b for b in ("fixed", "threshold", "greedy", "oracle") if b in main]) + " |",
-            "|---|" + "---|" * (2 + sum(b in main for b in ("fixed", "threshold", "greedy", "oracle"))),
-        ]
-        for t in sorted(ppo["by_tier"]):
-            cols = ["ppo", best_single] + [b for b in ("fixed", "threshold", "greedy", "oracle") if b in main]
-            L.append(
-                f"| {t} | " + " | ".join(f"{main[c]['by_tier'].get(t, {}).get('full_success', float('nan')):.2f}" for c in cols) + " |"
-            )
-    L += [
-        "",
-        "## Ablations",
-        "",
-        f"PPO trained {profile.ablation_steps:,} steps per variant, evaluated on {profile.ablation_n} test prompts; compare each row with the reference row.",
-        "",
-        results_table(abl),
-        "",
-        f"![ablations]({figures['ablations']})",
-        "",
-        "## Figures",
-        "",
-        f"![learning curves]({figures['curves']})",
-        "",
-        f"![expert usage by tier]({figures['usage']})",
-        "",
-    ]
-    L += [f"![{k}]({v})\n" for k, v in figures.items() if k.startswith("gallery")]
-    path = out / "README.md"
-    path.write_text("\n".join(L))
-    return path
+# %% ../nbs/75_reproduce.ipynb #rpmain02
+def stage_agreement(p: Profile, res_dir: Path) -> dict:
+    "The training critic against the Evaluator, per requirement kind, on validation pictures of every generator."
+    from image_poser.shapes.critic import ShapesCritic
+    from image_poser.shapes.evaluator import critic_vs_evaluator
+
+    recs = load_split("val", n=max(p.tune.stage2_n, 20))
+    out = critic_vs_evaluator(ShapesCritic(seed=0), recs)
+    (res_dir / "critic_agreement.json").write_text(json.dumps(out, indent=1))
+    return out
+
+
+def agreement_table(agree: dict) -> str:
+    "Critic 'satisfied' against the Evaluator's, per requirement kind."
+    out = ["| kind | checks | critic precision | critic recall |", "|---|---|---|---|"]
+    for k, c in agree.items():
+        n = c["tp"] + c["fp"] + c["fn"] + c["tn"]
+        out.append(f"| {k} | {n} | {c['precision']} | {c['recall']} |")
+    return "\n".join(out)
+
+# %% ../nbs/75_reproduce.ipynb #rpmain03
+def stage_figures(p: Profile, out: Path, main: dict, abl: dict, methods: dict, best: str) -> dict[str, str]:
+    "Learning curves, expert usage, ablations and trajectory galleries; returns name -> path relative to `out`."
+    figs = {"curves": "results/learning_curves.png", "usage": "results/expert_usage.png", "ablations": "results/ablations.png"}
+    trained = {k: methods[k][0] for k in ("ppo", "dqn", "dqn:paper-state")}
+    plot_learning_curves(trained, {b: main[b] for b in ("fixed", best) if b in main}, out / figs["curves"])
+    shown = [m for m in ("ppo", "dqn", "dqn:paper-state", "fixed", best, "greedy", "oracle") if m in main]
+    plot_expert_usage(out / "results", list(dict.fromkeys(shown)), out / figs["usage"])
+    plot_ablations(abl, out / figs["ablations"])
+    recs = [load_split("test", n=1, tier=t)[0] for t in (1, 2, 3, 4)][: p.gallery_n]
+    for name in ("ppo", "dqn"):
+        figs[f"gallery_{name}"] = f"results/gallery_{name}.png"
+        gallery(methods[name][0][0], recs, out / figs[f"gallery_{name}"], EnvConfig())
+    return figs
 
 # %% ../nbs/75_reproduce.ipynb #02be46d9
 def _report_only(p: Profile, out: Path, log=print) -> dict:
-    "Rewrite README.md from the JSON a finished run left in `out/results` (after a change to the report's layout)."
-    res_dir = out / "results"
-    missing = [f for f in ("main.json", "ablations.json", "targets.json") if not (res_dir / f).exists()]
-    if missing:
-        raise FileNotFoundError(f"{res_dir} lacks {', '.join(missing)}: run the reproduction first")
-    main = json.loads((res_dir / "main.json").read_text())["methods"]
-    abl = json.loads((res_dir / "ablations.json").read_text())["summaries"]
-    t = json.loads((res_dir / "targets.json").read_text())
-    figs = {"curves": "results/learning_curves.png", "usage": "results/expert_usage.png", "ablations": "results/ablations.png"}
-    figs |= {f"gallery_{n}": f"results/gallery_{n}.png" for n in ("ppo", "dqn") if (res_dir / f"gallery_{n}.png").exists()}
-    report = write_report(out, p, main, abl, t["targets"], t["timings"], figs)
-    log(f"report: {report}")
-    return {"main": main, "ablations": abl, "targets": t["targets"], "timings": t["timings"], "out": str(out)}
+    "Rewrite README.md from `results/report.json` of a finished run (after a change to the report's layout)."
+    f = out / "results" / "report.json"
+    if not f.exists():
+        raise FileNotFoundError(f"{f} does not exist: run the reproduction first")
+    r = json.loads(f.read_text())
+    log(f"report: {write_report(out, p, r)}")
+    return r
+
+
+def _outputs(p: Profile, out, run_dir) -> tuple[Path, Path, Path]:
+    out = Path(out) if out is not None else Path("paper") if p.name == "full" else Path("paper") / p.name
+    runs = Path(run_dir) if run_dir is not None else Path("runs") / f"reproduce-{p.name}"
+    (out / "results").mkdir(parents=True, exist_ok=True)
+    return out, out / "results", runs
 
 # %% ../nbs/75_reproduce.ipynb #76dc4a7b
 def reproduce(
     profile: str | Profile = "quick", out: str | Path | None = None, run_dir: str | Path | None = None, log=print, report_only: bool = False
 ) -> dict:
-    "Train, evaluate, ablate, plot and write the report; returns the main summaries, ablations and targets."
+    "Tune, train, evaluate, compare, ablate, plot and write the report; returns everything the report shows."
     p = PROFILES[profile] if isinstance(profile, str) else profile
-    out = Path(out) if out is not None else Path("paper") if p.name == "full" else Path("paper") / p.name
+    out, res_dir, runs = _outputs(p, out, run_dir)
     if report_only:
         return _report_only(p, out, log)
-    res_dir, runs = out / "results", Path(run_dir) if run_dir is not None else Path("runs") / f"reproduce-{p.name}"
-    res_dir.mkdir(parents=True, exist_ok=True)
-    T0 = time.perf_counter()
-    common = dict(run_dir=str(runs), progress=False)
-    jobs = [("ppo", dict(common, exp_name="ppo", seed=s, total_timesteps=p.ppo_steps)) for s in p.ppo_seeds]
-    jobs += [("dqn", dict(common, exp_name="dqn", seed=s, total_timesteps=p.dqn_steps)) for s in p.dqn_seeds]
-    jobs += [
-        ("dqn", dict(common, exp_name="dqn-paper", seed=s, total_timesteps=p.dqn_steps, env=EnvConfig(obs_mode="paper")))
-        for s in p.dqn_seeds
-    ]
-    abl_jobs = [
-        ("ppo", dict(common, exp_name=f"ablation-{i}", seed=p.ppo_seeds[0], total_timesteps=p.ablation_steps, env=EnvConfig(**kw)))
-        for i, (_, _, kw) in enumerate(ABLATIONS)
-    ]
-    log(f"[1/5] training {len(jobs)} runs and {len(abl_jobs)} ablation runs ({p.workers} workers) in {runs}/")
-    done = run_jobs(jobs + abl_jobs, p.workers)
-    main_runs, abl_runs = done[: len(jobs)], done[len(jobs) :]
-    train_s = time.perf_counter() - T0
-    for j, d in zip(jobs, main_runs):
-        log(f"  {d['run']}: {'reused' if d['reused'] else 'trained'} ({d['train_s']:.0f} s)")
-    log("[2/5] evaluating on the test split")
-    t1 = time.perf_counter()
-    registry = load_registry()
-    methods = {b.split("baseline:", 1)[-1]: [b] for b in baseline_names(registry)}
-    methods["ppo"] = [d["run"] for j, d in zip(jobs, main_runs) if j[0] == "ppo"]
-    methods["dqn"] = [d["run"] for j, d in zip(jobs, main_runs) if j[1]["exp_name"] == "dqn"]
-    methods["dqn:paper-state"] = [d["run"] for j, d in zip(jobs, main_runs) if j[1]["exp_name"] == "dqn-paper"]  # the paper's own setup
-    main = evaluate_methods(methods, p, out_dir=res_dir, log=log)
+    clock = {"t": time.perf_counter()}
+    T0, tm = clock["t"], {}
+
+    def lap(k):
+        now = time.perf_counter()
+        tm[k], clock["t"] = round(now - clock["t"], 1), now
+
+    log("[1/6] tuning on the validation split")
+    heur, ppo_t = stage_tune(p, res_dir, runs, log)
+    lap("tune_s")
+    log("[2/6] training")
+    jobs, main_runs, abl_jobs, abl_runs = stage_train(p, ppo_t, runs, log)
+    lap("train_s")
+    log("[3/6] evaluating on the test split")
+    methods = methods_to_evaluate(p, heur, jobs, main_runs)
+    main, rows = evaluate_methods(methods, p, out_dir=res_dir, log=log)
     (res_dir / "main.json").write_text(json.dumps({"profile": asdict(p), "methods": main}, indent=1))
-    (res_dir / "main.md").write_text(results_table(main) + "\n")
-    eval_s = time.perf_counter() - t1
-    log("[3/5] ablations")
-    t2 = time.perf_counter()
-    ab_profile = replace(p, test_n=p.ablation_n, eval_seeds=p.eval_seeds[:1])
-    labels = [lab for _, lab, _ in ABLATIONS]
-    abl = evaluate_methods({lab: [d["run"]] for lab, d in zip(labels, abl_runs)}, ab_profile, log=log)
-    (res_dir / "ablations.json").write_text(
-        json.dumps({"variants": [{"group": g, "label": lab, "overrides": kw} for g, lab, kw in ABLATIONS], "summaries": abl}, indent=1)
-    )
-    (res_dir / "ablations.md").write_text(results_table(abl) + "\n")
-    ablation_s = time.perf_counter() - t2
-    log("[4/5] figures")
-    figs = {"curves": "results/learning_curves.png", "usage": "results/expert_usage.png", "ablations": "results/ablations.png"}
-    plot_learning_curves(
-        {k: methods[k] for k in ("ppo", "dqn", "dqn:paper-state")},
-        {b: main[b] for b in ("fixed", "threshold", "greedy") if b in main},
-        out / figs["curves"],
-    )
-    plot_expert_usage(res_dir, ["ppo", "dqn", "dqn:paper-state", "fixed", "threshold", "greedy", "oracle"], out / figs["usage"])
-    plot_ablations(abl, out / figs["ablations"])
-    recs = (
-        [load_split("test", n=1, tier=t)[0] for t in (1, 2, 3, 4)][: p.gallery_n] if p.gallery_n <= 4 else load_split("test", n=p.gallery_n)
-    )
-    for name in ("ppo", "dqn"):
-        figs[f"gallery_{name}"] = f"results/gallery_{name}.png"
-        gallery(methods[name][0], recs, out / figs[f"gallery_{name}"], EnvConfig())
+    lap("eval_s")
+    log("[4/6] paired comparisons and targets")
+    best = best_tuned(heur)
+    comp = comparisons(rows)
+    targets = check_targets(rows, best)
+    (res_dir / "comparisons.json").write_text(json.dumps(comp, indent=1))
+    (res_dir / "targets.json").write_text(json.dumps({"best_heuristic": best, "targets": targets}, indent=1))
+    agree = stage_agreement(p, res_dir)
+    log("[5/6] ablations and figures")
+    abl = stage_ablations(p, abl_runs, res_dir, log)
+    lap("ablation_s")
+    figs = stage_figures(p, out, main, abl, methods, best)
+    _copy_checkpoints(out, methods)
+    tm["total_s"] = round(time.perf_counter() - T0, 1)
+    tm["runs"] = {Path(d["run"]).name: d["train_s"] for d in main_runs + abl_runs}
+    r = {"main": main, "comparisons": comp, "targets": targets, "best_heuristic": best, "heuristics": heur, "ppo_tuning": ppo_t,
+         "agreement": agree, "ablations": abl, "figures": figs, "timings": tm, "code": code_version()}
+    (res_dir / "report.json").write_text(json.dumps(r, indent=1))
+    log("[6/6] report")
+    _log_summary(r, write_report(out, p, r), log)
+    return r
+
+# %% ../nbs/75_reproduce.ipynb #rpmain04
+def _copy_checkpoints(out: Path, methods: dict):
+    "The first training seed's PPO and DQN checkpoints, for `image-poser run --policy paper/checkpoints/ppo.pt`."
     ck = out / "checkpoints"
     ck.mkdir(exist_ok=True)
     for name in ("ppo", "dqn"):
-        shutil.copy(Path(methods[name][0]) / "checkpoint.pt", ck / f"{name}.pt")
-    log("[5/5] report")
-    ppo_train = float(np.mean([d["train_s"] for j, d in zip(jobs, main_runs) if j[0] == "ppo"]))
-    targets = check_targets(main, "ppo", ppo_train)
-    timings = {
-        "total_s": time.perf_counter() - T0,
-        "train_s": train_s,
-        "eval_s": eval_s,
-        "ablation_s": ablation_s,
-        "runs": {Path(d["run"]).name: d["train_s"] for d in done},
-    }
-    (res_dir / "targets.json").write_text(json.dumps({"targets": targets, "timings": timings}, indent=1))
-    report = write_report(out, p, main, abl, targets, timings, figs)
-    log("\n" + results_table(main) + "\n")
-    for t in targets:
-        log(f"  [{'x' if t['met'] else ' '}] {t['target']}: {t['detail']}")
-    log(f"\nreport: {report}; figures and per-method CSV/JSON: {res_dir}/; checkpoints: {ck}/ (took {timings['total_s'] / 60:.1f} min)")
-    return {"main": main, "ablations": abl, "targets": targets, "timings": timings, "out": str(out)}
+        shutil.copy(Path(methods[name][0][0]) / "checkpoint.pt", ck / f"{name}.pt")
+
+
+def _log_summary(r: dict, report: Path, log=print):
+    log("\n" + results_table(r["main"]) + "\n")
+    for t in r["targets"]:
+        log(f"  [{'x' if t['met'] else ' '}] {t['target']}: {t['value']:.3f}" + (f" [{t['ci'][0]:+.3f}, {t['ci'][1]:+.3f}]" if "ci" in t else ""))
+    log(f"\nreport: {report} (took {r['timings']['total_s'] / 60:.1f} min)")
