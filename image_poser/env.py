@@ -104,24 +104,37 @@ def obs_layout(cfg: EnvConfig, n_experts: int) -> list[ObsPart]:
     ]
     if cfg.obs_mode == "paper":
         return text
-    return text + [
-        ObsPart("command_meta", 4, "the command generates / edits; it comes from the decomposer / the critic"),
-        ObsPart(
-            "command_op", len(EDIT_OPS) + 1, "one-hot of the edit operation (" + ", ".join(EDIT_OPS) + ", other); zeros for generation"
-        ),
-        ObsPart("command_unmet", k, "per requirement kind: does the command target a requirement of this kind the critic finds unmet?"),
-        ObsPart("feedback_by_kind", 2 * k, "per requirement kind: present in the task?, share the critic judges satisfied"),
-        ObsPart("scores", 3, "critic alignment, fidelity, aesthetics of the current image"),
-        ObsPart(
-            "progress",
-            7,
-            "has an image, step / horizon, spent cost (scaled), attempts / max, queue length / max, prompt tokens / 300, command tokens / 300",
-        ),
-        ObsPart("last_action", n_experts + 1, "one-hot of the last action (the STOP slot before any action)"),
-        ObsPart("failures", n_experts, "failed calls of each expert this episode / max"),
-    ] + ([ObsPart("queue_slots", (cfg.reorder - 1) * (4 + k) + 1,
-                  "with `reorder` K: for queued commands 2..K, present?, generates, edits, from the critic, unmet kinds; "
-                  "then: is a queue action available?")] if cfg.reorder else [])
+    return (
+        text
+        + [
+            ObsPart("command_meta", 4, "the command generates / edits; it comes from the decomposer / the critic"),
+            ObsPart(
+                "command_op", len(EDIT_OPS) + 1, "one-hot of the edit operation (" + ", ".join(EDIT_OPS) + ", other); zeros for generation"
+            ),
+            ObsPart("command_unmet", k, "per requirement kind: does the command target a requirement of this kind the critic finds unmet?"),
+            ObsPart("feedback_by_kind", 2 * k, "per requirement kind: present in the task?, share the critic judges satisfied"),
+            ObsPart("scores", 3, "critic alignment, fidelity, aesthetics of the current image"),
+            ObsPart(
+                "progress",
+                7,
+                "has an image, step / horizon, spent cost (scaled), attempts / max, queue length / max, prompt tokens / 300, command tokens / 300",
+            ),
+            ObsPart("last_action", n_experts + 1, "one-hot of the last action (the STOP slot before any action)"),
+            ObsPart("failures", n_experts, "failed calls of each expert this episode / max"),
+        ]
+        + (
+            [
+                ObsPart(
+                    "queue_slots",
+                    (cfg.reorder - 1) * (4 + k) + 1,
+                    "with `reorder` K: for queued commands 2..K, present?, generates, edits, from the critic, unmet kinds; "
+                    "then: is a queue action available?",
+                )
+            ]
+            if cfg.reorder
+            else []
+        )
+    )
 
 
 def obs_table(cfg: EnvConfig, n_experts: int) -> str:
