@@ -189,7 +189,7 @@ def code_loading(entry: dict) -> list[str]:
     "Why building the registry `entry` could run code from outside image_poser (empty: it cannot)."
     why = []
     path = CLASS_ALIASES.get(entry.get("class"), entry.get("class"))
-    if isinstance(path, str) and not path.startswith("image_poser."):
+    if isinstance(path, str) and "." in path and not path.startswith("image_poser."):  # a bare unknown name is only a typo
         why.append(f"class {path!r} is outside image_poser")
     if entry.get("trust_remote_code", False) is not False:
         why.append("trust_remote_code runs code that comes with the model")

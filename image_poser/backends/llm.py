@@ -191,15 +191,18 @@ class BadReply(ValueError):
 
 
 def read_capped(resp, max_bytes: int, chunk: int = 1 << 16) -> bytes:
-    "The body of `resp`, read in chunks; ChatError past `max_bytes` (declared or received)."
+    "The body of `resp`, read in chunks; ChatError past `max_bytes` (declared or received), IncompleteRead when cut short."
     declared = resp.headers.get("Content-Length") if resp.headers else None
-    if declared and declared.strip().isdigit() and int(declared) > max_bytes:
-        raise ChatError(f"reply of {int(declared)} bytes is larger than max_reply_bytes={max_bytes}")
+    declared = int(declared) if declared and declared.strip().isdigit() else None
+    if declared is not None and declared > max_bytes:
+        raise ChatError(f"reply of {declared} bytes is larger than max_reply_bytes={max_bytes}")
     parts, n = [], 0
     read = getattr(resp, "read1", resp.read)
     while True:
         b = read(chunk)
         if not b:
+            if declared is not None and n < declared:  # read1 does not check the length: the connection closed early
+                raise http.client.IncompleteRead(b"".join(parts), declared - n)
             return b"".join(parts)
         n += len(b)
         if n > max_bytes:
