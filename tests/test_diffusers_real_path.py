@@ -82,3 +82,35 @@ def test_the_same_episode_again_is_identical_and_served_from_the_cache(registry)
     assert registry[0]._cache.hits > hits and lib.RESIDENCY.loads == loads  # nothing was loaded again: every call hit the cache
     assert cached < 5.0, cached
     lib.RESIDENCY.clear()
+
+
+@pytest.mark.slow
+def test_gpu_check_runs_tiny_on_cpu(tmp_path):
+    "tools/gpu_check.sh --tiny: the GPU check's every measurement, on SDXL-architecture pipelines a few channels wide."
+    import json
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    root = Path(__file__).resolve().parents[1]
+    out = tmp_path / "gpu_check.json"
+    env = {"PYTHON": sys.executable, "PATH": "/usr/bin:/bin", "HOME": str(tmp_path)}
+    proc = subprocess.run(
+        ["bash", "tools/gpu_check.sh", "--tiny", str(out)], cwd=root, env=env, capture_output=True, text=True, timeout=600
+    )
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    r = json.loads(out.read_text())
+    assert json.loads(proc.stdout) == r  # printed and written
+    assert set(r) >= {"device", "build", "experts", "residency", "cache", "sharing", "offload", "episode", "total_s"}
+    by_name = {e["name"]: e for e in r["experts"]}
+    assert set(by_name) == {"sdxl", "sdxl-img2img", "sdxl-inpaint", "instruct-pix2pix"}
+    assert all(e["ok"] and e["cold_load_s"] > 0 and e["warm_call_s"] > 0 for e in r["experts"]), r["experts"]
+    assert by_name["sdxl-img2img"]["derived_with_from_pipe"] and by_name["sdxl-inpaint"]["derived_with_from_pipe"]
+    assert not by_name["sdxl"]["derived_with_from_pipe"]
+    assert r["sharing"]["shared"]["extra_weight_bytes"] == 0 and r["sharing"]["saved_weight_bytes"] > 0
+    assert r["residency"]["evictions"] >= 1 and r["residency"]["derived"] >= 1
+    assert r["cache"]["speedup"] > 1
+    if r["device"] == "cpu":
+        assert all("skipped" in r["offload"][m]["notes"][0] for m in ("model", "sequential"))
+        assert all(e["peak_gpu_bytes"] is None for e in r["experts"])
+    assert r["episode"]["errors"] == 0 and len(r["episode"]["steps"]) == 4

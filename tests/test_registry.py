@@ -39,7 +39,10 @@ P = f'name = "x"\nclass = "{__name__}.ProbeExpert"\n'
 # (id, file text, text the message must hold)
 CASES = [
     # costs: finite, >= 0, a number
-    *[(f"cost={v}", one(S + f"cost = {v}\n"), "field 'cost'") for v in ["-5", "nan", "inf", "-inf", '"cheap"', '"3"', "true", "[1]", "{a = 1}", "-0.001"]],
+    *[
+        (f"cost={v}", one(S + f"cost = {v}\n"), "field 'cost'")
+        for v in ["-5", "nan", "inf", "-inf", '"cheap"', '"3"', "true", "[1]", "{a = 1}", "-0.001"]
+    ],
     # token limits: an integer >= 1
     *[(f"max_tokens={v}", one(S + f"max_tokens = {v}\n"), "field 'max_tokens'") for v in ["0", "-1", "1.5", '"77"', "true", "nan"]],
     *[(f"good_at={v[:8]}", one(S + f"good_at = {v}\n"), "field 'good_at'") for v in ["5", '"' + "x" * 501 + '"', '["a"]']],
@@ -106,7 +109,10 @@ CASES = [
         ]
     ],
     # a class's own annotated types, whatever module it lives in (loaded with allow_external: validation still applies)
-    *[(f"probe-{k}={v}", one(P + f"{k} = {v}\n"), f"field '{k}'") for k, v in [("skill", "5"), ("skill", "-1"), ("skill", "nan"), ("skill", '"high"'), ("scale", "-2")]],
+    *[
+        (f"probe-{k}={v}", one(P + f"{k} = {v}\n"), f"field '{k}'")
+        for k, v in [("skill", "5"), ("skill", "-1"), ("skill", "nan"), ("skill", '"high"'), ("scale", "-2")]
+    ],
     # duplicates
     ("duplicate", one(S) + one(S), "duplicate name"),
     ("duplicate-case", one(S) + one('name = "X"\nclass = "shapes.t2i"\n'), "duplicate name"),
@@ -231,7 +237,9 @@ def evil(tmp_path):
     reg = tmp_path / "reg.toml"
     reg.write_text(
         "allow_external = true\n"
-        + one(f'name = "x"\nclass = "diffusers"\nmodel = "{model}"\nsteps = 1\ntrust_remote_code = true\nload_kwargs = {{custom_pipeline = "{folder}"}}\n')
+        + one(
+            f'name = "x"\nclass = "diffusers"\nmodel = "{model}"\nsteps = 1\ntrust_remote_code = true\nload_kwargs = {{custom_pipeline = "{folder}"}}\n'
+        )
     )
     return reg, marker
 
