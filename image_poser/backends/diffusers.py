@@ -104,11 +104,15 @@ class ResidencyManager:
                 self.hits += 1
                 return self._pipes[key][0]
             base = next((k for k, (_, w) in self._pipes.items() if weights is not None and w == weights), None)
+            pipe = None
             if base is not None and derive is not None:
                 self._pipes.move_to_end(base)
-                pipe = derive(self._pipes[base][0])
-                self.shared += 1
-            else:
+                try:
+                    pipe = derive(self._pipes[base][0])
+                    self.shared += 1
+                except Exception as e:  # e.g. no pipeline of that kind for this model family: load it on its own
+                    logger.warning("deriving %s from a resident pipeline failed (%s: %s); loading it", key, type(e).__name__, e)
+            if pipe is None:
                 pipe = loader()
                 self.loads += 1
             self._pipes[key] = (pipe, weights)

@@ -314,8 +314,11 @@ def _attempt(self: OpenAIChat, url: str, body: bytes, deadline: float, sent_form
         with opener.open(req, timeout=max(0.001, min(self.timeout_s, deadline - time.monotonic()))) as r:
             raw = read_capped(r, self.max_reply_bytes)
     except urllib.error.HTTPError as e:
-        detail = _scrub(e.read(4096).decode("utf-8", "replace") if e.fp else "", key)
-        e.close()
+        try:
+            detail = _scrub(e.read(4096).decode("utf-8", "replace") if e.fp else "", key)
+            e.close()
+        except (OSError, http.client.HTTPException):  # the error page itself broke off: its status still counts
+            detail = ""
         if e.code in RETRY_STATUS:
             raise _Retry(f"HTTP {e.code} from {url}", retry_after_s(e.headers.get("Retry-After") if e.headers else None)) from None
         if sent_format and e.code in (400, 422, 501) and any(w in detail.lower() for w in _FORMAT_WORDS):
@@ -341,6 +344,8 @@ def _attempt(self: OpenAIChat, url: str, body: bytes, deadline: float, sent_form
 def chat(self: OpenAIChat, messages: list[dict], response_format: dict | None = None) -> str:
     "The assistant's reply text; raises `ChatError` when the server cannot give one within `max_retries` and `deadline_s`."
     url = self.base_url.rstrip("/") + "/chat/completions"
+    if urllib.parse.urlsplit(url).scheme.lower() not in ("http", "https"):
+        raise ChatError(f"base_url must be an http(s) URL, not {self.base_url!r}")  # urllib would also open file:// and ftp://
     fmt = response_format if response_format is not None else self.response_format
     deadline = time.monotonic() + self.deadline_s
     last, tries = "no attempt made", 0
