@@ -98,6 +98,7 @@ def vlm_critic(model: str, **kw) -> ModelCritic:
 
 def http_critic(base_url: str, model: str, **kw) -> ModelCritic:
     "A critic backed by an OpenAI-compatible server."
-    from image_poser.backends.llm import OpenAIChat
+    from image_poser.backends.llm import OpenAIChat, feedback_response_format
 
+    kw = {"response_format": feedback_response_format()} | kw  # the feedback schema (a server that rejects it is asked without)
     return ModelCritic(OpenAIChat(base_url=base_url, model=model, **kw), name=f"http:{model}")

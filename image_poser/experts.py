@@ -8,16 +8,20 @@ Docs: https://image-poser.github.io/image_poser/experts.html.md"""
 from __future__ import annotations
 
 import concurrent.futures as cf
+import dataclasses
 import importlib
+import inspect
 import re
 import time
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Literal, Protocol, runtime_checkable
+from typing import Annotated, Any, Literal, Protocol, runtime_checkable
 
 # %% auto #0
-__all__ = ['ExpertKind', 'CLASS_ALIASES', 'Expert', 'ExpertError', 'ExpertResult', 'validate_output', 'call_expert',
-           'count_tokens', 'truncate_tokens', 'resolve_class', 'Registry', 'load_registry', 'default_registry_path']
+__all__ = ['ExpertKind', 'Prob', 'Cost', 'NAME_MAX_LEN', 'CLASS_ALIASES', 'SAFE_LOAD_KWARGS', 'MAX_REGISTRY_BYTES', 'MAX_NESTING',
+           'MAX_EXPERTS', 'Expert', 'ExpertError', 'ExpertResult', 'validate_output', 'call_expert', 'count_tokens',
+           'truncate_tokens', 'ExpertEntry', 'code_loading', 'resolve_class', 'describe_errors', 'build_expert',
+           'Registry', 'nesting_depth', 'read_toml', 'load_entry', 'load_registry', 'default_registry_path']
 
 # %% ../nbs/01_experts.ipynb #724e6a25
 try:
@@ -28,6 +32,9 @@ except ImportError:
 # %% ../nbs/01_experts.ipynb #6b76abc8
 import numpy as np
 from PIL import Image
+
+# %% ../nbs/01_experts.ipynb #reg00imp
+from pydantic import BaseModel, ConfigDict, Field, TypeAdapter, ValidationError, field_validator
 
 # %% ../nbs/01_experts.ipynb #c43e18ab
 from .core import find_path
@@ -142,16 +149,62 @@ def truncate_tokens(text: str, max_tokens: int) -> str:
     keep = max(0, max_tokens - 2)
     return text if len(toks) <= keep else text[: toks[keep - 1].end()] if keep else ""
 
+# %% ../nbs/01_experts.ipynb #reg0ann1
+Prob = Annotated[float, Field(ge=0, le=1, allow_inf_nan=False)]  # a probability or a skill: a finite number in [0, 1]
+Cost = Annotated[float, Field(ge=0, allow_inf_nan=False)]  # a cost or a scale: a finite number >= 0
+NAME_MAX_LEN = 64
+_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._+-]*")
+
+
+class ExpertEntry(BaseModel):
+    "The fields every `[[experts]]` table shares (the rest are the expert class's own parameters)."
+
+    model_config = ConfigDict(extra="allow", strict=True)
+
+    name: str = Field(min_length=1, max_length=NAME_MAX_LEN)
+    class_: str = Field(alias="class", min_length=1, max_length=200)
+    cost: Cost | None = None  # None: the class's default
+    max_tokens: Annotated[int, Field(ge=1, le=1_000_000)] | None = None
+    good_at: Annotated[str, Field(max_length=500)] | None = None
+
+    @field_validator("name")
+    @classmethod
+    def _safe_name(cls, v: str) -> str:
+        if not _NAME.fullmatch(v):
+            raise ValueError(
+                "use letters, digits and . _ + - only, starting with a letter or digit (no spaces, '|', newlines or control characters)"
+            )
+        return v
+
 # %% ../nbs/01_experts.ipynb #94a057c7
 CLASS_ALIASES = {
     "shapes.t2i": "image_poser.shapes.experts.ShapesT2I",
     "shapes.editor": "image_poser.shapes.experts.ShapesEditor",
     "diffusers": "image_poser.backends.diffusers.DiffusersExpert",
 }
+SAFE_LOAD_KWARGS = frozenset({"dtype", "torch_dtype", "variant", "use_safetensors", "revision", "subfolder", "low_cpu_mem_usage"})
 
 
-def resolve_class(name: str, allow_external: bool = False):
-    "The class an expert entry names (alias or dotted path)."
+def code_loading(entry: dict) -> list[str]:
+    "Why building the registry `entry` could run code from outside image_poser (empty: it cannot)."
+    why = []
+    path = CLASS_ALIASES.get(entry.get("class"), entry.get("class"))
+    if isinstance(path, str) and "." in path and not path.startswith("image_poser."):  # a bare unknown name is only a typo
+        why.append(f"class {path!r} is outside image_poser")
+    if entry.get("trust_remote_code", False) is not False:
+        why.append("trust_remote_code runs code that comes with the model")
+    load_kwargs = entry.get("load_kwargs", {})
+    bad = sorted(k for k in load_kwargs if k not in SAFE_LOAD_KWARGS) if isinstance(load_kwargs, dict) else []
+    if bad:
+        why.append(f"load_kwargs {bad} are not on the allow-list {sorted(SAFE_LOAD_KWARGS)} (custom_pipeline runs a pipeline.py)")
+    locator = entry.get("locator")
+    if locator is not None and not (isinstance(locator, str) and locator.startswith("image_poser.")):
+        why.append(f"locator {locator!r} is outside image_poser")
+    return why
+
+# %% ../nbs/01_experts.ipynb #reg0res1
+def resolve_class(name: str, allow_external: bool = False) -> type:
+    "The class an expert entry names (alias or dotted path); outside image_poser only with `allow_external`."
     path = CLASS_ALIASES.get(name, name)
     if "." not in path:
         raise ValueError(f"unknown expert class {name!r}; aliases: {sorted(CLASS_ALIASES)}")
@@ -159,11 +212,57 @@ def resolve_class(name: str, allow_external: bool = False):
         raise ValueError(f"expert class {path!r} is outside image_poser; pass allow_external=True to trust it")
     mod, _, cls = path.rpartition(".")
     try:
-        return getattr(importlib.import_module(mod), cls)
+        obj = getattr(importlib.import_module(mod), cls)
     except (ImportError, AttributeError) as e:
         raise ValueError(f"cannot load expert class {path!r}: {e}") from None
+    if not inspect.isclass(obj):
+        raise ValueError(f"{path!r} is a {type(obj).__name__}, not a class")
+    return obj
+
+# %% ../nbs/01_experts.ipynb #reg0bld1
+def _short(x, n: int = 60) -> str:
+    r = repr(x)
+    return r if len(r) <= n else r[: n - 3] + "..."
 
 
+def describe_errors(e: ValidationError, limit: int = 3) -> str:
+    "The first `limit` errors of a pydantic `ValidationError`, one clause each: field, problem, value."
+    out = []
+    for err in e.errors()[:limit]:
+        loc = ".".join(str(x) for x in err["loc"])
+        msg = err["msg"].removeprefix("Value error, ")
+        out.append((f"field {loc!r}: " if loc else "") + msg + ("" if loc == "" else f" (got {_short(err.get('input'))})"))
+    return "; ".join(out)
+
+
+def _init_params(cls) -> set[str] | None:
+    "Keyword arguments `cls` accepts (None: any, it takes **kwargs)."
+    if dataclasses.is_dataclass(cls):
+        return {f.name for f in dataclasses.fields(cls) if f.init}
+    try:
+        params = inspect.signature(cls).parameters.values()
+    except (TypeError, ValueError):
+        return None
+    if any(p.kind is inspect.Parameter.VAR_KEYWORD for p in params):
+        return None
+    return {p.name for p in params if p.kind in (inspect.Parameter.POSITIONAL_OR_KEYWORD, inspect.Parameter.KEYWORD_ONLY)}
+
+# %% ../nbs/01_experts.ipynb #reg0bld2
+def build_expert(cls: type, params: dict, where: str = "expert"):
+    "An instance of `cls` from registry `params`, validated against the class's annotations; ValueError naming `where` and the field."
+    allowed = _init_params(cls)
+    unknown = sorted(set(params) - allowed) if allowed is not None else []
+    if unknown:
+        raise ValueError(f"{where}: unknown field {unknown[0]!r} for {cls.__name__}; known fields: {sorted(allowed)}")
+    typed = dataclasses.is_dataclass(cls) or issubclass(cls, BaseModel)
+    try:
+        return TypeAdapter(cls).validate_python(params) if typed else cls(**params)
+    except ValidationError as e:
+        raise ValueError(f"{where}: {describe_errors(e)}") from None
+    except Exception as e:  # a class's own check (or bug): still one clear error naming the expert
+        raise ValueError(f"{where}: {cls.__name__} refused its parameters: {type(e).__name__}: {_short(str(e), 200)}") from None
+
+# %% ../nbs/01_experts.ipynb #reg0reg1
 @dataclass
 class Registry:
     "Experts in action order (action id = position)."
@@ -198,39 +297,108 @@ class Registry:
         ]
 
     def markdown(self) -> str:
-        rows = self.table()
+        "The table as markdown (cells escaped: a `|` or a newline in a description cannot break the table)."
+
+        def cell(x) -> str:
+            return " ".join(str(x).split()).replace("|", "\\|")
+
         out = ["| action | name | kind | cost | max tokens | good at |", "|---|---|---|---|---|---|"]
-        out += [f"| {r['action']} | {r['name']} | {r['kind']} | {r['cost']:g} | {r['max_tokens']} | {r['good_at']} |" for r in rows]
+        out += [
+            f"| {r['action']} | {cell(r['name'])} | {r['kind']} | {r['cost']:g} | {r['max_tokens']} | {cell(r['good_at'])} |"
+            for r in self.table()
+        ]
         return "\n".join(out)
 
-# %% ../nbs/01_experts.ipynb #0aa7ff27
-def load_registry(path: str | Path | None = None, allow_external: bool = False) -> Registry:
-    "Build the experts listed in a TOML registry file (default: the shapes world's)."
-    path = Path(path) if path is not None else default_registry_path()
-    if not path.exists():
-        raise FileNotFoundError(f"expert registry {path} not found")
+# %% ../nbs/01_experts.ipynb #reg0toml
+MAX_REGISTRY_BYTES = 1 << 20
+MAX_NESTING = 16
+MAX_EXPERTS = 256
+
+
+def nesting_depth(x, limit: int = MAX_NESTING) -> int:
+    "How deeply lists and tables nest in `x` (counting stops past `limit`); iterative, so any depth is safe."
+    deepest, stack = 0, [(x, 1)]
+    while stack and deepest <= limit:
+        v, d = stack.pop()
+        if isinstance(v, (dict, list, tuple)):
+            deepest = max(deepest, d)
+            stack.extend((c, d + 1) for c in (v.values() if isinstance(v, dict) else v))
+    return deepest
+
+
+def read_toml(path: Path) -> dict:
+    "The TOML file at `path`; ValueError naming the file when it is too big, not UTF-8, not TOML or nested too deeply."
+    size = path.stat().st_size
+    if size > MAX_REGISTRY_BYTES:
+        raise ValueError(f"{path}: {size} bytes; a registry file may hold at most {MAX_REGISTRY_BYTES}")
     try:
-        cfg = tomllib.loads(path.read_text())
+        cfg = tomllib.loads(path.read_bytes().decode("utf-8"))
+    except UnicodeDecodeError as e:
+        raise ValueError(f"{path}: not UTF-8 text ({e.reason} at byte {e.start})") from None
     except tomllib.TOMLDecodeError as e:
         raise ValueError(f"{path}: not valid TOML: {e}") from None
+    except RecursionError:
+        raise ValueError(f"{path}: nested too deeply to parse (at most {MAX_NESTING} levels of arrays and tables)") from None
+    if nesting_depth(cfg) > MAX_NESTING:
+        raise ValueError(f"{path}: nested more than {MAX_NESTING} levels deep")
+    return cfg
+
+# %% ../nbs/01_experts.ipynb #reg0ent1
+def _entries(cfg: dict, path: Path) -> list[dict]:
+    "The `[[experts]]` tables of a parsed registry file, checked for shape."
+    unknown = sorted(set(cfg) - {"experts", "allow_external"})
+    if unknown:
+        raise ValueError(f"{path}: unknown top-level key {unknown[0]!r}; a registry holds [[experts]] tables")
+    if not isinstance(cfg.get("allow_external", False), bool):
+        raise ValueError(f"{path}: allow_external must be true or false")
     entries = cfg.get("experts")
     if not isinstance(entries, list) or not entries:
         raise ValueError(f"{path}: expected a non-empty list of [[experts]] tables")
-    experts, seen = [], set()
+    if len(entries) > MAX_EXPERTS:
+        raise ValueError(f"{path}: {len(entries)} experts; at most {MAX_EXPERTS}")
     for k, ent in enumerate(entries):
-        ent = dict(ent)
-        if "class" not in ent or "name" not in ent:
-            raise ValueError(f"{path}: expert #{k} needs 'name' and 'class'")
-        cls = resolve_class(ent.pop("class"), allow_external)
-        if ent["name"] in seen:
-            raise ValueError(f"{path}: duplicate expert name {ent['name']!r}")
-        seen.add(ent["name"])
-        if "ops" in ent:
-            ent["ops"] = tuple(ent["ops"])
-        try:
-            experts.append(cls(**ent))
-        except TypeError as e:
-            raise ValueError(f"{path}: expert {ent['name']!r}: {e}") from None
+        if not isinstance(ent, dict):
+            raise ValueError(f"{path}: expert #{k} is a {type(ent).__name__}, not a table")
+    return entries
+
+# %% ../nbs/01_experts.ipynb #reg0ent2
+def load_entry(ent: dict, where: str, allow_external: bool = False):
+    "Validate one `[[experts]]` table and build its expert; ValueError naming `where`, the expert and the field."
+    if isinstance(ent.get("name"), str):
+        where = f"{where} {_short(ent['name'], 40)}"  # repr: a newline or a '|' in a bad name stays visible and harmless
+    try:
+        entry = ExpertEntry.model_validate(ent)
+    except ValidationError as e:
+        raise ValueError(f"{where}: {describe_errors(e)}") from None
+    why = code_loading(ent)
+    if why and not allow_external:
+        raise ValueError(
+            f"{where}: refused: {'; '.join(why)}. This can run code from outside image_poser: only the caller can allow it, "
+            "with load_registry(..., allow_external=True) (a file's own allow_external is not enough)"
+        )
+    try:
+        cls = resolve_class(entry.class_, allow_external)
+    except ValueError as e:
+        raise ValueError(f"{where}: field 'class': {e}") from None
+    expert = build_expert(cls, {k: v for k, v in ent.items() if k != "class"}, where)
+    if not isinstance(expert, Expert) or getattr(expert, "kind", None) not in ("t2i", "i2i"):
+        raise ValueError(f"{where}: {cls.__name__} is not an Expert (name, kind 't2i' or 'i2i', cost, max_tokens, good_at, __call__)")
+    return expert
+
+# %% ../nbs/01_experts.ipynb #0aa7ff27
+def load_registry(path: str | Path | None = None, allow_external: bool = False) -> Registry:
+    "Validate a TOML registry file and build its experts (default: the shapes world's); any bad entry is a ValueError."
+    path = Path(path) if path is not None else default_registry_path()
+    if not path.is_file():
+        raise FileNotFoundError(f"expert registry {path} not found")
+    experts, seen = [], {}
+    for k, ent in enumerate(_entries(read_toml(path), path)):
+        expert = load_entry(ent, f"{path}: expert #{k}", allow_external)
+        key = expert.name.casefold()
+        if key in seen:
+            raise ValueError(f"{path}: expert #{k} {expert.name!r}: duplicate name (expert #{seen[key]} has it)")
+        seen[key] = k
+        experts.append(expert)
     return Registry(experts, str(path))
 
 

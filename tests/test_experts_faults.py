@@ -59,6 +59,24 @@ def test_unknown_edit_operation_in_config_is_rejected(tmp_path):
 
 
 def test_gpu_registry_parses_without_loading_models():
+    from image_poser.backends import diffusers as lib
+
+    before = lib.RESIDENCY.stats()["loads"]
     reg = load_registry("configs/experts/diffusers-gpu.toml")
     assert len(reg.by_kind("t2i")) == 4 and len(reg.by_kind("i2i")) == 4
     assert all(not getattr(e, "trust_remote_code") for e in reg)
+    assert lib.RESIDENCY.stats()["loads"] == before  # building experts loads nothing
+    sdxl, img2img = reg[reg.index("sdxl")], reg[reg.index("sdxl-img2img")]
+    assert sdxl._weights() == img2img._weights() and sdxl.share_weights  # img2img is built from sdxl with from_pipe
+    assert {e.name for e in reg if e.offload == "model"} == {"flux-schnell", "flux-kontext"}
+    assert all(e._cache is not None and e._cache.max_bytes for e in reg)
+
+
+def test_diffusers_expert_failures_are_events(tmp_path):
+    from image_poser.backends.diffusers import DiffusersExpert
+
+    t2i = DiffusersExpert(name="gone", model=str(tmp_path / "nope"), pipeline="text2image")
+    edit = DiffusersExpert(name="gone-edit", model=str(tmp_path / "nope"), pipeline="img2img")
+    for expert, img in [(t2i, None), (edit, None), (edit, BASE)]:
+        r = call_expert(expert, "a red circle", img, seed=0, timeout_s=30)
+        assert not r.ok and r.image is None and r.error.strip(), r

@@ -1,4 +1,4 @@
-"""Real diffusers pipelines as experts (text-to-image, img2img, InstructPix2Pix, inpainting) with a residency manager and an output cache.
+"""Real diffusers pipelines as experts (text-to-image, img2img, InstructPix2Pix, inpainting) with a residency manager that shares weights between pipelines, CPU offload, and a size-capped output cache.
 
 Docs: https://image-poser.github.io/image_poser/backends_diffusers.html.md"""
 
@@ -11,24 +11,35 @@ import gc
 import hashlib
 import importlib
 import json
+import logging
 import os
 import threading
+import time
 from collections import OrderedDict
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable, Literal
+from typing import Annotated, Any, Callable, Literal
 
 # %% auto #0
-__all__ = ['RESIDENCY', 'Box', 'Locator', 'PipelineKind', 'pick_device', 'pick_dtype', 'module_bytes', 'ResidencyManager',
-           'OutputCache', 'boxes_mask', 'resolve_locator', 'target_mask', 'DiffusersExpert', 'make_tiny_pipeline']
+__all__ = ['logger', 'DTYPE_NAMES', 'RESIDENCY', 'Offload', 'Box', 'Locator', 'PipelineKind', 'PIPELINE_KINDS', 'Steps',
+           'Guidance', 'Side', 'TokenLimit', 'pick_device', 'pick_dtype', 'pipeline_modules', 'modules_bytes',
+           'module_bytes', 'ResidencyManager', 'OutputCache', 'apply_offload', 'boxes_mask', 'resolve_locator',
+           'target_mask', 'DiffusersExpert', 'make_tiny_pipeline']
 
 # %% ../../nbs/21_backends_diffusers.ipynb #1e98c77c
+from fastcore.basics import patch
 from PIL import Image, ImageDraw
+from pydantic import Field
 
 # %% ../../nbs/21_backends_diffusers.ipynb #9c440474
+from .llm import from_pretrained_dtype
 from ..core import image_ref
+from ..experts import SAFE_LOAD_KWARGS, Cost, Prob
 
 # %% ../../nbs/21_backends_diffusers.ipynb #3f20cc75
+logger = logging.getLogger(__name__)
+
+
 def pick_device(device: str = "auto") -> str:
     "cuda if available, else mps, else cpu (or `device` as given)."
     import torch
@@ -42,36 +53,38 @@ def pick_device(device: str = "auto") -> str:
     return "cpu"
 
 
+DTYPE_NAMES = {"float16": "float16", "fp16": "float16", "bfloat16": "bfloat16", "bf16": "bfloat16", "float32": "float32", "fp32": "float32"}
+
+
 def pick_dtype(dtype: str = "auto", device: str = "cpu"):
     "bf16 on CUDA that supports it, fp16 on other accelerators, fp32 on CPU (or `dtype` as given)."
     import torch
 
     if dtype != "auto":
-        return {
-            "float16": torch.float16,
-            "fp16": torch.float16,
-            "bfloat16": torch.bfloat16,
-            "bf16": torch.bfloat16,
-            "float32": torch.float32,
-            "fp32": torch.float32,
-        }[dtype]
-    if device == "cuda":
+        return getattr(torch, DTYPE_NAMES[dtype])
+    if device.startswith("cuda"):
         return torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16
     if device == "mps":
         return torch.float16
     return torch.float32
 
 # %% ../../nbs/21_backends_diffusers.ipynb #2d4ddd3c
-def module_bytes(pipe) -> int:
-    "Bytes of parameters and buffers in a pipeline's torch modules."
+def pipeline_modules(pipe) -> dict:
+    "The torch modules of a pipeline, by `id` (a module shared by two pipelines has one id)."
     import torch
 
-    total = 0
-    for comp in getattr(pipe, "components", {}).values():
-        if isinstance(comp, torch.nn.Module):
-            total += sum(p.numel() * p.element_size() for p in comp.parameters())
-            total += sum(b.numel() * b.element_size() for b in comp.buffers())
-    return total
+    comps = getattr(pipe, "components", None) or {}
+    return {id(m): m for m in comps.values() if isinstance(m, torch.nn.Module)}
+
+
+def modules_bytes(modules) -> int:
+    "Bytes of parameters and buffers in `modules`."
+    return sum(sum(t.numel() * t.element_size() for t in (*m.parameters(), *m.buffers())) for m in modules)
+
+
+def module_bytes(pipe) -> int:
+    "Bytes of parameters and buffers in a pipeline's torch modules."
+    return modules_bytes(pipeline_modules(pipe).values())
 
 # %% ../../nbs/21_backends_diffusers.ipynb #2e04b6ff
 class ResidencyManager:
@@ -79,78 +92,128 @@ class ResidencyManager:
 
     def __init__(self, max_loaded: int = 2, max_bytes: int | None = None):
         self.max_loaded, self.max_bytes = max_loaded, max_bytes
-        self._pipes: OrderedDict[tuple, tuple[Any, int]] = OrderedDict()
+        self._pipes: OrderedDict[tuple, tuple[Any, Any]] = OrderedDict()  # key -> (pipeline, weights key or None)
         self._lock = threading.RLock()
-        self.loads = self.evictions = self.hits = 0
+        self.loads = self.shared = self.evictions = self.hits = 0
 
-    def get(self, key: tuple, loader: Callable[[], Any]):
-        "The pipeline for `key`, loading it with `loader()` if absent and evicting the least recently used beyond the limits."
+    def get(self, key: tuple, loader: Callable[[], Any], weights: tuple | None = None, derive: Callable[[Any], Any] | None = None):
+        "The pipeline for `key`: resident, derived from a resident one with the same `weights`, or loaded; then evict beyond the limits."
         with self._lock:
             if key in self._pipes:
                 self._pipes.move_to_end(key)
                 self.hits += 1
                 return self._pipes[key][0]
-            pipe = loader()
-            self.loads += 1
-            self._pipes[key] = (pipe, module_bytes(pipe))
+            base = next((k for k, (_, w) in self._pipes.items() if weights is not None and w == weights), None)
+            pipe = None
+            if base is not None and derive is not None:
+                self._pipes.move_to_end(base)
+                try:
+                    pipe = derive(self._pipes[base][0])
+                    self.shared += 1
+                except Exception as e:  # e.g. no pipeline of that kind for this model family: load it on its own
+                    logger.warning("deriving %s from a resident pipeline failed (%s: %s); loading it", key, type(e).__name__, e)
+            if pipe is None:
+                pipe = loader()
+                self.loads += 1
+            self._pipes[key] = (pipe, weights)
             self._evict(keep=key)
             return pipe
 
-    def _evict(self, keep: tuple):
-        while len(self._pipes) > 1 and (
-            len(self._pipes) > self.max_loaded or (self.max_bytes is not None and self.resident_bytes > self.max_bytes)
-        ):
-            key = next(k for k in self._pipes if k != keep)
-            pipe, _ = self._pipes.pop(key)
+# %% ../../nbs/21_backends_diffusers.ipynb #rm0evict
+@patch
+def _evict(self: ResidencyManager, keep: tuple):
+    "Drop least recently used pipelines (never `keep`) until within the limits."
+    freed = 0
+    while len(self._pipes) > 1 and (
+        len(self._pipes) > self.max_loaded or (self.max_bytes is not None and self.resident_bytes > self.max_bytes)
+    ):
+        key = next(k for k in self._pipes if k != keep)
+        pipe, _ = self._pipes.pop(key)
+        self.evictions += 1
+        freed += 1
+        self._release(pipe)
+        del pipe
+    if freed:
+        gc.collect()
+        _empty_cuda_cache()
+
+
+def _empty_cuda_cache():
+    try:
+        import torch
+
+        if torch.cuda.is_available():
+            torch.cuda.empty_cache()
+    except Exception:
+        pass
+
+
+@patch
+def _release(self: ResidencyManager, pipe):
+    "Move off the accelerator what only `pipe` holds (modules a resident pipeline shares stay where they are)."
+    still_used = {i for p, _ in self._pipes.values() for i in pipeline_modules(p)}
+    mine = pipeline_modules(pipe)
+    try:
+        if not mine or not (still_used & set(mine)):
+            pipe.to("cpu")
+        else:
+            for i, m in mine.items():
+                if i not in still_used:
+                    m.to("cpu")
+    except Exception as e:  # an offloaded pipeline may refuse .to(); dropping the reference is what frees it
+        logger.debug("moving an evicted pipeline to the CPU failed: %s", e)
+
+# %% ../../nbs/21_backends_diffusers.ipynb #rm0stats
+@patch(as_prop=True)
+def resident_bytes(self: ResidencyManager) -> int:
+    "Bytes of weights held by resident pipelines, each shared module counted once."
+    mods = {}
+    for p, _ in self._pipes.values():
+        mods |= pipeline_modules(p)
+    return modules_bytes(mods.values())
+
+
+@patch(as_prop=True)
+def resident(self: ResidencyManager) -> list[tuple]:
+    return list(self._pipes)
+
+
+@patch
+def clear(self: ResidencyManager):
+    "Evict every pipeline."
+    with self._lock:
+        while self._pipes:
+            _, (pipe, _) = self._pipes.popitem(last=False)
             self.evictions += 1
-            try:
-                pipe.to("cpu")  # off the accelerator first, then drop the last reference
-            except Exception:
-                pass
+            self._release(pipe)
             del pipe
-            gc.collect()
-            try:
-                import torch
+        gc.collect()
+        _empty_cuda_cache()
 
-                if torch.cuda.is_available():
-                    torch.cuda.empty_cache()
-            except Exception:
-                pass
 
-    @property
-    def resident_bytes(self) -> int:
-        return sum(b for _, b in self._pipes.values())
-
-    @property
-    def resident(self) -> list[tuple]:
-        return list(self._pipes)
-
-    def clear(self):
-        with self._lock:
-            keep = self.max_loaded
-            self.max_loaded = 0
-            self._evict(keep=None)
-            self.max_loaded = keep
-
-    def stats(self) -> dict:
-        return {
-            "resident": len(self._pipes),
-            "resident_bytes": self.resident_bytes,
-            "loads": self.loads,
-            "hits": self.hits,
-            "evictions": self.evictions,
-        }
+@patch
+def stats(self: ResidencyManager) -> dict:
+    return {
+        "resident": len(self._pipes),
+        "resident_bytes": self.resident_bytes,
+        "loads": self.loads,
+        "shared": self.shared,
+        "hits": self.hits,
+        "evictions": self.evictions,
+    }
 
 # %% ../../nbs/21_backends_diffusers.ipynb #4da9c881
 RESIDENCY = ResidencyManager(max_loaded=int(os.environ.get("IMAGE_POSER_MAX_PIPELINES", 2)))
 
 # %% ../../nbs/21_backends_diffusers.ipynb #78e82804
 class OutputCache:
-    "PNG files on disk keyed by a hash of everything that determines an expert's output."
+    "PNG files on disk keyed by a hash of everything that determines an expert's output; optionally capped in bytes (LRU)."
 
-    def __init__(self, root: str | Path):
-        self.root = Path(root)
-        self.hits = self.misses = 0
+    def __init__(self, root: str | Path, max_bytes: int | None = None):
+        self.root, self.max_bytes = Path(root), max_bytes
+        self.hits = self.misses = self.evictions = 0
+        self._bytes: int | None = None  # running size of the folder (None: not measured yet)
+        self._clock = 0
 
     @staticmethod
     def key(**parts) -> str:
@@ -159,26 +222,85 @@ class OutputCache:
     def path(self, key: str) -> Path:
         return self.root / key[:2] / f"{key}.png"
 
+    def _touch(self, p: Path):
+        "Mark `p` as just used (strictly increasing times, so the order of uses survives a coarse clock)."
+        self._clock = max(time.time_ns(), self._clock + 1)
+        try:
+            os.utime(p, ns=(self._clock, self._clock))
+        except FileNotFoundError:  # evicted by another process meanwhile
+            pass
+
     def get(self, key: str) -> Image.Image | None:
         p = self.path(key)
-        if not p.exists():
-            self.misses += 1
-            return None
         try:
             with Image.open(p) as im:
                 img = im.convert("RGB")
-        except Exception:  # a truncated or corrupt file is a miss, and is replaced
+        except Exception:  # absent, truncated or corrupt: a miss (and replaced by the next put)
             self.misses += 1
             return None
+        self._touch(p)
         self.hits += 1
         return img
 
-    def put(self, key: str, img: Image.Image):
-        p = self.path(key)
-        p.parent.mkdir(parents=True, exist_ok=True)
-        tmp = p.with_suffix(f".tmp{os.getpid()}")
-        img.save(tmp, format="PNG")
-        os.replace(tmp, p)  # atomic: readers never see half a file
+# %% ../../nbs/21_backends_diffusers.ipynb #oc0put01
+@patch
+def put(self: OutputCache, key: str, img: Image.Image):
+    "Store `img` under `key` (atomically: readers never see half a file), then keep the folder under `max_bytes`."
+    p = self.path(key)
+    p.parent.mkdir(parents=True, exist_ok=True)
+    tmp = p.with_suffix(f".tmp{os.getpid()}-{threading.get_ident()}")
+    img.save(tmp, format="PNG")
+    os.replace(tmp, p)
+    self._touch(p)
+    if self.max_bytes is None:
+        return
+    if self._bytes is None:
+        self.shrink()
+        return
+    self._bytes += p.stat().st_size
+    if self._bytes > self.max_bytes:
+        self.shrink()
+
+
+@patch
+def shrink(self: OutputCache, target: int | None = None) -> int:
+    "Delete least recently used files until the folder holds at most `target` bytes (default 90% of `max_bytes`); returns its size."
+    if target is None:
+        target = int(self.max_bytes * 0.9) if self.max_bytes is not None else None
+    files = []
+    for p in self.root.glob("*/*.png"):
+        try:
+            st = p.stat()
+        except FileNotFoundError:
+            continue
+        files.append((st.st_mtime_ns, st.st_size, p))
+    total = sum(size for _, size, _ in files)
+    for _, size, p in sorted(files):
+        if target is None or total <= target:
+            break
+        p.unlink(missing_ok=True)
+        total -= size
+        self.evictions += 1
+    self._bytes = total
+    return total
+
+# %% ../../nbs/21_backends_diffusers.ipynb #of0apply
+Offload = Literal["none", "model", "sequential"]
+_OFFLOAD_METHOD = {"model": "enable_model_cpu_offload", "sequential": "enable_sequential_cpu_offload"}
+
+
+def apply_offload(pipe, offload: Offload, device: str) -> str:
+    "Place `pipe` on `device`, CPU-offloaded as `offload` says; returns what was done (why, when offload was skipped)."
+    if offload == "none":
+        pipe.to(device)
+        return f"on {device}"
+    if offload not in _OFFLOAD_METHOD:
+        raise ValueError(f"unknown offload {offload!r}; use 'none', 'model' or 'sequential'")
+    if not device.startswith("cuda"):
+        pipe.to(device)
+        return f"offload={offload!r} skipped: accelerate offloads to a CUDA device and this expert runs on {device}"
+    getattr(pipe, _OFFLOAD_METHOD[offload])(device=device)  # the hooks move each module to `device` when it runs
+    return f"offload={offload!r} onto {device}"
 
 # %% ../../nbs/21_backends_diffusers.ipynb #7a5c9d1a
 Box = tuple[float, float, float, float]  # x0, y0, x1, y1 in pixels
@@ -196,9 +318,9 @@ def boxes_mask(boxes: list[Box], size: tuple[int, int], grow: int = 3) -> Image.
     return mask
 
 
-def resolve_locator(path: str) -> Locator:
-    "The locator function a registry entry names by dotted path (inside image_poser only)."
-    if not path.startswith("image_poser.") or "." not in path:
+def resolve_locator(path: str, allow_external: bool = False) -> Locator:
+    "The locator function a registry entry names by dotted path (inside image_poser unless `allow_external`)."
+    if "." not in path or not (path.startswith("image_poser.") or allow_external):
         raise ValueError(f"locator {path!r} must be a dotted path inside image_poser")
     mod, _, fn = path.rpartition(".")
     try:
@@ -213,6 +335,11 @@ def target_mask(command: str, image: Image.Image, locator: Locator | None = None
 
 # %% ../../nbs/21_backends_diffusers.ipynb #bd19733e
 PipelineKind = Literal["text2image", "img2img", "instruct_pix2pix", "inpaint", "edit"]
+PIPELINE_KINDS = ("text2image", "img2img", "instruct_pix2pix", "inpaint", "edit")
+Steps = Annotated[int, Field(ge=1, le=1000)]
+Guidance = Annotated[float, Field(ge=0, le=100, allow_inf_nan=False)]
+Side = Annotated[int, Field(ge=8, le=8192, multiple_of=8)]
+TokenLimit = Annotated[int, Field(ge=1, le=1_000_000)]
 
 
 def _loader_class(pipeline: str):
@@ -229,109 +356,159 @@ def _loader_class(pipeline: str):
 # %% ../../nbs/21_backends_diffusers.ipynb #0c379a7d
 @dataclass
 class DiffusersExpert:
-    "A diffusers pipeline behind the `Expert` protocol (lazy, resident in an LRU, cached on disk)."
+    "A diffusers pipeline behind the `Expert` protocol (lazy, resident in an LRU, weights shared between pipelines, cached on disk)."
 
     name: str
     model: str  # hub id or local folder
     pipeline: PipelineKind = "text2image"
-    cost: float = 10.0
-    max_tokens: int = 77
+    cost: Cost = 10.0
+    max_tokens: TokenLimit = 77
     good_at: str = ""
-    steps: int = 30
-    guidance_scale: float | None = None
-    strength: float = 0.6  # img2img / inpaint: how much to change
-    image_guidance_scale: float = 1.5  # instruct_pix2pix
-    height: int | None = None
-    width: int | None = None
+    steps: Steps = 30
+    guidance_scale: Guidance | None = None
+    strength: Prob = 0.6  # img2img / inpaint: how much to change
+    image_guidance_scale: Guidance = 1.5  # instruct_pix2pix
+    height: Side | None = None
+    width: Side | None = None
     device: str = "auto"
-    dtype: str = "auto"
+    dtype: Literal["auto", "float32", "fp32", "float16", "fp16", "bfloat16", "bf16"] = "auto"
     variant: str | None = None
-    trust_remote_code: bool = False
+    offload: Offload = "none"  # "model" / "sequential": accelerate's CPU offload (CUDA only; a recorded skip elsewhere)
+    share_weights: bool = True  # build from a resident pipeline of the same weights with from_pipe (not when offloaded)
+    trust_remote_code: bool = False  # allow code from outside image_poser (model repo code, custom_pipeline, an external locator)
     locator: str | None = None  # inpaint: dotted path of a `Locator` that finds where a command acts (None: repaint everything)
     cache_dir: str | None = None  # output cache folder; None: no cache
+    cache_max_bytes: Annotated[int, Field(ge=0)] | None = None  # cap on the cache folder's size (least recently used files go)
     call_kwargs: dict = field(default_factory=dict)
     load_kwargs: dict = field(default_factory=dict)
 
     def __post_init__(self):
-        if self.pipeline not in ("text2image", "img2img", "instruct_pix2pix", "inpaint", "edit"):
+        if self.pipeline not in PIPELINE_KINDS:
             raise ValueError(f"{self.name}: unknown pipeline {self.pipeline!r}")
-        self._cache = OutputCache(self.cache_dir) if self.cache_dir else None
+        if {"dtype", "torch_dtype"} & set(self.load_kwargs):
+            raise ValueError(f"{self.name}: set the dtype with the expert's `dtype` field, not in load_kwargs")
+        code = sorted(k for k in self.load_kwargs if k not in SAFE_LOAD_KWARGS)
+        if code and not self.trust_remote_code:
+            raise ValueError(f"{self.name}: load_kwargs {code} can load code; they need trust_remote_code=True")
+        if self.locator and not self.locator.startswith("image_poser.") and not self.trust_remote_code:
+            raise ValueError(f"{self.name}: locator {self.locator!r} is outside image_poser; it needs trust_remote_code=True")
+        self._cache = OutputCache(self.cache_dir, self.cache_max_bytes) if self.cache_dir else None
+        self.load_notes: list[str] = []  # what loading did (device, offload, or why offload was skipped)
 
     @property
     def kind(self) -> str:
         return "t2i" if self.pipeline == "text2image" else "i2i"
 
+    def _weights(self) -> tuple:
+        "What determines the loaded weights: pipelines with equal weights can share modules."
+        return (self.model, self.dtype, self.device, self.variant, json.dumps(self.load_kwargs, sort_keys=True, default=str), self.offload)
+
     def _key(self) -> tuple:
-        return (self.pipeline, self.model, self.dtype, self.device, self.variant)
+        return (self.pipeline, *self._weights())
 
-    def load(self):
-        "The pipeline (loaded on first use, then resident)."
+# %% ../../nbs/21_backends_diffusers.ipynb #de0load1
+@patch
+def load(self: DiffusersExpert):
+    "The pipeline: resident, derived from a resident pipeline of the same weights (`from_pipe`), or loaded on first use."
+    device = pick_device(self.device)
+    dtype = pick_dtype(self.dtype, device)
+    cls = _loader_class(self.pipeline)
 
-        def loader():
-            device = pick_device(self.device)
-            kw = {"dtype": pick_dtype(self.dtype, device), **self.load_kwargs}
-            if self.variant:
-                kw["variant"] = self.variant
-            if self.trust_remote_code:
-                kw["trust_remote_code"] = True
-            pipe = _loader_class(self.pipeline).from_pretrained(self.model, **kw)
-            if hasattr(pipe, "set_progress_bar_config"):
-                pipe.set_progress_bar_config(disable=True)
-            return pipe.to(device)
+    def loader():
+        kw = dict(self.load_kwargs)
+        if self.variant:
+            kw["variant"] = self.variant
+        if self.trust_remote_code:
+            kw["trust_remote_code"] = True
+        pipe = from_pretrained_dtype(cls, self.model, dtype, **kw)
+        return self._ready(pipe, device)
 
-        return RESIDENCY.get(self._key(), loader)
+    def derive(base):
+        sched = base.scheduler
+        pipe = cls.from_pipe(base, dtype=dtype, scheduler=type(sched).from_config(sched.config))  # its own scheduler state
+        self.load_notes.append(f"built with from_pipe from a resident {type(base).__name__}: modules shared")
+        return self._ready(pipe, None)
 
-    def _params(self) -> dict:
-        return {
-            k: getattr(self, k) for k in ("steps", "guidance_scale", "strength", "image_guidance_scale", "height", "width")
-        } | self.call_kwargs
+    share = self.share_weights and self.offload == "none" and self.pipeline != "edit"
+    return RESIDENCY.get(self._key(), loader, weights=self._weights() if share else None, derive=derive)
 
-    def __call__(self, command: str, image: Image.Image | None = None, *, seed: int = 0, mask: Image.Image | None = None) -> Image.Image:
-        import torch
 
-        if self.kind == "i2i" and image is None:
-            raise ValueError(f"{self.name}: an image-to-image pipeline needs an input image")
-        image = image.convert("RGB") if image is not None else None
-        if self.pipeline == "inpaint" and mask is None:
-            mask = target_mask(command, image, resolve_locator(self.locator) if self.locator else None)
-        key = None
-        if self._cache is not None:
-            key = OutputCache.key(
-                expert=self.name,
-                model=self.model,
-                pipeline=self.pipeline,
-                command=command,
-                seed=seed,
-                image=image_ref(image) if image is not None else None,
-                mask=image_ref(mask) if mask is not None else None,
-                params=self._params(),
-            )
-            hit = self._cache.get(key)
-            if hit is not None:
-                return hit
-        pipe = self.load()
-        kw: dict[str, Any] = {"prompt": command, "num_inference_steps": self.steps, "generator": torch.Generator("cpu").manual_seed(seed)}
-        if self.guidance_scale is not None:
-            kw["guidance_scale"] = self.guidance_scale
-        if self.pipeline == "text2image":
-            if self.height:
-                kw["height"] = self.height
-            if self.width:
-                kw["width"] = self.width
-        elif self.pipeline in ("img2img", "inpaint"):
-            kw |= {"image": image, "strength": self.strength}
-            if self.pipeline == "inpaint":
-                kw |= {"mask_image": mask, "height": image.height, "width": image.width}
-        elif self.pipeline == "instruct_pix2pix":
-            kw |= {"image": image, "image_guidance_scale": self.image_guidance_scale}
-        else:
-            kw |= {"image": image}
-        out = pipe(**kw, **self.call_kwargs).images[0]
-        if image is not None and out.size != image.size:
-            out = out.resize(image.size, Image.LANCZOS)
-        if self._cache is not None:
-            self._cache.put(key, out)
-        return out
+@patch
+def _ready(self: DiffusersExpert, pipe, device: str | None):
+    "Quiet progress bars; place `pipe` on `device` with this expert's offload (None: it already is, sharing a resident one's modules)."
+    if hasattr(pipe, "set_progress_bar_config"):
+        pipe.set_progress_bar_config(disable=True)
+    if device is not None:
+        note = apply_offload(pipe, self.offload, device)
+        self.load_notes.append(note)
+        if "skipped" in note:
+            logger.warning("%s: %s", self.name, note)
+    return pipe
+
+# %% ../../nbs/21_backends_diffusers.ipynb #de0call1
+@patch
+def _params(self: DiffusersExpert) -> dict:
+    return {
+        k: getattr(self, k) for k in ("steps", "guidance_scale", "strength", "image_guidance_scale", "height", "width")
+    } | self.call_kwargs
+
+
+@patch
+def _pipe_kwargs(self: DiffusersExpert, command: str, image: Image.Image | None, mask: Image.Image | None, seed: int) -> dict:
+    "The keyword arguments of one pipeline call."
+    import torch
+
+    kw: dict[str, Any] = {"prompt": command, "num_inference_steps": self.steps, "generator": torch.Generator("cpu").manual_seed(seed)}
+    if self.guidance_scale is not None:
+        kw["guidance_scale"] = self.guidance_scale
+    if self.pipeline == "text2image":
+        if self.height:
+            kw["height"] = self.height
+        if self.width:
+            kw["width"] = self.width
+    elif self.pipeline in ("img2img", "inpaint"):
+        kw |= {"image": image, "strength": self.strength}
+        if self.pipeline == "inpaint":
+            kw |= {"mask_image": mask, "height": image.height, "width": image.width}
+    elif self.pipeline == "instruct_pix2pix":
+        kw |= {"image": image, "image_guidance_scale": self.image_guidance_scale}
+    else:
+        kw |= {"image": image}
+    return kw | self.call_kwargs
+
+# %% ../../nbs/21_backends_diffusers.ipynb #de0call2
+@patch
+def __call__(
+    self: DiffusersExpert, command: str, image: Image.Image | None = None, *, seed: int = 0, mask: Image.Image | None = None
+) -> Image.Image:
+    "Run the pipeline on `command` (and `image`); an identical earlier call is read from the output cache."
+    if self.kind == "i2i" and image is None:
+        raise ValueError(f"{self.name}: an image-to-image pipeline needs an input image")
+    image = image.convert("RGB") if image is not None else None
+    if self.pipeline == "inpaint" and mask is None:
+        locator = resolve_locator(self.locator, allow_external=self.trust_remote_code) if self.locator else None
+        mask = target_mask(command, image, locator)
+    key = None
+    if self._cache is not None:
+        key = OutputCache.key(
+            expert=self.name,
+            model=self.model,
+            pipeline=self.pipeline,
+            command=command,
+            seed=seed,
+            image=image_ref(image) if image is not None else None,
+            mask=image_ref(mask) if mask is not None else None,
+            params=self._params(),
+        )
+        hit = self._cache.get(key)
+        if hit is not None:
+            return hit
+    out = self.load()(**self._pipe_kwargs(command, image, mask, seed)).images[0]
+    if image is not None and out.size != image.size:
+        out = out.resize(image.size, Image.LANCZOS)
+    if self._cache is not None:
+        self._cache.put(key, out)
+    return out
 
 # %% ../../nbs/21_backends_diffusers.ipynb #59c12070
 _TINY_WORDS = (
@@ -339,27 +516,15 @@ _TINY_WORDS = (
     "cross heart small large medium striped dotted make remove add move then background left right above below of to"
 ).split()
 
-# %% ../../nbs/21_backends_diffusers.ipynb #738d9525
-def make_tiny_pipeline(path: str | Path, pipeline: PipelineKind = "text2image", seed: int = 0) -> Path:
-    "Save a tiny random diffusers pipeline of kind `pipeline` to `path` (for tests; offline)."
-    import torch
-    from diffusers import (
-        AutoencoderKL,
-        DDIMScheduler,
-        StableDiffusionInpaintPipeline,
-        StableDiffusionInstructPix2PixPipeline,
-        StableDiffusionPipeline,
-        UNet2DConditionModel,
-    )
-    from transformers import CLIPTextConfig, CLIPTextModel, CLIPTokenizer
+# %% ../../nbs/21_backends_diffusers.ipynb #tp0comp1
+def _tiny_unet(in_channels: int):
+    from diffusers import UNet2DConditionModel
 
-    torch.manual_seed(seed)
-    in_ch = {"text2image": 4, "img2img": 4, "edit": 4, "instruct_pix2pix": 8, "inpaint": 9}[pipeline]
-    unet = UNet2DConditionModel(
+    return UNet2DConditionModel(
         block_out_channels=(8, 16),
         layers_per_block=1,
         sample_size=8,
-        in_channels=in_ch,
+        in_channels=in_channels,
         out_channels=4,
         down_block_types=("CrossAttnDownBlock2D", "DownBlock2D"),
         up_block_types=("UpBlock2D", "CrossAttnUpBlock2D"),
@@ -367,7 +532,12 @@ def make_tiny_pipeline(path: str | Path, pipeline: PipelineKind = "text2image", 
         attention_head_dim=2,
         norm_num_groups=4,
     )
-    vae = AutoencoderKL(
+
+
+def _tiny_vae():
+    from diffusers import AutoencoderKL
+
+    return AutoencoderKL(
         block_out_channels=(8, 16),
         in_channels=3,
         out_channels=3,
@@ -377,29 +547,45 @@ def make_tiny_pipeline(path: str | Path, pipeline: PipelineKind = "text2image", 
         norm_num_groups=4,
         sample_size=32,
     )
-    text = CLIPTextModel(
-        CLIPTextConfig(
-            bos_token_id=0,
-            eos_token_id=2,
-            pad_token_id=1,
-            hidden_size=16,
-            intermediate_size=32,
-            layer_norm_eps=1e-5,
-            num_attention_heads=2,
-            num_hidden_layers=2,
-            vocab_size=128,
-            projection_dim=16,
-        )
+
+# %% ../../nbs/21_backends_diffusers.ipynb #tp0comp2
+def _tiny_text():
+    "A two-layer CLIP text encoder and a CLIP tokenizer over a small vocabulary."
+    from transformers import CLIPTextConfig, CLIPTextModel, CLIPTokenizer
+
+    cfg = CLIPTextConfig(
+        bos_token_id=0,
+        eos_token_id=2,
+        pad_token_id=1,
+        hidden_size=16,
+        intermediate_size=32,
+        layer_norm_eps=1e-5,
+        num_attention_heads=2,
+        num_hidden_layers=2,
+        vocab_size=128,
+        projection_dim=16,
     )
     vocab = {"<|startoftext|>": 0, "!": 1, "<|endoftext|>": 2} | {w + "</w>": 3 + i for i, w in enumerate(_TINY_WORDS)}
-    tok = CLIPTokenizer(vocab=vocab, merges=[], model_max_length=77)
-    sched = DDIMScheduler(beta_start=0.00085, beta_end=0.012, beta_schedule="scaled_linear", clip_sample=False, set_alpha_to_one=False)
+    return CLIPTextModel(cfg), CLIPTokenizer(vocab=vocab, merges=[], model_max_length=77)
+
+# %% ../../nbs/21_backends_diffusers.ipynb #738d9525
+def make_tiny_pipeline(path: str | Path, pipeline: PipelineKind = "text2image", seed: int = 0) -> Path:
+    "Save a tiny random diffusers pipeline of kind `pipeline` to `path` (for tests; offline)."
+    import torch
+    from diffusers import DDIMScheduler, StableDiffusionInpaintPipeline, StableDiffusionInstructPix2PixPipeline, StableDiffusionPipeline
+
+    torch.manual_seed(seed)
+    in_channels = {"text2image": 4, "img2img": 4, "edit": 4, "instruct_pix2pix": 8, "inpaint": 9}[pipeline]
+    text, tok = _tiny_text()
+    sched = DDIMScheduler(
+        beta_start=0.00085, beta_end=0.012, beta_schedule="scaled_linear", clip_sample=False, set_alpha_to_one=False, steps_offset=1
+    )
     cls = {"instruct_pix2pix": StableDiffusionInstructPix2PixPipeline, "inpaint": StableDiffusionInpaintPipeline}.get(
         pipeline, StableDiffusionPipeline
     )
     pipe = cls(
-        unet=unet,
-        vae=vae,
+        unet=_tiny_unet(in_channels),
+        vae=_tiny_vae(),
         text_encoder=text,
         tokenizer=tok,
         scheduler=sched,

@@ -1,4 +1,4 @@
-"""Chat with models: an OpenAI-compatible HTTP client with retries, local transformers backends, and tiny random models for offline tests.
+"""Chat with models: a hardened OpenAI-compatible HTTP client (deadline, reply cap, safe redirects, structured output), local transformers backends, and tiny random models for offline tests.
 
 Docs: https://image-poser.github.io/image_poser/backends_llm.html.md"""
 
@@ -8,33 +8,47 @@ Docs: https://image-poser.github.io/image_poser/backends_llm.html.md"""
 from __future__ import annotations
 
 import base64
+import email.utils
+import http.client
 import io
 import json
+import logging
+import math
 import os
 import socket
+import ssl
+import threading
 import time
 import urllib.error
+import urllib.parse
 import urllib.request
 from dataclasses import dataclass, field
+from datetime import timezone
 from pathlib import Path
 from typing import Protocol
 
 # %% auto #0
-__all__ = ['RETRY_STATUS', 'ChatModel', 'ChatError', 'image_data_url', 'user_message', 'OpenAIChat', 'TransformersVLM',
-           'TransformersLM', 'make_tiny_vlm', 'make_tiny_lm']
+__all__ = ['logger', 'RETRY_STATUS', 'ChatModel', 'ChatError', 'image_data_url', 'user_message', 'json_schema_format',
+           'feedback_response_format', 'retry_after_s', 'BadReply', 'read_capped', 'parse_chat_reply', 'OpenAIChat',
+           'from_pretrained_dtype', 'vlm_conversation', 'text_conversation', 'TransformersVLM', 'TransformersLM',
+           'make_tiny_vlm', 'make_tiny_lm']
 
 # %% ../../nbs/20_backends_llm.ipynb #f135810f
+from fastcore.basics import patch
 from PIL import Image
 
 # %% ../../nbs/20_backends_llm.ipynb #18c0a523
 class ChatModel(Protocol):
     "Anything that answers a list of chat messages with text."
 
-    def chat(self, messages: list[dict]) -> str: ...
+    def chat(self, messages: list[dict], response_format: dict | None = None) -> str: ...
 
 
 class ChatError(Exception):
     "A chat call failed for good (after any retries)."
+
+
+logger = logging.getLogger(__name__)
 
 
 def image_data_url(img: Image.Image, fmt: str = "PNG") -> str:
@@ -53,8 +67,180 @@ def user_message(text: str, images: list[Image.Image] = ()) -> dict:
         "content": [*({"type": "image_url", "image_url": {"url": image_data_url(im)}} for im in images), {"type": "text", "text": text}],
     }
 
+# %% ../../nbs/20_backends_llm.ipynb #so0fmt01
+def json_schema_format(schema: dict, name: str = "reply", strict: bool = False) -> dict:
+    "An OpenAI `response_format` asking for JSON that follows `schema`."
+    return {
+        "type": "json_schema",
+        "json_schema": {"name": name, "schema": {k: v for k, v in schema.items() if k != "$id"}, "strict": strict},
+    }
+
+
+def feedback_response_format() -> dict:
+    "The `response_format` for critic replies: `image_poser.feedback.FEEDBACK_SCHEMA`."
+    from image_poser.feedback import FEEDBACK_SCHEMA
+
+    return json_schema_format(FEEDBACK_SCHEMA, "feedback")
+
 # %% ../../nbs/20_backends_llm.ipynb #42b0369b
 RETRY_STATUS = {408, 409, 425, 429, 500, 502, 503, 504}
+
+
+def retry_after_s(value: str | None, now: float | None = None) -> float | None:
+    "Seconds a `Retry-After` header asks to wait (delta-seconds or an HTTP date); None when absent or unusable (negative, NaN, inf, junk)."
+    if not value or not value.strip():
+        return None
+    try:
+        s = float(value.strip())
+    except ValueError:
+        try:
+            when = email.utils.parsedate_to_datetime(value.strip())
+        except Exception:
+            return None
+        if when.tzinfo is None:
+            when = when.replace(tzinfo=timezone.utc)
+        return max(0.0, when.timestamp() - (time.time() if now is None else now))  # a date in the past: now
+    return s if math.isfinite(s) and s >= 0 else None
+
+# %% ../../nbs/20_backends_llm.ipynb #tr0watch
+class _Watch:
+    "Shuts the sockets of one attempt down at its deadline."
+
+    def __init__(self, deadline: float):
+        self.socks, self.fired = [], False
+        self._timer = threading.Timer(max(0.0, deadline - time.monotonic()), self._fire)
+        self._timer.daemon = True
+        self._timer.start()
+
+    def add(self, sock):
+        self.socks.append(sock)
+        if self.fired:
+            self._shut(sock)
+
+    def _fire(self):
+        self.fired = True
+        for s in self.socks:
+            self._shut(s)
+
+    @staticmethod
+    def _shut(sock):
+        try:
+            sock.shutdown(socket.SHUT_RDWR)
+        except OSError:
+            pass
+
+    def cancel(self):
+        self._timer.cancel()
+
+
+def _watched(base: type, watch: _Watch) -> type:
+    "An HTTP(S)Connection class whose sockets `watch` can shut down."
+
+    class Conn(base):
+        def connect(self):
+            super().connect()
+            watch.add(self.sock)
+
+    return Conn
+
+# %% ../../nbs/20_backends_llm.ipynb #tr0open1
+def _origin(url: str) -> tuple:
+    p = urllib.parse.urlsplit(url)
+    return (p.scheme.lower(), (p.hostname or "").lower(), p.port or {"http": 80, "https": 443}.get(p.scheme.lower()))
+
+
+def _origin_str(url: str) -> str:
+    scheme, host, port = _origin(url)
+    return f"{scheme}://{host}:{port}"
+
+
+class _SameOriginRedirects(urllib.request.HTTPRedirectHandler):
+    "Follow a redirect only within the same origin, as the same POST; refuse any other."
+
+    def redirect_request(self, req, fp, code, msg, headers, newurl):
+        if _origin(newurl) != _origin(req.full_url):
+            fp.close()
+            raise ChatError(
+                f"refused a redirect (HTTP {code}) from {_origin_str(req.full_url)} to another origin, {_origin_str(newurl)}: "
+                "the request carries credentials; set base_url to the new address if it is right"
+            )
+        headers = dict(req.header_items())  # includes the unredirected Authorization: same origin, same credentials
+        return urllib.request.Request(newurl, data=req.data, headers=headers, method=req.get_method(), unverifiable=True)
+
+
+class _HTTP(urllib.request.HTTPHandler):
+    def __init__(self, watch: _Watch):
+        super().__init__()
+        self.watch = watch
+
+    def http_open(self, req):
+        return self.do_open(_watched(http.client.HTTPConnection, self.watch), req)
+
+
+class _HTTPS(urllib.request.HTTPSHandler):
+    def __init__(self, watch: _Watch):
+        super().__init__()
+        self.watch = watch
+
+    def https_open(self, req):
+        return self.do_open(_watched(http.client.HTTPSConnection, self.watch), req, context=self._context)
+
+# %% ../../nbs/20_backends_llm.ipynb #rd0read1
+class BadReply(ValueError):
+    "A reply body that is not a readable chat completion (worth another attempt)."
+
+
+def read_capped(resp, max_bytes: int, chunk: int = 1 << 16) -> bytes:
+    "The body of `resp`, read in chunks; ChatError past `max_bytes` (declared or received), IncompleteRead when cut short."
+    declared = resp.headers.get("Content-Length") if resp.headers else None
+    declared = int(declared) if declared and declared.strip().isdigit() else None
+    if declared is not None and declared > max_bytes:
+        raise ChatError(f"reply of {declared} bytes is larger than max_reply_bytes={max_bytes}")
+    parts, n = [], 0
+    read = getattr(resp, "read1", resp.read)
+    while True:
+        b = read(chunk)
+        if not b:
+            if declared is not None and n < declared:  # read1 does not check the length: the connection closed early
+                raise http.client.IncompleteRead(b"".join(parts), declared - n)
+            return b"".join(parts)
+        n += len(b)
+        if n > max_bytes:
+            raise ChatError(f"reply is larger than max_reply_bytes={max_bytes}; stopped reading")
+        parts.append(b)
+
+# %% ../../nbs/20_backends_llm.ipynb #rd0parse
+def _short(x, n: int = 120) -> str:
+    s = " ".join(str(x).split())
+    return s if len(s) <= n else s[: n - 3] + "..."
+
+
+def parse_chat_reply(raw: bytes) -> str:
+    "The assistant's text in a chat-completions reply body; `BadReply` says what is wrong with it."
+    try:
+        data = json.loads(raw.decode("utf-8"))
+    except UnicodeDecodeError as e:
+        raise BadReply(f"reply is not UTF-8 (byte {e.start} of {len(raw)})") from None
+    except (json.JSONDecodeError, RecursionError):
+        raise BadReply(f"reply is not JSON ({len(raw)} bytes: {_short(raw[:80].decode('utf-8', 'replace'), 60)!r})") from None
+    if not isinstance(data, dict):
+        raise BadReply(f"reply is a JSON {type(data).__name__}, not an object")
+    if "choices" not in data and "error" in data:
+        raise BadReply(f"server reported an error: {_short(data['error'])}")
+    choices = data.get("choices")
+    if not isinstance(choices, list):
+        raise BadReply(f"reply's 'choices' is {type(choices).__name__}, not a list")
+    if not choices:
+        raise BadReply("reply has no choices")
+    message = choices[0].get("message") if isinstance(choices[0], dict) else None
+    if not isinstance(message, dict):
+        raise BadReply("reply's first choice has no 'message' object")
+    content = message.get("content")
+    if isinstance(content, list):  # content parts
+        content = "".join(p["text"] for p in content if isinstance(p, dict) and isinstance(p.get("text"), str))
+    if not isinstance(content, str):
+        raise BadReply(f"reply's message has no text content (content is {type(content).__name__})")
+    return content
 
 # %% ../../nbs/20_backends_llm.ipynb #d0fecff7
 @dataclass
@@ -64,72 +250,124 @@ class OpenAIChat:
     base_url: str = "http://127.0.0.1:8000/v1"
     model: str = "default"
     api_key_env: str | None = "OPENAI_API_KEY"  # name of the environment variable holding the key (never the key)
-    timeout_s: float = 60.0
+    timeout_s: float = 60.0  # per connect and per socket read
+    deadline_s: float = 120.0  # the whole call: every attempt, every wait
     max_retries: int = 3
     backoff_s: float = 1.0
     max_backoff_s: float = 20.0
     temperature: float = 0.0
     max_tokens: int = 1024
-    extra: dict = field(default_factory=dict)  # extra body fields (e.g. {"response_format": {"type": "json_object"}})
-    attempts: int = field(default=0, init=False, repr=False)  # HTTP requests made so far (for tests and accounting)
+    max_reply_bytes: int = 8 << 20  # larger replies are refused, not read whole
+    response_format: dict | None = None  # default for every call (e.g. `feedback_response_format()`); None: prompt only
+    extra: dict = field(default_factory=dict)  # extra body fields
+    attempts: int = field(default=0, init=False, repr=False)  # HTTP requests made so far
+    format_rejected: bool = field(default=False, init=False, repr=False)  # the server refused response_format once
+
+    def _key(self) -> str | None:
+        return os.environ.get(self.api_key_env) if self.api_key_env else None
 
     def _headers(self) -> dict:
         h = {"Content-Type": "application/json"}
-        key = os.environ.get(self.api_key_env) if self.api_key_env else None
+        key = self._key()
         if key:
             h["Authorization"] = f"Bearer {key}"
         return h
 
-    def _sleep(self, k: int, retry_after: str | None):
-        wait = self.backoff_s * 2**k
-        if retry_after:
-            try:
-                wait = float(retry_after)
-            except ValueError:
-                pass
-        time.sleep(min(wait, self.max_backoff_s))
+    def _body(self, messages: list[dict], response_format: dict | None) -> bytes:
+        body = {"model": self.model, "messages": messages, "temperature": self.temperature, "max_tokens": self.max_tokens, **self.extra}
+        if response_format is not None:
+            body["response_format"] = response_format
+        return json.dumps(body).encode()
 
-    def chat(self, messages: list[dict]) -> str:
-        "The assistant's reply text; raises `ChatError` when the server cannot give one."
-        url = self.base_url.rstrip("/") + "/chat/completions"
-        body = json.dumps(
-            {"model": self.model, "messages": messages, "temperature": self.temperature, "max_tokens": self.max_tokens, **self.extra}
-        ).encode()
-        last = "no attempt made"
-        for k in range(self.max_retries + 1):
-            self.attempts += 1
-            retry_after = None
-            try:
-                req = urllib.request.Request(url, data=body, headers=self._headers(), method="POST")
-                with urllib.request.urlopen(req, timeout=self.timeout_s) as r:
-                    raw = r.read()
-                try:
-                    data = json.loads(raw)
-                except (json.JSONDecodeError, UnicodeDecodeError):
-                    last = f"unreadable response body ({len(raw)} bytes)"
-                else:
-                    choices = data.get("choices") if isinstance(data, dict) else None
-                    if not choices:
-                        last = "response has no choices"
-                    else:
-                        content = (choices[0].get("message") or {}).get("content")
-                        if isinstance(content, list):
-                            content = "".join(p.get("text", "") for p in content if isinstance(p, dict))
-                        if content is None:
-                            last = "response message has no content"
-                        else:
-                            return str(content)
-            except urllib.error.HTTPError as e:
-                retry_after = e.headers.get("Retry-After") if e.headers else None
-                last = f"HTTP {e.code} from {url}"
-                if e.code not in RETRY_STATUS:
-                    raise ChatError(last) from None
-            except (urllib.error.URLError, socket.timeout, TimeoutError, ConnectionError) as e:
-                reason = getattr(e, "reason", e)
-                last = f"cannot reach {url}: {type(reason).__name__}: {reason}"
-            if k < self.max_retries:
-                self._sleep(k, retry_after)
-        raise ChatError(f"gave up after {self.max_retries + 1} attempts: {last}")
+# %% ../../nbs/20_backends_llm.ipynb #oc0att01
+class _Retry(Exception):
+    "One attempt failed in a way another attempt may not."
+
+    def __init__(self, reason: str, wait_s: float | None = None):
+        super().__init__(reason)
+        self.reason, self.wait_s = reason, wait_s
+
+
+class _FormatRejected(Exception):
+    "The server refused the response_format."
+
+
+_FORMAT_WORDS = ("response_format", "json_schema", "guided", "structured output", "grammar")
+
+
+def _scrub(text: str, key: str | None) -> str:
+    "`text` without the API key (a server may echo request headers in its error page)."
+    return text.replace(key, "[key]") if key else text
+
+# %% ../../nbs/20_backends_llm.ipynb #oc0att02
+@patch
+def _attempt(self: OpenAIChat, url: str, body: bytes, deadline: float, sent_format: bool) -> str:
+    "One HTTP request; the reply text, or `_Retry`, `_FormatRejected`, `ChatError`."
+    headers = self._headers()
+    key = self._key()
+    req = urllib.request.Request(url, data=body, headers={"Content-Type": headers["Content-Type"]}, method="POST")
+    if "Authorization" in headers:
+        req.add_unredirected_header("Authorization", headers["Authorization"])
+    watch = _Watch(deadline)
+    opener = urllib.request.build_opener(_HTTP(watch), _HTTPS(watch), _SameOriginRedirects())
+    try:
+        with opener.open(req, timeout=max(0.001, min(self.timeout_s, deadline - time.monotonic()))) as r:
+            raw = read_capped(r, self.max_reply_bytes)
+    except urllib.error.HTTPError as e:
+        try:
+            detail = _scrub(e.read(4096).decode("utf-8", "replace") if e.fp else "", key)
+            e.close()
+        except (OSError, http.client.HTTPException):  # the error page itself broke off: its status still counts
+            detail = ""
+        if e.code in RETRY_STATUS:
+            raise _Retry(f"HTTP {e.code} from {url}", retry_after_s(e.headers.get("Retry-After") if e.headers else None)) from None
+        if sent_format and e.code in (400, 422, 501) and any(w in detail.lower() for w in _FORMAT_WORDS):
+            raise _FormatRejected(_short(detail)) from None
+        raise ChatError(f"HTTP {e.code} from {url}: {_short(detail)}") from None
+    except urllib.error.URLError as e:
+        if isinstance(e.reason, ssl.SSLCertVerificationError):
+            raise ChatError(f"cannot verify {url}: {e.reason}") from None
+        raise _Retry(f"cannot reach {url}: {type(e.reason).__name__}: {_scrub(str(e.reason), key)}") from None
+    except (OSError, http.client.HTTPException) as e:  # resets, timeouts, bad status lines, short bodies
+        raise _Retry(f"connection to {url} failed: {type(e).__name__}: {_short(_scrub(str(e), key))}") from None
+    finally:
+        watch.cancel()
+    if watch.fired:
+        raise _Retry(f"deadline reached while reading from {url}")
+    try:
+        return parse_chat_reply(raw)
+    except BadReply as e:
+        raise _Retry(_scrub(str(e), key)) from None
+
+# %% ../../nbs/20_backends_llm.ipynb #oc0chat1
+@patch
+def chat(self: OpenAIChat, messages: list[dict], response_format: dict | None = None) -> str:
+    "The assistant's reply text; raises `ChatError` when the server cannot give one within `max_retries` and `deadline_s`."
+    url = self.base_url.rstrip("/") + "/chat/completions"
+    if urllib.parse.urlsplit(url).scheme.lower() not in ("http", "https"):
+        raise ChatError(f"base_url must be an http(s) URL, not {self.base_url!r}")  # urllib would also open file:// and ftp://
+    fmt = response_format if response_format is not None else self.response_format
+    deadline = time.monotonic() + self.deadline_s
+    last, tries = "no attempt made", 0
+    while time.monotonic() < deadline:
+        use_fmt = fmt if not self.format_rejected else None
+        self.attempts += 1
+        tries += 1
+        try:
+            return self._attempt(url, self._body(messages, use_fmt), deadline, use_fmt is not None)
+        except _FormatRejected as e:
+            self.format_rejected = True  # ask again at once, without it, and never again
+            logger.info("%s refused response_format (%s); asking without it", url, e)
+            tries -= 1
+            continue
+        except _Retry as e:
+            last = e.reason
+            wait = e.wait_s if e.wait_s is not None else self.backoff_s * 2 ** (tries - 1)
+        logger.debug("chat attempt %d to %s failed: %s", tries, url, last)
+        if tries > self.max_retries:
+            raise ChatError(f"gave up after {tries} attempts: {last}")
+        time.sleep(max(0.0, min(wait, self.max_backoff_s, deadline - time.monotonic())))
+    raise ChatError(f"deadline of {self.deadline_s:g} s reached after {tries} attempts: {last}")
 
 # %% ../../nbs/20_backends_llm.ipynb #e458e474
 def _torch_setup(device: str, dtype: str):
@@ -143,6 +381,49 @@ def _torch_setup(device: str, dtype: str):
         "bfloat16": torch.bfloat16,
     }[dtype]
     return dev, dt
+
+
+def from_pretrained_dtype(loader, model: str, dtype, **kw):
+    "`loader.from_pretrained(model, dtype=dtype, **kw)`; `torch_dtype=` for a loader that refuses `dtype` with a TypeError."
+    try:
+        return loader.from_pretrained(model, dtype=dtype, **kw)
+    except TypeError as e:
+        if "dtype" not in str(e):
+            raise
+        return loader.from_pretrained(model, torch_dtype=dtype, **kw)
+
+# %% ../../nbs/20_backends_llm.ipynb #tf0conv1
+def vlm_conversation(messages: list[dict]) -> tuple[list[dict], list[Image.Image]]:
+    "OpenAI-style `messages` as a processor conversation (image placeholders) and the images, in order."
+    images, conv = [], []
+    for m in messages:
+        parts = m["content"] if isinstance(m["content"], list) else [{"type": "text", "text": m["content"]}]
+        out = []
+        for p in parts:
+            if p.get("type") == "image_url":
+                url = p["image_url"]["url"]
+                images.append(Image.open(io.BytesIO(base64.b64decode(url.split(",", 1)[1]))).convert("RGB"))
+                out.append({"type": "image"})
+            elif p.get("type") == "image" and "image" in p:
+                images.append(p["image"])
+                out.append({"type": "image"})
+            else:
+                out.append({"type": "text", "text": p.get("text", "")})
+        conv.append({"role": m["role"], "content": out})
+    return conv, images
+
+
+def text_conversation(messages: list[dict]) -> list[dict]:
+    "OpenAI-style `messages` with only their text (for a text-only model)."
+    return [
+        {
+            "role": m["role"],
+            "content": m["content"]
+            if isinstance(m["content"], str)
+            else " ".join(p.get("text", "") for p in m["content"] if p.get("type") == "text"),
+        }
+        for m in messages
+    ]
 
 # %% ../../nbs/20_backends_llm.ipynb #6ac471ba
 @dataclass
@@ -164,31 +445,16 @@ class TransformersVLM:
 
             dev, dt = _torch_setup(self.device, self.dtype)
             self._p = AutoProcessor.from_pretrained(self.model, trust_remote_code=self.trust_remote_code)
-            self._m = (
-                AutoModelForImageTextToText.from_pretrained(self.model, dtype=dt, trust_remote_code=self.trust_remote_code).to(dev).eval()
-            )
+            m = from_pretrained_dtype(AutoModelForImageTextToText, self.model, dt, trust_remote_code=self.trust_remote_code)
+            self._m = m.to(dev).eval()
         return self._m, self._p
 
-    def chat(self, messages: list[dict]) -> str:
-        "Reply to OpenAI-style messages; `image_url` parts become images for the processor."
+    def chat(self, messages: list[dict], response_format: dict | None = None) -> str:
+        "Reply to OpenAI-style messages; `image_url` parts become images for the processor (`response_format` is not enforced locally)."
         import torch
 
         model, proc = self.load()
-        images, conv = [], []
-        for m in messages:
-            parts = m["content"] if isinstance(m["content"], list) else [{"type": "text", "text": m["content"]}]
-            out = []
-            for p in parts:
-                if p.get("type") == "image_url":
-                    url = p["image_url"]["url"]
-                    images.append(Image.open(io.BytesIO(base64.b64decode(url.split(",", 1)[1]))).convert("RGB"))
-                    out.append({"type": "image"})
-                elif p.get("type") == "image" and "image" in p:
-                    images.append(p["image"])
-                    out.append({"type": "image"})
-                else:
-                    out.append({"type": "text", "text": p.get("text", "")})
-            conv.append({"role": m["role"], "content": out})
+        conv, images = vlm_conversation(messages)
         prompt = proc.apply_chat_template(conv, add_generation_prompt=True)
         inputs = proc(text=prompt, images=images or None, return_tensors="pt").to(model.device)
         with torch.no_grad():
@@ -209,27 +475,26 @@ class TransformersLM:
     def __post_init__(self):
         self._m = self._t = None
 
-    def chat(self, messages: list[dict]) -> str:
-        import torch
-        from transformers import AutoModelForCausalLM, AutoTokenizer
-
+    def load(self):
         if self._m is None:
+            from transformers import AutoModelForCausalLM, AutoTokenizer
+
             dev, dt = _torch_setup(self.device, self.dtype)
             self._t = AutoTokenizer.from_pretrained(self.model, trust_remote_code=self.trust_remote_code)
-            self._m = AutoModelForCausalLM.from_pretrained(self.model, dtype=dt, trust_remote_code=self.trust_remote_code).to(dev).eval()
-        text = [
-            {
-                "role": m["role"],
-                "content": m["content"]
-                if isinstance(m["content"], str)
-                else " ".join(p.get("text", "") for p in m["content"] if p.get("type") == "text"),
-            }
-            for m in messages
-        ]
-        ids = self._t.apply_chat_template(text, add_generation_prompt=True, return_tensors="pt", return_dict=True).to(self._m.device)
+            m = from_pretrained_dtype(AutoModelForCausalLM, self.model, dt, trust_remote_code=self.trust_remote_code)
+            self._m = m.to(dev).eval()
+        return self._m, self._t
+
+    def chat(self, messages: list[dict], response_format: dict | None = None) -> str:
+        "Reply to OpenAI-style messages (text parts only; `response_format` is not enforced locally)."
+        import torch
+
+        model, tok = self.load()
+        ids = tok.apply_chat_template(text_conversation(messages), add_generation_prompt=True, return_tensors="pt", return_dict=True)
+        ids = ids.to(model.device)
         with torch.no_grad():
-            out = self._m.generate(**ids, max_new_tokens=self.max_new_tokens, do_sample=False)
-        return self._t.decode(out[0][ids["input_ids"].shape[1] :], skip_special_tokens=True)
+            out = model.generate(**ids, max_new_tokens=self.max_new_tokens, do_sample=False)
+        return tok.decode(out[0][ids["input_ids"].shape[1] :], skip_special_tokens=True)
 
 # %% ../../nbs/20_backends_llm.ipynb #e1a4b34f
 _TINY_VOCAB = [

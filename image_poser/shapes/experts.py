@@ -25,7 +25,7 @@ from PIL import Image, ImageFilter
 from fastcore.basics import patch
 
 from ..core import EDIT_OPS, Requirement, image_ref
-from ..experts import ExpertError, ExpertKind, Registry, call_expert, count_tokens, truncate_tokens
+from ..experts import Cost, ExpertError, ExpertKind, Prob, Registry, call_expert, count_tokens, truncate_tokens
 from .decompose import requirements
 from .parse import parse, parse_edits
 from .perception import check, perceive
@@ -76,21 +76,21 @@ class ShapesT2I:
     "A shapes-world text-to-image model with a configurable failure profile."
 
     name: str
-    cost: float = 1.0
+    cost: Cost = 1.0
     max_tokens: int = 77
     good_at: str = ""
     attention_chars: int | None = None
-    late_drop: float = 0.0
+    late_drop: Prob = 0.0
     max_objects: int = 8
-    count_error: float = 0.0
-    leak: float = 0.0
-    relation_skill: float = 1.0
-    edit_skill: float = 0.0
-    texture_skill: float = 1.0
-    size_skill: float = 1.0
-    background_skill: float = 1.0
-    blur: float = 0.0
-    noise: float = 0.0
+    count_error: Prob = 0.0
+    leak: Prob = 0.0
+    relation_skill: Prob = 1.0
+    edit_skill: Prob = 0.0
+    texture_skill: Prob = 1.0
+    size_skill: Prob = 1.0
+    background_skill: Prob = 1.0
+    blur: Cost = 0.0
+    noise: Cost = 0.0
     size: int = 128
     kind: ExpertKind = "t2i"
 
@@ -219,17 +219,17 @@ class ShapesEditor:
     "A shapes-world image editor: reads the instruction against the scene it sees, repaints what changes, degrades."
 
     name: str
-    cost: float = 1.0
+    cost: Cost = 1.0
     ops: tuple[str, ...] = EDIT_OPS
     max_tokens: int = 77
     good_at: str = ""
-    success: float = 1.0
-    count_error: float = 0.0
-    relation_skill: float = 1.0
-    blur: float = 0.0
-    noise: float = 0.0
-    shift: float = 0.0
-    bleed: float = 0.0
+    success: Prob = 1.0
+    count_error: Prob = 0.0
+    relation_skill: Prob = 1.0
+    blur: Cost = 0.0
+    noise: Cost = 0.0
+    shift: Cost = 0.0
+    bleed: Prob = 0.0
     kind: ExpertKind = "i2i"
 
     def __post_init__(self):
