@@ -19,8 +19,8 @@ from pathlib import Path
 
 # %% auto #0
 __all__ = ['METRICS', 'episode_seed', 'evaluation_task', 'run_episode', 'bootstrap_ci', 'cell_means', 'cluster_ci', 'paired_ci',
-           'CheckpointPolicy', 'load_policy', 'run_jobs', 'summarize', 'evaluate', 'write_results', 'results_table',
-           'gallery', 'run_prompt']
+           'CheckpointPolicy', 'load_policy', 'judge_for', 'run_jobs', 'summarize', 'evaluate', 'write_results',
+           'results_table', 'gallery', 'run_prompt']
 
 # %% ../nbs/55_evaluate.ipynb #bc7207f5
 import numpy as np
@@ -201,11 +201,24 @@ def load_policy(spec: str, seed: int = 0) -> Policy:
     return make_policy(spec, seed=seed)
 
 # %% ../nbs/55_evaluate.ipynb #3bed71d4
-def run_jobs(policy: str, config: EnvConfig, records: list[dict], jobs: list[tuple[int, int]]) -> list[dict]:
+def judge_for(config: EnvConfig, evaluator: str | None = None):
+    "The Evaluator of an evaluation: the spec given, else the stack's, else the shapes world's (built in each worker)."
+    from image_poser.stack import build_evaluator, load_stack
+
+    if evaluator is None and config.stack is None:
+        return ShapesEvaluator()
+    s = load_stack(config.stack) if config.stack is not None else None
+    return build_evaluator(evaluator or s.evaluator, s.api_key_env if s is not None else None)
+
+
+def run_jobs(
+    policy: str, config: EnvConfig, records: list[dict], jobs: list[tuple[int, int]], evaluator: str | None = None
+) -> list[dict]:
     "The rows of episodes `jobs` = (record index, seed) of `policy` (a baseline name or a checkpoint); each row depends on its job only."
     pol = load_policy(policy)
     env = ImagePoserEnv(replace(config, **pol.env_overrides), records=records)
-    return [run_episode(env, pol, records[i], s) for i, s in jobs]
+    judge = judge_for(config, evaluator)
+    return [run_episode(env, pol, records[i], s, evaluator=judge) for i, s in jobs]
 
 
 def _worker(args):
@@ -216,6 +229,8 @@ def summarize(rows: list[dict], seed: int = 0) -> dict:
     "Means with prompt-clustered 95 % bootstrap intervals, per-training-seed means, breakdowns by tier and requirement kind."
     out = {}
     for k in METRICS:
+        if k == "wall_time_s":  # kept in the rows (CSV) only: the summary of a seeded evaluation is byte-identical on every run
+            continue
         m, lo, hi = cluster_ci(rows, k, seed=seed)
         out[k] = {"mean": round(m, 4), "ci_low": round(lo, 4), "ci_high": round(hi, 4)}
     train_seeds = sorted({r["train_seed"] for r in rows if "train_seed" in r})
@@ -244,6 +259,15 @@ def summarize(rows: list[dict], seed: int = 0) -> dict:
     return out
 
 
+def _records(prompts: str | None, split: str, cfg: EnvConfig, n: int) -> list[dict]:
+    if prompts is None:
+        return load_split(split, cfg.data_dir, n=n)
+    from image_poser.stack import build_records, is_shapes_world, load_stack
+
+    shapes = cfg.stack is None or is_shapes_world(load_stack(cfg.stack))  # the shapes world draws only what it knows
+    return list(build_records(prompts, n=n, shapes_only=shapes))
+
+
 def evaluate(
     policy: str,
     split: str = "test",
@@ -252,13 +276,16 @@ def evaluate(
     config: EnvConfig | None = None,
     workers: int = 1,
     records: list[dict] | None = None,
+    evaluator: str | None = None,
+    prompts: str | None = None,
 ) -> tuple[list[dict], dict]:
-    "Run `policy` (a baseline name or a checkpoint) on the first `n` prompts of `split` for every seed; returns (rows, summary)."
+    """Run `policy` (a baseline name or a checkpoint) on the first `n` prompts of `split` (or of the prompt set `prompts`, e.g.
+    `geneval:FILE`) for every seed, scored by `evaluator` (a spec; default: the stack's, else the shapes world's); returns (rows, summary)."""
     cfg = replace(config or EnvConfig(), split=split)
-    recs = records if records is not None else load_split(split, cfg.data_dir, n=n)
+    recs = records if records is not None else _records(prompts, split, cfg, n)
     jobs = [(i, s) for s in seeds for i in range(len(recs))]
     chunks = [jobs[i :: max(1, workers)] for i in range(max(1, workers))]
-    args = [(policy, cfg, recs, c) for c in chunks if c]
+    args = [(policy, cfg, recs, c, evaluator) for c in chunks if c]
     if workers > 1:  # spawned workers (a fork after torch has loaded a checkpoint deadlocks them) run the installed module's worker
         worker = importlib.import_module("image_poser.evaluate")._worker
         with ProcessPoolExecutor(workers, mp_context=multiprocessing.get_context("spawn")) as ex:

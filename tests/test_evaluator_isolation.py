@@ -14,6 +14,8 @@ TRAINING_MODULES = [
     "image_poser.shapes.experts",
     "image_poser.shapes.decompose",
     "image_poser.env",
+    "image_poser.stack",
+    "image_poser.benchmarks",
     "image_poser.ppo",
     "image_poser.dqn",
 ]
