@@ -211,9 +211,7 @@ def judge_for(config: EnvConfig, evaluator: str | None = None):
     return build_evaluator(evaluator or s.evaluator, s.api_key_env if s is not None else None)
 
 
-def run_jobs(
-    policy: str, config: EnvConfig, records: list[dict], jobs: list[tuple[int, int]], evaluator: str | None = None
-) -> list[dict]:
+def run_jobs(policy: str, config: EnvConfig, records: list[dict], jobs: list[tuple[int, int]], evaluator: str | None = None) -> list[dict]:
     "The rows of episodes `jobs` = (record index, seed) of `policy` (a baseline name or a checkpoint); each row depends on its job only."
     pol = load_policy(policy)
     env = ImagePoserEnv(replace(config, **pol.env_overrides), records=records)
