@@ -98,21 +98,34 @@ def editor_names(op: str | None, editors: str) -> list[str]:
 
 # %% ../nbs/50_baselines.ipynb #61592f21
 class FixedPipeline(Policy):
-    "One generalist for generation commands, then an editor for each edit command, until the queue empties."
+    """One generalist for generation commands, then an editor for each edit command, until the queue empties.
 
-    def __init__(self, generalist: str = "frontier", editors: str = "specialist"):
-        self.generalist, self.editors = generalist, editors
-        self.name = f"fixed:generalist={generalist},editors={editors}"
+    `regen` >= 0: regenerate a generation command the critic finds wanting at most `regen` times, then drop it and work
+    through the critic's corrections (the env's drop action, so the policy runs with `reorder=1`); -1: the env's own retry rule."""
+
+    def __init__(self, generalist: str = "frontier", editors: str = "specialist", regen: int = -1):
+        self.generalist, self.editors, self.regen = generalist, editors, int(regen)
+        self.env_overrides = {"reorder": 1} if self.regen >= 0 else {}
+        self.name = f"fixed:generalist={generalist},editors={editors}" + (f",regen={self.regen}" if self.regen >= 0 else "")
 
     def generator(self) -> str:
         "The text-to-image expert for this episode's generation commands."
         return self.generalist
+
+    def _give_up(self, head, info) -> int | None:
+        "The drop action, when the head is a generation command regenerated `regen` times already."
+        if self.regen < 0 or head is None or head.kind != "generate" or info["image"] is None or head.attempts <= self.regen:
+            return None
+        drop = self.env.action_space.n - 1
+        return drop if info["action_mask"][drop] and len(self.env.queue) > 1 else None
 
     def act(self, obs, info):
         env = self.env
         if not env.queue and info["image"] is not None:
             return env.stop_action
         head = env.queue[0] if env.queue else None
+        if (drop := self._give_up(head, info)) is not None:
+            return drop
         if head is None or head.kind == "generate" or info["image"] is None:
             a = _first_valid(info, [self.generator()], env)
         else:
@@ -123,10 +136,14 @@ class FixedPipeline(Policy):
 class Router(FixedPipeline):
     "A fixed pipeline whose generator is chosen from the prompt: long-context, layout-guided, or the default."
 
-    def __init__(self, long: str = "pixart-long", layout: str = "layout-gen", default: str = "sdxl", editors: str = "specialist"):
-        super().__init__(default, editors)
+    def __init__(
+        self, long: str = "pixart-long", layout: str = "layout-gen", default: str = "sdxl", editors: str = "specialist", regen: int = -1
+    ):
+        super().__init__(default, editors, regen)
         self.long, self.layout, self.default = long, layout, default
-        self.name = f"router:long={long},layout={layout},default={default},editors={editors}"
+        self.name = f"router:long={long},layout={layout},default={default},editors={editors}" + (
+            f",regen={self.regen}" if self.regen >= 0 else ""
+        )
 
     def generator(self) -> str:
         task = self.env.task

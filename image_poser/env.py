@@ -493,8 +493,10 @@ def _retry_or_drop(self: ImagePoserEnv, command: Command):
 
 @patch
 def _reflect(self: ImagePoserEnv, fb: Feedback):
-    "Queue the critic's suggestions for requirements no queued command targets."
-    covered = {r for c in self.queue for r in c.requirements}
+    "Keep the critic's corrections current: drop those it no longer suggests, queue new ones for requirements no untried command targets."
+    fresh = {s.text for s in fb.suggestions}
+    self.queue = [c for c in self.queue if c.origin != "critic" or c.text in fresh]  # a kept correction keeps its tries
+    covered = {r for c in self.queue if c.attempts == 0 or c.origin == "critic" for r in c.requirements}
     for s in fb.suggestions:
         if len(self.queue) >= self.cfg.max_queue:
             break

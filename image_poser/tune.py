@@ -52,8 +52,14 @@ def heuristic_space(registry) -> dict[str, dict[str, list]]:
     t2i = [registry[i].name for i in registry.by_kind("t2i")]
     editors = ["specialist"] + [e for e in ("instruct", "kontext") if e in registry.names]
     return {
-        "fixed": {"generalist": t2i, "editors": editors},
-        "router": {"long": [n for n in ("pixart-long", "frontier") if n in t2i], "layout": t2i, "default": t2i, "editors": editors},
+        "fixed": {"generalist": t2i, "editors": editors, "regen": [-1, 0, 1]},
+        "router": {
+            "long": [n for n in ("pixart-long", "frontier") if n in t2i],
+            "layout": t2i,
+            "default": t2i,
+            "editors": editors,
+            "regen": [-1, 0, 1],
+        },
         "threshold": {
             "threshold": [0.8, 0.9, 1.0],
             "max_tries": [1, 2, 3, 4],
