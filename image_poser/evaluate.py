@@ -13,14 +13,14 @@ import json
 import multiprocessing
 import time
 import zlib
-from concurrent.futures import ProcessPoolExecutor
+from concurrent.futures import ProcessPoolExecutor, as_completed
 from dataclasses import replace
 from pathlib import Path
 
 # %% auto #0
 __all__ = ['METRICS', 'episode_seed', 'evaluation_task', 'run_episode', 'bootstrap_ci', 'cell_means', 'cluster_ci', 'paired_ci',
-           'CheckpointPolicy', 'load_policy', 'judge_for', 'run_jobs', 'summarize', 'evaluate', 'write_results',
-           'results_table', 'gallery', 'run_prompt']
+           'CheckpointPolicy', 'load_policy', 'judge_for', 'run_jobs', 'summarize', 'evaluate', 'evaluate_many',
+           'write_results', 'results_table', 'gallery', 'run_prompt']
 
 # %% ../nbs/55_evaluate.ipynb #bc7207f5
 import numpy as np
@@ -281,18 +281,51 @@ def evaluate(
     `geneval:FILE`) for every seed, scored by `evaluator` (a spec; default: the stack's, else the shapes world's); returns (rows, summary)."""
     cfg = replace(config or EnvConfig(), split=split)
     recs = records if records is not None else _records(prompts, split, cfg, n)
-    jobs = [(i, s) for s in seeds for i in range(len(recs))]
-    chunks = [jobs[i :: max(1, workers)] for i in range(max(1, workers))]
-    args = [(policy, cfg, recs, c, evaluator) for c in chunks if c]
-    if workers > 1:  # spawned workers (a fork after torch has loaded a checkpoint deadlocks them) run the installed module's worker
-        worker = importlib.import_module("image_poser.evaluate")._worker
-        with ProcessPoolExecutor(workers, mp_context=multiprocessing.get_context("spawn")) as ex:
-            parts = list(ex.map(worker, args))
+    return evaluate_many([policy], recs, seeds, cfg, workers, evaluator)[policy]
+
+
+def _pool_map(args: list[tuple], workers: int, desc: str | None = None) -> list:
+    "`_worker` over `args`, in `workers` spawned processes (a fork after torch has loaded a checkpoint deadlocks them); a bar if `desc`."
+    from tqdm.auto import tqdm
+
+    bar = tqdm(total=len(args), desc=desc, unit="job", disable=desc is None, leave=False)
+    if workers <= 1:
+        out = []
+        for a in args:
+            out.append(_worker(a))
+            bar.update(1)
     else:
-        parts = [_worker(a) for a in args]
-    rows = [r for p in parts for r in p]
-    rows.sort(key=lambda r: (r["seed"], str(r["id"])))
-    return rows, summarize(rows)
+        worker = importlib.import_module("image_poser.evaluate")._worker  # the installed module's, importable by the workers
+        with ProcessPoolExecutor(workers, mp_context=multiprocessing.get_context("spawn")) as ex:
+            futs = [ex.submit(worker, a) for a in args]
+            for f in as_completed(futs):
+                bar.update(1)
+            out = [f.result() for f in futs]
+    bar.close()
+    return out
+
+
+def evaluate_many(
+    policies: list[str],
+    records: list[dict],
+    seeds: tuple[int, ...],
+    config: EnvConfig | None = None,
+    workers: int = 1,
+    evaluator: str | None = None,
+    desc: str | None = None,
+) -> dict[str, tuple[list[dict], dict]]:
+    "policy -> (rows, summary) of several policies on the same records and seeds, sharing one pool of workers."
+    cfg = config or EnvConfig()
+    jobs = [(i, s) for s in seeds for i in range(len(records))]
+    k = max(1, workers)
+    args = [(p, cfg, records, jobs[j::k], evaluator) for p in policies for j in range(k) if jobs[j::k]]
+    parts = _pool_map(args, workers, desc)
+    out = {}
+    for p in policies:
+        rows = [r for a, part in zip(args, parts) if a[0] == p for r in part]
+        rows.sort(key=lambda r: (r["seed"], str(r["id"])))
+        out[p] = (rows, summarize(rows))
+    return out
 
 # %% ../nbs/55_evaluate.ipynb #8d6911a0
 def write_results(name: str, rows: list[dict], summary: dict, out_dir: str | Path = "paper/results") -> dict[str, Path]:

@@ -17,9 +17,9 @@ from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 
 # %% auto #0
-__all__ = ['PROFILES', 'ABLATIONS', 'COMPARED', 'PAPER_CLAIMS', 'Profile', 'code_version', 'read_rows', 'evaluate_method',
-           'evaluate_methods', 'comparisons', 'check_targets', 'stage_tune', 'training_jobs', 'methods_to_evaluate',
-           'best_tuned', 'comparisons_table', 'tuning_table', 'tier_table', 'write_report', 'plot_learning_curves',
+__all__ = ['PROFILES', 'ABLATIONS', 'COMPARED', 'PAPER_CLAIMS', 'Profile', 'code_version', 'read_rows', 'evaluate_methods',
+           'comparisons', 'check_targets', 'stage_tune', 'training_jobs', 'methods_to_evaluate', 'best_tuned',
+           'comparisons_table', 'tuning_table', 'tier_table', 'write_report', 'plot_learning_curves',
            'plot_expert_usage', 'plot_ablations', 'stage_train', 'stage_ablations', 'stage_agreement',
            'agreement_table', 'stage_figures', 'reproduce']
 
@@ -30,7 +30,7 @@ import numpy as np
 from .baselines import baseline_names
 from .core import find_path
 from .env import EnvConfig
-from .evaluate import METRICS, evaluate, gallery, paired_ci, results_table, summarize, write_results
+from .evaluate import METRICS, evaluate_many, gallery, paired_ci, results_table, summarize, write_results
 from .experts import load_registry
 from .shapes.data import load_split
 from .tune import PPO_SPACE, TuneBudget, ppo_kwargs, run_jobs, tune_heuristics, tune_ppo
@@ -163,40 +163,24 @@ def _run_stamp(spec: str) -> dict | None:
     return json.loads(done.read_text()) if done.exists() else None
 
 
-def evaluate_method(
-    name: str,
-    specs: list[str],
-    n: int,
-    seeds: tuple[int, ...],
-    profile: Profile,
-    config: EnvConfig | None = None,
-    out_dir: str | Path | None = None,
-    version: str | None = None,
-) -> tuple[list[dict], dict, bool]:
-    "(rows, summary, reused) of one method: its specs (one per training seed) on the first `n` test prompts x `seeds`."
+def _files(name: str, out_dir) -> list[Path]:
     safe = name.replace(":", "_").replace("/", "_")
-    stamp = {
-        "specs": specs,
-        "split": "test",
-        "n": n,
-        "seeds": list(seeds),
-        "trained": [_run_stamp(sp) for sp in specs],
-        "code": version or code_version(),
-    }
-    files = [Path(out_dir) / f"{safe}{x}" for x in (".eval.json", ".json", ".csv")] if out_dir is not None else []
-    if files and all(f.exists() for f in files) and json.loads(files[0].read_text()) == stamp:
-        return read_rows(files[2]), {k: v for k, v in json.loads(files[1].read_text()).items() if k != "method"}, True
-    rows = []
-    for k, spec in enumerate(specs):
-        r, _ = evaluate(spec, "test", n, seeds, config or EnvConfig(), workers=profile.workers)
-        rows += [dict(x, train_seed=k) for x in r] if len(specs) > 1 else r
-    summary = summarize(rows)
-    if out_dir is not None:
-        write_results(name, rows, summary, out_dir)
-        files[0].write_text(json.dumps(stamp))
-    return rows, summary, False
+    return [Path(out_dir) / f"{safe}{x}" for x in (".eval.json", ".json", ".csv")] if out_dir is not None else []
 
 
+def _reusable(name: str, stamp: dict, out_dir) -> tuple[list[dict], dict] | None:
+    "The rows and summary a previous evaluation with an identical stamp left in `out_dir`, if any."
+    files = _files(name, out_dir)
+    if not files or not all(f.exists() for f in files) or json.loads(files[0].read_text()) != stamp:
+        return None
+    return read_rows(files[2]), {k: v for k, v in json.loads(files[1].read_text()).items() if k != "method"}
+
+
+def _pool_rows(specs: list[str], res: dict) -> list[dict]:
+    "A method's rows: those of each of its specs (one per training seed, tagged `train_seed` when there are several)."
+    return [dict(x, train_seed=k) if len(specs) > 1 else dict(x) for k, sp in enumerate(specs) for x in res[sp][0]]
+
+# %% ../nbs/75_reproduce.ipynb #rpeval02
 def evaluate_methods(
     methods: dict[str, tuple[list[str], int]],
     profile: Profile,
@@ -204,19 +188,38 @@ def evaluate_methods(
     out_dir: str | Path | None = None,
     log=print,
 ) -> tuple[dict[str, dict], dict[str, list[dict]]]:
-    "`methods`: name -> (policy specs, prompts). Returns the summaries and the rows of every method."
-    version = code_version()
-    summaries, rows = {}, {}
+    "`methods`: name -> (policy specs, prompts). Methods on the same prompts share one pool of workers. Returns summaries and rows."
+    version, seeds = code_version(), profile.eval_seeds
+    cfg = replace(config or EnvConfig(), split="test")
+    summaries, rows, todo = {}, {}, {}
     for name, (specs, n) in methods.items():
+        stamp = {"specs": specs, "split": "test", "n": n, "seeds": list(seeds), "trained": [_run_stamp(sp) for sp in specs], "code": version}
+        got = _reusable(name, stamp, out_dir)
+        if got is not None:
+            rows[name], summaries[name] = got
+            _log_method(name, summaries[name], "reused", log)
+        else:
+            todo[name] = (specs, n, stamp)
+    for n in sorted({v[1] for v in todo.values()}):
+        group = {k: v for k, v in todo.items() if v[1] == n}
         t0 = time.perf_counter()
-        rows[name], summaries[name], reused = evaluate_method(name, specs, n, profile.eval_seeds, profile, config, out_dir, version)
-        s = summaries[name]
-        how = "reused" if reused else f"{time.perf_counter() - t0:.0f} s"
-        log(
-            f"  {name:<22} alignment {s['alignment']['mean']:.3f}  full success {s['full_success']['mean']:.3f}  "
-            f"fidelity {s['fidelity']['mean']:.3f}  cost {s['cost']['mean']:6.2f}  ({s['n_episodes']} episodes, {how})"
-        )
-    return summaries, rows
+        specs = list(dict.fromkeys(sp for v in group.values() for sp in v[0]))
+        res = evaluate_many(specs, load_split("test", n=n), seeds, cfg, profile.workers, desc=f"{len(group)} methods x {n} prompts")
+        for name, (sp, _, stamp) in group.items():
+            rows[name] = _pool_rows(sp, res)
+            summaries[name] = summarize(rows[name])
+            if out_dir is not None:
+                write_results(name, rows[name], summaries[name], out_dir)
+                _files(name, out_dir)[0].write_text(json.dumps(stamp))
+            _log_method(name, summaries[name], f"{time.perf_counter() - t0:.0f} s for the group", log)
+    return {k: summaries[k] for k in methods}, {k: rows[k] for k in methods}
+
+
+def _log_method(name: str, s: dict, how: str, log=print):
+    log(
+        f"  {name:<22} alignment {s['alignment']['mean']:.3f}  full success {s['full_success']['mean']:.3f}  "
+        f"fidelity {s['fidelity']['mean']:.3f}  cost {s['cost']['mean']:6.2f}  ({s['n_episodes']} episodes, {how})"
+    )
 
 # %% ../nbs/75_reproduce.ipynb #ed2708af
 COMPARED = ("alignment", "full_success", "fidelity", "cost")
@@ -616,7 +619,7 @@ def stage_train(p: Profile, ppo_t: dict, runs: Path, log=print) -> tuple[list, l
     "Train (or reuse) the main runs and the ablation runs: (jobs, their runs, ablation jobs, their runs)."
     jobs, abl_jobs = training_jobs(p, ppo_t.get("chosen_overrides", {}), runs)
     log(f"  {len(jobs)} runs and {len(abl_jobs)} ablation runs, {p.workers} at a time, in {runs}/")
-    done = run_jobs(jobs + abl_jobs, p.workers)
+    done = run_jobs(jobs + abl_jobs, p.workers, desc="training")
     for d in done:
         log(f"  {Path(d['run']).name}: {'reused' if d['reused'] else 'trained'} ({d['train_s']:.0f} s)")
     return jobs, done[: len(jobs)], abl_jobs, done[len(jobs) :]
@@ -690,6 +693,10 @@ def reproduce(
     "Tune, train, evaluate, compare, ablate, plot and write the report; returns everything the report shows."
     p = PROFILES[profile] if isinstance(profile, str) else profile
     out, res_dir, runs = _outputs(p, out, run_dir)
+    if log is print:  # lines printed between the stages' progress bars
+        from tqdm.auto import tqdm
+
+        log = tqdm.write
     if report_only:
         return _report_only(p, out, log)
     clock = {"t": time.perf_counter()}

@@ -13,7 +13,7 @@ import json
 import multiprocessing
 import shutil
 import time
-from concurrent.futures import ProcessPoolExecutor
+from concurrent.futures import ProcessPoolExecutor, as_completed
 from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 
@@ -26,7 +26,7 @@ import numpy as np
 
 # %% ../nbs/57_tune.ipynb #tun00006
 from .env import EnvConfig
-from .evaluate import evaluate
+from .evaluate import evaluate_many
 from .experts import load_registry
 from .shapes.data import load_split
 
@@ -107,12 +107,14 @@ def tune_specs(
     "Stage 1 on every spec, stage 2 on the finalists; returns every score and the choice."
     recs = records if records is not None else load_split("val", (config or EnvConfig()).data_dir)
     first, second = recs[: budget.stage1_n], recs[budget.stage1_n : budget.stage1_n + budget.stage2_n]
-    stage1 = {}
+    cfg = replace(config or EnvConfig(), split="val")
+    res = evaluate_many(specs, first, (0,), cfg, workers, desc=f"stage 1 ({len(specs)} candidates)")
+    stage1 = {s: _score(res[s][1]) for s in specs}
     for s in specs:
-        stage1[s] = _score(evaluate(s, "val", config=config, seeds=(0,), records=first, workers=workers)[1])
         log(f"    {s:<70} full success {stage1[s]['full_success']:.3f}  cost {stage1[s]['cost']:.2f}")
     finalists = _rank(stage1, budget.tie)[: budget.finalists]
-    stage2 = {s: _score(evaluate(s, "val", config=config, seeds=(0,), records=second, workers=workers)[1]) for s in finalists}
+    res = evaluate_many(finalists, second, (0,), cfg, workers, desc=f"stage 2 ({len(finalists)} finalists)")
+    stage2 = {s: _score(res[s][1]) for s in finalists}
     chosen = _rank(stage2, budget.tie)[0]
     return {"stage1": stage1, "finalists": finalists, "stage2": stage2, "chosen": chosen, "chosen_scores": stage2[chosen]}
 
@@ -166,15 +168,25 @@ def train_job(job: tuple[str, dict]) -> dict:
     return {"run": str(run), "train_s": dt, "reused": False}
 
 
-def run_jobs(jobs: list[tuple[str, dict]], workers: int = 2) -> list[dict]:
-    "Run training jobs, `workers` at a time in spawned processes (the longest first, so the pool drains evenly)."
+def run_jobs(jobs: list[tuple[str, dict]], workers: int = 2, desc: str | None = None) -> list[dict]:
+    "Run training jobs, `workers` at a time in spawned processes (the longest first, so the pool drains evenly); a bar if `desc`."
+    from tqdm.auto import tqdm
+
     order = sorted(range(len(jobs)), key=lambda i: -jobs[i][1].get("total_timesteps", 0))
+    bar = tqdm(total=len(jobs), desc=desc, unit="run", disable=desc is None, leave=False)
+    res = {}
     if workers <= 1:
-        res = {i: train_job(jobs[i]) for i in order}
+        for i in order:
+            res[i] = train_job(jobs[i])
+            bar.update(1)
     else:
         worker = importlib.import_module("image_poser.tune").train_job  # importable by the spawned processes
         with ProcessPoolExecutor(workers, mp_context=multiprocessing.get_context("spawn")) as ex:
-            res = dict(zip(order, ex.map(worker, [jobs[i] for i in order])))
+            futs = {ex.submit(worker, jobs[i]): i for i in order}
+            for f in as_completed(futs):
+                res[futs[f]] = f.result()
+                bar.update(1)
+    bar.close()
     return [res[i] for i in range(len(jobs))]
 
 # %% ../nbs/57_tune.ipynb #tun00019
@@ -208,7 +220,7 @@ def tune_ppo(
     cands = [dict(zip(keys, v)) for v in itertools.product(*(space[k] for k in keys))]
     base = {"total_timesteps": steps, "run_dir": str(run_dir), "progress": False, "seed": 1}
     jobs = [("ppo", ppo_kwargs(c, base) | {"exp_name": f"cand{i}"}) for i, c in enumerate(cands)]
-    runs = run_jobs(jobs, workers)
+    runs = run_jobs(jobs, workers, desc=f"training {len(jobs)} PPO candidates")
     specs = [r["run"] for r in runs]
     res = tune_specs(specs, replace(budget, max_candidates=len(specs)), config, workers=workers, log=log)
     res |= {
