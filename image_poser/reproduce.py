@@ -193,7 +193,14 @@ def evaluate_methods(
     cfg = replace(config or EnvConfig(), split="test")
     summaries, rows, todo = {}, {}, {}
     for name, (specs, n) in methods.items():
-        stamp = {"specs": specs, "split": "test", "n": n, "seeds": list(seeds), "trained": [_run_stamp(sp) for sp in specs], "code": version}
+        stamp = {
+            "specs": specs,
+            "split": "test",
+            "n": n,
+            "seeds": list(seeds),
+            "trained": [_run_stamp(sp) for sp in specs],
+            "code": version,
+        }
         got = _reusable(name, stamp, out_dir)
         if got is not None:
             rows[name], summaries[name] = got
