@@ -222,7 +222,7 @@ def run_jobs(policy: str, config: EnvConfig, records: list[dict], jobs: list[tup
 def _worker(args):
     return run_jobs(*args)
 
-
+# %% ../nbs/55_evaluate.ipynb #evsum001
 def summarize(rows: list[dict], seed: int = 0) -> dict:
     "Means with prompt-clustered 95 % bootstrap intervals, per-training-seed means, breakdowns by tier and requirement kind."
     out = {}
@@ -256,7 +256,7 @@ def summarize(rows: list[dict], seed: int = 0) -> dict:
     out["n_prompts"] = len({str(r["id"]) for r in rows})
     return out
 
-
+# %% ../nbs/55_evaluate.ipynb #evrec001
 def _records(prompts: str | None, split: str, cfg: EnvConfig, n: int) -> list[dict]:
     if prompts is None:
         return load_split(split, cfg.data_dir, n=n)
@@ -283,7 +283,7 @@ def evaluate(
     recs = records if records is not None else _records(prompts, split, cfg, n)
     return evaluate_many([policy], recs, seeds, cfg, workers, evaluator)[policy]
 
-
+# %% ../nbs/55_evaluate.ipynb #evmany01
 def _pool_map(args: list[tuple], workers: int, desc: str | None = None) -> list:
     "`_worker` over `args`, in `workers` spawned processes (a fork after torch has loaded a checkpoint deadlocks them); a bar if `desc`."
     from tqdm.auto import tqdm

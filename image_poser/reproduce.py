@@ -17,11 +17,11 @@ from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 
 # %% auto #0
-__all__ = ['PROFILES', 'ABLATIONS', 'COMPARED', 'PAPER_CLAIMS', 'Profile', 'code_version', 'read_rows', 'evaluate_methods',
-           'comparisons', 'check_targets', 'stage_tune', 'training_jobs', 'methods_to_evaluate', 'best_tuned',
-           'comparisons_table', 'tuning_table', 'tier_table', 'write_report', 'plot_learning_curves',
-           'plot_expert_usage', 'plot_ablations', 'stage_train', 'stage_ablations', 'stage_agreement',
-           'agreement_table', 'stage_figures', 'reproduce']
+__all__ = ['PROFILES', 'ABLATIONS', 'TOGGLES', 'COMPARED', 'PAPER_CLAIMS', 'Profile', 'ablation_variants', 'code_version',
+           'read_rows', 'evaluate_methods', 'comparisons', 'check_targets', 'stage_tune', 'training_jobs',
+           'methods_to_evaluate', 'best_tuned', 'comparisons_table', 'tuning_table', 'tier_table', 'write_report',
+           'plot_learning_curves', 'plot_expert_usage', 'plot_ablations', 'stage_train', 'stage_ablations',
+           'stage_agreement', 'agreement_table', 'stage_figures', 'reproduce', 'stage_compare']
 
 # %% ../nbs/75_reproduce.ipynb #0389c886
 import numpy as np
@@ -56,6 +56,7 @@ class Profile:
     ppo_space: dict = field(default_factory=lambda: dict(PPO_SPACE))  # PPO candidates (empty: no PPO tuning, defaults)
     ppo_tune_steps: int = 50_000  # training steps of each PPO candidate
     gallery_n: int = 3  # prompts per trajectory gallery
+    ablation_groups: tuple[str, ...] = ()  # the ablation groups to run (empty: all)
     workers: int = 2  # parallel processes (one core each)
 
 # %% ../nbs/75_reproduce.ipynb #ac8c33b1
@@ -76,6 +77,7 @@ PROFILES = {
         tune_families=("fixed", "router", "threshold"),
         ppo_space={},
         ppo_tune_steps=0,
+        ablation_groups=("reference", "state", "reorder"),
     ),
     "full": Profile(
         "full",
@@ -110,6 +112,7 @@ PROFILES = {
         tune_families=("fixed", "router"),
         ppo_space={"ent_coef": [0.02]},
         ppo_tune_steps=64,
+        ablation_groups=("reference", "reorder"),
     ),
 }
 
@@ -125,10 +128,22 @@ ABLATIONS: list[tuple[str, str, dict]] = [
     ("cost", "cost weight 0 (cost-blind)", {"cost_weight": 0.0}),
     ("cost", "cost weight 0.05", {"cost_weight": 0.05}),
     ("reflection", "no reflection (critic suggestions never join the queue)", {"reflection": False}),
-    ("reorder", "adaptive reordering (bring any of 3 queued commands forward, or drop the head)", {"reorder": 3}),
+    ("reorder", "adaptive reordering switched (reorder={reorder})", {"reorder": None}),
     ("quality", "no quality term in the reward", {"quality_weight": 0.0}),
     ("quality", "success bonus without the clean-picture condition", {"fidelity_min": 0.0}),
 ]
+TOGGLES = {"reorder": lambda v: 0 if v else 3}  # None in ABLATIONS: the opposite of the reference's setting
+
+
+def ablation_variants(p: Profile, env: dict) -> list[tuple[str, str, dict]]:
+    "The profile's ablations for a reference MDP `env` (a dict of `EnvConfig` fields), toggles resolved."
+    out = []
+    for g, lab, kw in ABLATIONS:
+        if p.ablation_groups and g not in p.ablation_groups:
+            continue
+        kw = {k: TOGGLES[k](env[k]) if v is None else v for k, v in kw.items()}
+        out.append((g, lab.format(**kw), kw))
+    return out
 
 # %% ../nbs/75_reproduce.ipynb #rpcode01
 def code_version() -> str:
@@ -325,8 +340,8 @@ def stage_tune(p: Profile, res_dir: Path, runs: Path, log=print) -> tuple[dict, 
     return heur, ppo
 
 # %% ../nbs/75_reproduce.ipynb #rpstag02
-def training_jobs(p: Profile, ppo_overrides: dict, runs: Path) -> tuple[list, list]:
-    "The main training jobs (PPO, DQN, DQN with the paper's state) and one PPO job per ablation."
+def training_jobs(p: Profile, ppo_overrides: dict, runs: Path) -> tuple[list, list, list]:
+    "The main training jobs (PPO, DQN, DQN with the paper's state), one PPO job per ablation, and the ablations."
     base = {"run_dir": str(runs), "progress": False}
     ppo_base = ppo_kwargs(ppo_overrides, base)
     env = asdict(ppo_base["env"])
@@ -339,15 +354,16 @@ def training_jobs(p: Profile, ppo_overrides: dict, runs: Path) -> tuple[list, li
         )
         for s in p.dqn_seeds
     ]
+    variants = ablation_variants(p, env)
     abl = [
         (
             "ppo",
             ppo_base
             | {"exp_name": f"ablation-{i}", "seed": p.ppo_seeds[0], "total_timesteps": p.ablation_steps, "env": EnvConfig(**(env | kw))},
         )
-        for i, (_, _, kw) in enumerate(ABLATIONS)
+        for i, (_, _, kw) in enumerate(variants)
     ]
-    return jobs, abl
+    return jobs, abl, variants
 
 
 def methods_to_evaluate(p: Profile, heur: dict, jobs: list, runs: list[dict]) -> dict[str, tuple[list[str], int]]:
@@ -413,7 +429,7 @@ def comparisons_table(comp: dict[str, dict]) -> str:
         out.append(f"| {name} | " + " | ".join(_fmt_diff(d[k], 1 if k == "cost" else 3) for k in COMPARED) + " |")
     return "\n".join(out)
 
-
+# %% ../nbs/75_reproduce.ipynb #rprep003
 def tuning_table(heur: dict) -> str:
     "Each heuristic family's chosen knobs and validation scores."
     out = ["| family | candidates | chosen | val full success | val cost |", "|---|---|---|---|---|"]
@@ -443,10 +459,10 @@ def _targets_md(targets: list[dict]) -> list[str]:
     return out
 
 
-def write_report(out: Path, p: Profile, r: dict) -> Path:
-    "paper README: setup, main table, comparisons, targets, tuning, tiers, ablations, critic agreement, figures."
+def _report_head(p: Profile, r: dict) -> list[str]:
+    "Setup, main table, paired comparisons and targets."
     main, tm = r["main"], r["timings"]
-    L = [
+    return [
         f"# Image-POSER, reproduced ({p.name} profile)",
         "",
         f"Generated by `image-poser reproduce{' --quick' if p.name == 'quick' else ''}` on {os.cpu_count()} CPU cores in "
@@ -471,7 +487,12 @@ def write_report(out: Path, p: Profile, r: dict) -> Path:
         f"## Targets (the bar: {r['best_heuristic']})",
         "",
     ] + _targets_md(r["targets"])
-    L += [
+
+# %% ../nbs/75_reproduce.ipynb #rprep002
+def _report_tail(p: Profile, r: dict) -> list[str]:
+    "Tuning, tiers, the paper's claims, critic agreement, ablations and figures."
+    main = r["main"]
+    L = [
         "",
         "## Tuning (validation split)",
         "",
@@ -512,8 +533,13 @@ def write_report(out: Path, p: Profile, r: dict) -> Path:
         "## Figures",
         "",
     ] + [f"![{k}]({v})\n" for k, v in r["figures"].items() if k != "ablations"]
+    return L
+
+
+def write_report(out: Path, p: Profile, r: dict) -> Path:
+    "paper README: setup, main table, comparisons, targets, tuning, tiers, the paper's claims, critic agreement, ablations, figures."
     path = out / "README.md"
-    path.write_text("\n".join(L))
+    path.write_text("\n".join(_report_head(p, r) + _report_tail(p, r)))
     return path
 
 # %% ../nbs/75_reproduce.ipynb #bdc0a956
@@ -623,22 +649,22 @@ def plot_ablations(abl: dict[str, dict], path: str | Path) -> Path:
 
 # %% ../nbs/75_reproduce.ipynb #rpmain01
 def stage_train(p: Profile, ppo_t: dict, runs: Path, log=print) -> tuple[list, list, list, list]:
-    "Train (or reuse) the main runs and the ablation runs: (jobs, their runs, ablation jobs, their runs)."
-    jobs, abl_jobs = training_jobs(p, ppo_t.get("chosen_overrides", {}), runs)
+    "Train (or reuse) the main runs and the ablation runs: (jobs, their runs, the ablations, their runs)."
+    jobs, abl_jobs, variants = training_jobs(p, ppo_t.get("chosen_overrides", {}), runs)
     log(f"  {len(jobs)} runs and {len(abl_jobs)} ablation runs, {p.workers} at a time, in {runs}/")
     done = run_jobs(jobs + abl_jobs, p.workers, desc="training")
     for d in done:
         log(f"  {Path(d['run']).name}: {'reused' if d['reused'] else 'trained'} ({d['train_s']:.0f} s)")
-    return jobs, done[: len(jobs)], abl_jobs, done[len(jobs) :]
+    return jobs, done[: len(jobs)], variants, done[len(jobs) :]
 
 
-def stage_ablations(p: Profile, abl_runs: list[dict], res_dir: Path, log=print) -> dict[str, dict]:
+def stage_ablations(p: Profile, variants: list, abl_runs: list[dict], res_dir: Path, log=print) -> dict[str, dict]:
     "Each ablation run on the first `ablation_n` test prompts and the first evaluation seed."
     ab = replace(p, test_n=p.ablation_n, eval_seeds=p.eval_seeds[:1])
-    methods = {lab: ([d["run"]], p.ablation_n) for (_, lab, _), d in zip(ABLATIONS, abl_runs)}
+    methods = {lab: ([d["run"]], p.ablation_n) for (_, lab, _), d in zip(variants, abl_runs)}
     abl, _ = evaluate_methods(methods, ab, out_dir=res_dir / "ablations", log=log)
-    variants = [{"group": g, "label": lab, "overrides": kw} for g, lab, kw in ABLATIONS]
-    (res_dir / "ablations.json").write_text(json.dumps({"variants": variants, "summaries": abl}, indent=1))
+    rows = [{"group": g, "label": lab, "overrides": kw} for g, lab, kw in variants]
+    (res_dir / "ablations.json").write_text(json.dumps({"variants": rows, "summaries": abl}, indent=1))
     return abl
 
 # %% ../nbs/75_reproduce.ipynb #rpmain02
@@ -717,7 +743,7 @@ def reproduce(
     heur, ppo_t = stage_tune(p, res_dir, runs, log)
     lap("tune_s")
     log("[2/6] training")
-    jobs, main_runs, abl_jobs, abl_runs = stage_train(p, ppo_t, runs, log)
+    jobs, main_runs, variants, abl_runs = stage_train(p, ppo_t, runs, log)
     lap("train_s")
     log("[3/6] evaluating on the test split")
     methods = methods_to_evaluate(p, heur, jobs, main_runs)
@@ -725,38 +751,33 @@ def reproduce(
     (res_dir / "main.json").write_text(json.dumps({"profile": asdict(p), "methods": main}, indent=1))
     lap("eval_s")
     log("[4/6] paired comparisons and targets")
-    best = best_tuned(heur)
-    comp = comparisons(rows)
-    targets = check_targets(rows, best)
-    (res_dir / "comparisons.json").write_text(json.dumps(comp, indent=1))
-    (res_dir / "targets.json").write_text(json.dumps({"best_heuristic": best, "targets": targets}, indent=1))
+    best, comp, targets = stage_compare(rows, heur, res_dir)
     agree = stage_agreement(p, res_dir)
     log("[5/6] ablations and figures")
-    abl = stage_ablations(p, abl_runs, res_dir, log)
+    abl = stage_ablations(p, variants, abl_runs, res_dir, log)
     lap("ablation_s")
     figs = stage_figures(p, out, main, abl, methods, best)
     _copy_checkpoints(out, methods)
     tm["total_s"] = round(time.perf_counter() - T0, 1)
     tm["runs"] = {Path(d["run"]).name: d["train_s"] for d in main_runs + abl_runs}
-    r = {
-        "main": main,
-        "comparisons": comp,
-        "targets": targets,
-        "best_heuristic": best,
-        "heuristics": heur,
-        "ppo_tuning": ppo_t,
-        "agreement": agree,
-        "ablations": abl,
-        "figures": figs,
-        "timings": tm,
-        "code": code_version(),
-    }
+    r = dict(main=main, comparisons=comp, targets=targets, best_heuristic=best, heuristics=heur, ppo_tuning=ppo_t)
+    r |= dict(agreement=agree, ablations=abl, figures=figs, timings=tm, code=code_version())
     (res_dir / "report.json").write_text(json.dumps(r, indent=1))
     log("[6/6] report")
     _log_summary(r, write_report(out, p, r), log)
     return r
 
 # %% ../nbs/75_reproduce.ipynb #rpmain04
+def stage_compare(rows: dict[str, list[dict]], heur: dict, res_dir: Path) -> tuple[str, dict, list[dict]]:
+    "The bar (best tuned heuristic), PPO's paired comparisons with every method, and the targets, written as JSON."
+    best = best_tuned(heur)
+    comp = comparisons(rows)
+    targets = check_targets(rows, best)
+    (res_dir / "comparisons.json").write_text(json.dumps(comp, indent=1))
+    (res_dir / "targets.json").write_text(json.dumps({"best_heuristic": best, "targets": targets}, indent=1))
+    return best, comp, targets
+
+
 def _copy_checkpoints(out: Path, methods: dict):
     "The first training seed's PPO and DQN checkpoints, for `image-poser run --policy paper/checkpoints/ppo.pt`."
     ck = out / "checkpoints"
