@@ -593,7 +593,7 @@ def unmet(spec: SceneSpec, objects: list[SceneObject], size: int = 128) -> list[
 
 
 def _order(groups: list[Group], spec: SceneSpec) -> list[Group]:
-    "Groups in placing order: anchors of 'between', 'each ... next to' and 'middle' before the groups placed relative to them."
+    "Groups in placing order: groups with a region first; anchors of 'between', 'each ... next to' and 'middle' before what is placed relative to them."
     need = {g.id: set() for g in groups}
     for r in spec.relations:
         if r.rel == "between" or (r.rel == "next to" and r.each):
@@ -601,7 +601,7 @@ def _order(groups: list[Group], spec: SceneSpec) -> list[Group]:
     for g in groups:
         if g.ordinal == "middle":
             need[g.id] |= set(spec.family(g.id)) - {g.id}
-    out, left = [], list(groups)
+    out, left = [], sorted(groups, key=lambda g: g.region is None)  # the most constrained (placed) groups first
     while left:
         g = next((g for g in left if need[g.id] <= {x.id for x in out}), left[0])  # a cycle: fall back to spec order
         out.append(g)
@@ -636,6 +636,24 @@ def _line_slots(a: Arrangement, groups: dict[str, Group], rng, size: int, scale:
     jit = 0.0 if a.even else 1.5 * scale
     slots = [(c - span / 2 + i * s + rng.uniform(-jit, jit), line + rng.uniform(-jit, jit)) for i in range(n)]
     return slots if row else [(y, x) for x, y in slots]
+
+# %% ../../nbs/10_shapes_scene.ipynb #lay00011
+def _reserve(a: Arrangement, groups: dict[str, Group], slots: list[tuple[float, float]]) -> dict[str, list[tuple[float, float]]]:
+    "The free slots of each group of a line: an ordinal takes the slots at its end (or the middle ones); the others share the rest."
+    pool = list(slots)  # ordered along the line: first = leftmost (row) or top (column)
+    ends = {"row": ("leftmost", "rightmost"), "column": ("top", "bottom")}[a.kind]
+    out = {}
+    for gid in a.groups:
+        g = groups[gid]
+        if g.ordinal in ends and len(pool) > g.count:
+            out[gid] = pool[: g.count] if g.ordinal == ends[0] else pool[-g.count :]
+        elif g.ordinal == "middle" and len(pool) > g.count + 1:
+            lo = (len(pool) - g.count) // 2
+            out[gid] = pool[lo : lo + g.count]
+        else:
+            continue
+        pool = [p for p in pool if p not in out[gid]]
+    return out | {gid: pool for gid in a.groups if gid not in out}
 
 # %% ../../nbs/10_shapes_scene.ipynb #lay00004
 def _propose(g: Group, r: float, ctx: dict, rng, size: int, scale: float) -> tuple[float, float]:
@@ -684,6 +702,8 @@ def _fits(o: SceneObject, g: Group, ctx: dict, scale: float, size: int) -> bool:
         v, vs = (o.x, xs) if ax == "x" else (o.y, ys)
         if not (min(vs) + REL_MARGIN * scale < v < max(vs) - REL_MARGIN * scale):
             return False
+    if any(box_gap(o, q) < (2 * RADIUS["large"] + 2 * MIN_GAP + REL_MARGIN) * scale for q in ctx["apart"]):
+        return False  # leave room for what goes between them
     near = ctx["near"]
     return not near or min(box_gap(o, q) for q in near) <= (NEXT_TO_GAP - 4) * scale
 
@@ -700,7 +720,8 @@ def _context(g: Group, spec: SceneSpec, rels: list[Relation], placed: dict, slot
     others = [q for h in spec.family(g.id) if h != g.id for q in placed.get(h, [])] if g.ordinal == "middle" else None
     near = [q for x in rels if x.subject == g.id and x.rel == "next to" and x.each for q in placed.get(x.object, [])]
     near += [q for h in cluster_of.get(g.id, ()) for q in placed.get(h, [])]
-    return {"mine": mine, "between": between, "middle": others, "near": near}
+    apart = [q for x in rels if x.rel == "between" and x.object2 and g.id in (x.object, x.object2) for h in (x.object, x.object2) if h != g.id for q in placed.get(h, [])]
+    return {"mine": mine, "between": between, "middle": others, "near": near, "apart": apart}
 
 # %% ../../nbs/10_shapes_scene.ipynb #lay00007
 def _place_one(g: Group, r: float, ctx: dict, objs: list, rng, size: int, scale: float, candidates: int, allow_overlap: bool):
@@ -749,7 +770,7 @@ def layout(
                 continue
             s = _line_slots(a, by_id, rng, size, scale)
             bad += s is None
-            slots.update({gid: s for gid in a.groups} if s else {})
+            slots.update(_reserve(a, by_id, s) if s else {})
         for g in groups:
             r = RADIUS[g.size] * scale
             ctx = _context(g, spec, rels, placed, slots, cluster_of) | {"placed": placed, "slots": slots}
