@@ -8,27 +8,31 @@ Docs: https://image-poser.github.io/image_poser/shapes_data.html.md"""
 from __future__ import annotations
 
 import json
+from collections import Counter
 from pathlib import Path
 
 # %% auto #0
 __all__ = ['TIERS', 'MAX_OBJECTS', 'SEED', 'SPLITS', 'SPLIT_SIZES', 'sample_spec', 'sample_prompt', 'roundtrip_ok', 'spec_key',
-           'make_record', 'make_split', 'write_splits', 'load_split']
+           'make_record', 'make_split', 'write_splits', 'load_split', 'expected_keys', 'task_keys', 'freeform_records',
+           'freeform_scores']
 
 # %% ../../nbs/15_shapes_data.ipynb #dtimp002
 import numpy as np
 
 # %% ../../nbs/15_shapes_data.ipynb #dtimp003
 from ..core import find_path
-from .decompose import requirements
+from .decompose import requirements, task_from_prompt
 from .describe import _pick, describe
 from .parse import canonical, parse, same_spec
 from image_poser.shapes.scene import (
     BACKGROUNDS,
     COLORS,
+    INVERSE,
     REL_MARGIN,
     RELATIONS,
     SHAPES,
     SIZES,
+    TEXTURES,
     Edit,
     Group,
     Relation,
@@ -275,4 +279,145 @@ def load_split(split: str, data_dir=None, n: int | None = None, tier: int | None
                 out.append(r)
             if n is not None and len(out) >= n:
                 break
+    return out
+
+# %% ../../nbs/15_shapes_data.ipynb #ffcode01
+_VOCAB = {"size": set(SIZES), "color": set(COLORS), "texture": set(TEXTURES)}
+
+_REL_TOKENS = {"left-of": "left of", "right-of": "right of", "above": "above", "below": "below", "next-to": "next to", "between": "between"}
+
+
+def _desc_of(sp: dict) -> str:
+    "'large blue striped square': the stated attributes and the shape."
+    return " ".join(w for w in (sp.get("size"), sp.get("color"), sp.get("texture"), sp["shape"]) if w)
+
+
+def _read_desc(words: list[str]) -> dict:
+    "A description's words back into attributes (the last word is the shape)."
+    sp = {"shape": words[-1]}
+    for w in words[:-1]:
+        kind = next((k for k, v in _VOCAB.items() if w in v), None)
+        if kind is None:
+            raise ValueError(f"unknown word {w!r} in {' '.join(words)!r}")
+        sp[kind] = w
+    if sp["shape"] not in SHAPES:
+        raise ValueError(f"unknown shape {sp['shape']!r}")
+    return sp
+
+
+def _rel_key(each: bool, a: str, rel: str, objs: list[str]) -> str:
+    "A relation key in normal form: right of / below inverted, next to (without each) and between's objects unordered."
+    if rel in ("right of", "below"):
+        a, rel, objs = objs[0], INVERSE[rel], [a]
+    if rel == "next to" and not each:
+        a, objs = sorted([a, objs[0]])[0], sorted([a, objs[0]])[1:]
+    if rel == "between":
+        objs = sorted(objs)
+    rel_t = next(k for k, v in _REL_TOKENS.items() if v == rel)
+    return f"relation {'each ' if each else ''}{a} {rel_t} {' and '.join(objs)}"
+
+# %% ../../nbs/15_shapes_data.ipynb #ffcode02
+def _spatial_key(line: str) -> str:
+    "The normal form of a relation / ordinal / arrangement / region line (anything else is returned as is)."
+    w = line.split()
+    if w[0] == "relation":
+        each = w[1] == "each"
+        w = w[2:] if each else w[1:]
+        k = next(i for i, x in enumerate(w) if x in _REL_TOKENS)
+        rest = " ".join(w[k + 1 :]).split(" and ")
+        return _rel_key(each, " ".join(w[:k]), _REL_TOKENS[w[k]], [r.strip() for r in rest])
+    if w[0] == "arrangement":
+        even = len(w) > 2 and w[2] == "even"
+        descs = sorted(d.strip() for d in " ".join(w[3 if even else 2 :]).split("+"))
+        return f"arrangement {w[1]}{' even' if even else ''} " + " + ".join(descs)
+    return " ".join(w)
+
+
+def expected_keys(lines: list[str]) -> Counter:
+    "The requirement keys a list of expectation lines stands for (see `data/freeform/README.md`)."
+    objs, keys, edits = [], Counter(), []
+    for line in lines:
+        edit = line.startswith("edit ")
+        body = line[5:] if edit else line
+        if body.startswith("object "):
+            w = body.split()[1:]
+            region = w.pop()[1:] if w[-1].startswith("@") else None
+            n = int(w.pop(0)) if w[0].isdigit() else 1
+            sp = _read_desc(w) | {"count": n}
+            objs.append(sp)
+            keys[("edit " if edit else "") + f"object {n if n > 1 else ''} {_desc_of(sp)}".replace("  ", " ")] += 1
+            for a in ("color", "size", "texture"):
+                keys.update([f"{a} {sp['shape']} {sp[a]}"] if a in sp else [])
+            keys.update([f"region {_desc_of(sp)} {region}"] if region else [])
+        else:
+            (edits if edit else []).append(_spatial_key(body))
+            keys.update([] if edit else [_spatial_key(body)])
+    counted = set()
+    for sp in objs:
+        n = sum(o["count"] for o in objs if o["shape"] == sp["shape"] and (sp.get("color") is None or o.get("color") == sp.get("color")))
+        if n > 1 and (sp["shape"], sp.get("color")) not in counted:
+            counted.add((sp["shape"], sp.get("color")))
+            keys[f"count {n} {sp.get('color') or ''} {sp['shape']}".replace("  ", " ")] += 1
+    for k in edits:
+        if keys[k] > 0:
+            keys[k] -= 1
+        keys["edit " + k] += 1
+    return +keys
+
+# %% ../../nbs/15_shapes_data.ipynb #ffcode03
+def task_keys(task) -> Counter:
+    "The requirement keys of a task, in the form of `expected_keys`."
+    groups = {q.spec["group"]: q.spec for q in task.requirements if q.spec.get("check") == "presence"}
+    name = {g: _desc_of(sp) for g, sp in groups.items()}
+    out = Counter()
+    for q in task.requirements:
+        sp, ck = q.spec, q.spec.get("check")
+        if ck == "presence":
+            k = f"object {sp.get('count', 1) if sp.get('count', 1) > 1 else ''} {_desc_of(sp)}".replace("  ", " ")
+        elif ck == "count":
+            k = f"count {sp['count']} {sp.get('color') or ''} {sp['shape']}".replace("  ", " ")
+        elif ck in ("color", "size", "texture"):
+            k = f"{ck} {sp['shape']} {sp[ck]}"
+        elif ck == "region":
+            k = f"region {name.get(sp['group'], sp['shape'])} {sp['region'].replace(' ', '-')}"
+        elif ck == "relation":
+            objs = [name.get(sp["object"], "?")] + ([name.get(sp["object2"], "?")] if sp.get("object2") else [])
+            k = _rel_key(bool(sp.get("each")), name.get(sp["subject"], "?"), sp["rel"], objs)
+        elif ck == "ordinal":
+            k = f"ordinal {name.get(sp['group'], sp['shape'])} {sp['ordinal']}"
+        elif ck == "arrangement":
+            descs = sorted(name.get(g, "?") for g in sp["groups"])
+            k = f"arrangement {sp['arrangement']}{' even' if sp.get('even') else ''} " + " + ".join(descs)
+        elif ck == "background":
+            k = f"background {sp['background']}"
+        elif ck == "absence":
+            k = f"absence {sp.get('color') or ''} {sp['shape']}".replace("  ", " ")
+        else:
+            k = f"unknown {ck}"
+        out[("edit " if q.kind == "edit" else "") + k] += 1
+    return out
+
+# %% ../../nbs/15_shapes_data.ipynb #ffcode04
+def freeform_records(path=None) -> list[dict]:
+    "The hand-written free-form prompts (default: data/freeform/prompts.jsonl)."
+    p = Path(path) if path is not None else find_path("data/freeform") / "prompts.jsonl"
+    return [json.loads(line) for line in p.read_text(encoding="utf-8").splitlines() if line.strip()]
+
+
+def freeform_scores(path=None) -> dict:
+    "Recall and precision of the requirements `task_from_prompt` reads from the hand-written prompts, tuning and held-out parts apart."
+    out = {}
+    for part, held in (("tuning", False), ("heldout", True)):
+        hit = exp = got = exact = n = 0
+        for r in freeform_records(path):
+            if bool(r.get("heldout")) != held:
+                continue
+            want, have = expected_keys(r["expect"]), task_keys(task_from_prompt(r["prompt"]))
+            common = sum((want & have).values())
+            hit, exp, got, n = hit + common, exp + sum(want.values()), got + sum(have.values()), n + 1
+            exact += want == have
+        out[f"freeform_recall_{part}"] = round(hit / exp, 4) if exp else None
+        out[f"freeform_precision_{part}"] = round(hit / got, 4) if got else None
+        out[f"freeform_exact_{part}"] = round(exact / n, 4) if n else None
+        out[f"freeform_prompts_{part}"] = n
     return out

@@ -39,11 +39,13 @@ def _edited(spec: SceneSpec) -> dict[tuple, int]:
             out[(keys[e.op], e.target)] = k
         elif e.op == "add":
             out[("presence", e.target)] = k
-            out.update({("relation", e.target): k} if e.relation else {})
+            out.update({("relation", e.relation.to_json()): k} if e.relation else {})
         elif e.op == "background":
             out[("background", None)] = k
+        elif e.op == "move" and e.region:
+            out[("region", e.target)] = k
         elif e.op == "move":
-            out[("region" if e.region else "relation", e.target)] = k
+            out[("relation", e.relation.to_json())] = k
         elif e.op == "remove" and e.count is not None:
             out[("count", e.target)] = k
     return out
@@ -78,10 +80,11 @@ def _group_reqs(c: _Checklist, g: Group, final: SceneSpec, edited: dict, counted
     c.add("presence", f"there {'are' if g.count > 1 else 'is a'} {noun} ({_desc(g, True)})", "presence", g.id, [g.id], edited.get(("presence", g.id)), group=g.id, count=g.count, **attrs, **extra)
     n = _total(g, final.groups)
     key = (g.shape, g.color)
-    if (n > 1 or ("count", g.id) in edited) and key not in counted:
+    e = edited.get(("count", g.id), edited.get(("count", key)))
+    if (n > 1 or e is not None) and key not in counted:
         counted.add(key)
         what = _desc(Group(id="x", shape=g.shape, color=g.color, count=n))
-        c.add("count", f"there {'are' if n > 1 else 'is'} exactly {n} {what}", "count", g.id, [g.id], edited.get(("count", g.id)), group=g.id, shape=g.shape, color=g.color, count=n)
+        c.add("count", f"there {'are' if n > 1 else 'is'} exactly {n} {what}", "count", g.id, [g.id], e, group=g.id, shape=g.shape, color=g.color, count=n)
     the = f"the {noun}"
     for a in ("color", "size", "texture"):
         if getattr(g, a):
@@ -100,9 +103,7 @@ def _relation_reqs(c: _Checklist, spec: SceneSpec, final: SceneSpec, edited: dic
     "One requirement per relation and per arrangement of two or more objects."
     for r in final.relations:
         s, o = final.group(r.subject), final.group(r.object)
-        e = edited.get(("relation", r.subject))
-        if e is not None and spec.edits[e].relation != r:
-            e = None
+        e = edited.get(("relation", r.to_json()))
         key = next((f"rel:{j}" for j, rr in enumerate(spec.relations) if rr == r), None)
         obj = f"the {_desc(o)}" + (f" and the {_desc(final.group(r.object2))}" if r.object2 else "")
         text = f"{'each of ' if r.each else ''}the {_desc(s)} {_is(s)} {r.rel} {obj}"
@@ -117,8 +118,20 @@ def _relation_reqs(c: _Checklist, spec: SceneSpec, final: SceneSpec, edited: dic
         c.add("arrangement", text, "arrangement", key, a.groups, groups=list(a.groups), arrangement=a.kind, even=a.even or None)
 
 
+def _removed(spec: SceneSpec, final: SceneSpec) -> dict[tuple, int]:
+    "('count', (shape, color)) -> edit index, for removals of a group whose kind stays in the picture (their number is the edit's effect)."
+    out = {}
+    for k, e in enumerate(spec.edits):
+        if e.op == "remove" and e.count is None:
+            before, _ = apply_edits(spec.model_copy(update={"edits": spec.edits[:k]}))
+            g = next((x for x in before.groups if x.id == e.target), None)
+            left = [h for h in final.groups if g and h.shape == g.shape and (g.color is None or h.color == g.color)]
+            out.update({("count", (left[0].shape, left[0].color)): k} if left else {})
+    return out
+
+
 def _removal_reqs(c: _Checklist, spec: SceneSpec, final: SceneSpec) -> None:
-    "A removed group is absent, unless others of its kind stay: then their number is what the edit must get right."
+    "A removed group is absent (unless others of its kind stay: then their count is the edit's requirement, see `_removed`)."
     for k, e in enumerate(spec.edits):
         if e.op != "remove" or e.count is not None:
             continue
@@ -126,12 +139,7 @@ def _removal_reqs(c: _Checklist, spec: SceneSpec, final: SceneSpec) -> None:
         g = before.group(e.target) if e.target in [x.id for x in before.groups] else None
         if g is None:
             continue
-        left = [h for h in final.groups if h.shape == g.shape and (g.color is None or h.color == g.color)]
-        if left:
-            n = sum(h.count for h in left)
-            what = _desc(Group(id="x", shape=g.shape, color=g.color, count=n))
-            c.add("edit", f"there {'are' if n > 1 else 'is'} exactly {n} {what}", "count", None, [e.target], k, group=left[0].id, shape=g.shape, color=g.color, count=n)
-        else:
+        if not [h for h in final.groups if h.shape == g.shape and (g.color is None or h.color == g.color)]:
             c.add("edit", f"there is no {_desc(Group(id='x', shape=g.shape, color=g.color))}", "absence", None, [e.target], k, shape=g.shape, color=g.color)
 
 # %% ../../nbs/13_shapes_decompose.ipynb #dreq0004
@@ -139,7 +147,7 @@ def requirements(spec: SceneSpec, spans: dict[str, tuple[int, int]] | None = Non
     "The requirement checklist of `spec` (ids r0, r1, ... in a deterministic order)."
     c = _Checklist(spans or {})
     final, _ = apply_edits(spec)
-    edited = _edited(spec)
+    edited = _edited(spec) | _removed(spec, final)
     counted: set = set()
     for g in final.groups:
         _group_reqs(c, g, final, edited, counted)

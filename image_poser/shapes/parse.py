@@ -7,6 +7,7 @@ Docs: https://image-poser.github.io/image_poser/shapes_parse.html.md"""
 # %% ../../nbs/12_shapes_parse.ipynb #psimp001
 from __future__ import annotations
 
+import bisect
 import json
 import re
 import unicodedata
@@ -74,6 +75,8 @@ _SIZE_LU, _TEXPRE_LU, _TEXPOST_LU, _BG_LU = _lookup(SIZE_WORDS), _lookup(TEXTURE
 _REL_LU, _RELP_LU, _ORD_LU = _lookup(REL_WORDS), _lookup(REL_PRONOUN), _lookup(ORDINAL_WORDS)
 
 _ARR_LU = _lookup(ARRANGE_WORDS)
+
+_ORDER_LU = {_norm(k): v for k, v in ORDER_WORDS.items()}
 
 _NUMS = NUMBER_WORDS | BIG_NUMBER_WORDS | VAGUE_NUMBER_WORDS | {"no": 0}
 
@@ -351,12 +354,15 @@ _QUANT = {"all": "all", "all the": "all", "all of the": "all", "both": "all", "b
 _QUANT |= {"each": "each", "every": "each", "each of the": "each", "every one of the": "each"}
 
 
+_CANON_COLOR = set(_lookup(COLOR_WORDS))
+
+
 def _color_value(word: str) -> tuple[str, str | None]:
     "The world's color for a color phrase ('light blue' -> blue) and a note when it is an approximation."
     w = _norm(word)
     base = _SHADE_RE.sub("", w)
     c = _COLOR_LU[base]
-    return c, (None if w == base and base in _lookup(COLOR_WORDS) else f"{word!r} read as {c}")
+    return c, (None if w == base and base in _CANON_COLOR else f"{word!r} read as {c}")
 
 
 def _det_count(det: str | None) -> int | None:
@@ -397,7 +403,7 @@ def _mention(det: str | None, attrs: str, shape_word: str | None, post: str = ""
     count = _det_count(det)
     definite = det in _DEFINITE or bool(det and re.match(r"(?:the|these|those)\s", det))
     men = Mention(det, count, shape, plural_, definite=definite, quant=_QUANT.get(det))
-    men.partitive = bool(det and re.search(r"\sof\s+(?:the|these|those)$", det))
+    men.partitive = bool(det and men.quant is None and re.search(r"\sof\s+(?:the|these|those)$", det))
     men.definite = men.definite or men.partitive
     return _attrs_into(men, attrs, post)
 
@@ -414,7 +420,7 @@ def _decode(kind: str, m: re.Match):
         reg = {"upper": "top", "lower": "bottom", "middle": "center", "centre": "center"}.get(w, w)
         return reg, _norm(m.group("rpk"))
     if kind in ("rel", "relp", "arr", "order"):
-        lu = {"rel": _REL_LU, "relp": _RELP_LU, "arr": _ARR_LU, "order": ORDER_WORDS}[kind]
+        lu = {"rel": _REL_LU, "relp": _RELP_LU, "arr": _ARR_LU, "order": _ORDER_LU}[kind]
         if kind == "arr":
             return lu.get(t) or ("column" if re.search(r"column|stack|vertical", t) else "row")
         return lu[t]
@@ -524,6 +530,7 @@ class _State:
         self.history: list[tuple[int, int, list[str]]] = []  # (sentence index, position, group ids) per reference
         self.sentence = 0
         self.last_family: str | None = None
+        self.text = ""
 
     def use(self, *items: Item) -> None:
         self.used.update(i.start for i in items if i is not None)
@@ -575,10 +582,13 @@ def _recent(st: _State, gids: list[str]) -> list[str]:
     return sorted(gids, key=lambda g: -last.get(g, -1))
 
 
-def _antecedent(st: _State, pos: int, plural: bool, spec: SceneSpec, exclude=()) -> list[str]:
-    "The groups a pronoun at `pos` refers to: the latest single object ('it'), or the objects of the latest sentence ('them')."
+def _antecedent(st: _State, pos: int, plural: bool | None, spec: SceneSpec, exclude=()) -> list[str]:
+    "What a pronoun at `pos` refers to: the latest single object ('it'), the objects of the latest sentence ('them'), the latest group ('that')."
     alive = {g.id: g for g in spec.groups}
     events = [(s, ids) for s, p, ids in st.history if p < pos]
+    if plural is None:
+        latest = [g for _, ids in reversed(events) for g in reversed(ids) if g in alive and g not in exclude]
+        return latest[:1]
     if not plural:
         for _, ids in reversed(events):
             one = [g for g in reversed(ids) if g in alive and g not in exclude and alive[g].count == 1]
@@ -665,14 +675,14 @@ def _mention_ref(st: _State, it: Item, spec: SceneSpec, introduce: bool) -> tupl
     "Resolve a mention (or 'a red one'): a definite or quantified one to existing groups, an indefinite one to a new group."
     men = it.value
     if men.shape is None:  # 'a red one', 'the blue ones': the shape last mentioned
-        prev = _antecedent(st, it.start, False, spec) or _antecedent(st, it.start, True, spec)
+        prev = _antecedent(st, it.start, None, spec)
         if not prev:
             st.problem(f"{it.text!r}: nothing to refer to")
             return spec, None
-        men.shape = spec.group(prev[0]).shape
         topic = spec.group(prev[0])
-        if not men.definite and topic.count > 1 and topic.shape == men.shape:  # 'two squares: a red one, ...'
-            return _partition(st, spec, topic, men, it)
+        men.shape, root = topic.shape, spec.group(topic.of or topic.id)
+        if not men.definite and not men.quant and (root.count > 1 or any(g.of == root.id for g in spec.groups)):
+            return _partition(st, spec, root, men, it)  # 'two squares: a red one ... and a blue one ...'
     each = men.quant is not None
     if men.definite or men.quant:
         cands = _matches(men, spec.groups)
@@ -707,8 +717,7 @@ def _pron_ref(st: _State, it: Item, spec: SceneSpec, exclude=()) -> tuple[SceneS
     t = _norm(it.text)
     plural = t not in ("it", "its")
     ids = _antecedent(st, it.start, plural, spec, exclude)
-    if not ids:
-        st.problem(f"{it.text!r} has nothing to refer to")
+    if not ids:  # 'Think of it as a flat illustration': only a problem if something needed it
         return spec, None
     m = re.match(r"(\S+) of them$", t)
     if m and m.group(1) not in ("all", "both", "each", "none"):
@@ -801,7 +810,7 @@ class _Sentence:
 # %% ../../nbs/12_shapes_parse.ipynb #pssent02
 def _ref_only(s: _Sentence, ci: int) -> bool:
     idx = s.clauses[ci][1]
-    return bool(idx) and all(s.items[k].kind in REF_KINDS + ("verb", "num") for k in idx) and any(k in s.refs for k in idx)
+    return bool(idx) and all(s.items[k].kind in REF_KINDS + ("verb", "num", "arr") for k in idx) and any(k in s.refs for k in idx)
 
 
 def _coord(s: _Sentence, ci: int) -> list[int]:
@@ -836,6 +845,11 @@ def _subject(s: _Sentence, k: int, topic: list[int] | None, after: bool = True) 
 def _gids(s: _Sentence, ks: list[int] | None) -> list[str]:
     return list(dict.fromkeys(g for k in ks or [] for g in s.refs[k].gids))
 
+
+def _later_parts(st: _State, gids: list[str], pos: int) -> list[str]:
+    "`gids` and the parts split off them later in the sentence ('three hearts on the right: the top one red' puts the red one there too)."
+    return gids + [g.id for g in st.spec.groups if g.of in gids and g.id not in gids and st.spans.get(g.id, (-1,))[0] > pos]
+
 # %% ../../nbs/12_shapes_parse.ipynb #53bd079b
 def _base_sentence(st: _State, sent: list[Item]) -> None:
     "Groups, relations, places, arrangements, attributes and background from one descriptive sentence."
@@ -851,6 +865,7 @@ def _base_sentence(st: _State, sent: list[Item]) -> None:
                 in_clause += r.gids
                 st.remember(it.start, r.gids)
                 st.use(it)
+    skip = _elided(st, sent, refs)
     s = _Sentence(sent, refs)
     topic, relp_seen = None, {}
     for ci, (_, idx) in enumerate(s.clauses):
@@ -866,7 +881,7 @@ def _base_sentence(st: _State, sent: list[Item]) -> None:
                 topic = _relate_pronoun(st, s, k, topic, relp_seen) or topic
             elif it.kind in ("region", "rowplace", "arr", "order", "even"):
                 topic = _modify(st, s, k, topic) or topic
-            elif it.kind in ("color", "size", "texture"):
+            elif it.kind in ("color", "size", "texture") and k not in skip:
                 _predicate(st, s, k, topic)
             elif it.kind == "bg":
                 _background(st, it)
@@ -874,6 +889,33 @@ def _base_sentence(st: _State, sent: list[Item]) -> None:
                 continue
     if refs:
         st.use(*[it for it in sent if it.kind in ("verb", "marker")])
+
+# %% ../../nbs/12_shapes_parse.ipynb #pselid01
+def _elided(st: _State, sent: list[Item], refs: dict[int, _Ref]) -> set[int]:
+    "'a red, a blue and a green square': each 'a <attributes>,' listed before a noun is one more object of it; returns the items used."
+    used, pending, start = set(), [], 0
+    for k in range(len(sent) + 1):
+        if k < len(sent) and sent[k].kind != "sep":
+            continue
+        idx = list(range(start, k))
+        start = k + 1
+        if idx and all(sent[j].kind in ("color", "size", "texture") for j in idx) and re.search(r"\b(?:a|an|one)\s+$", st.text[: sent[idx[0]].start], re.I):
+            pending.append(idx)
+            continue
+        head = sent[idx[0]] if idx else None
+        if pending and head is not None and head.kind == "mention" and not head.value.definite and head.value.count in (None, 1) and idx[0] in refs:
+            for p in pending:
+                attrs = " ".join(sent[j].text for j in p)
+                it = Item("mention", sent[p[0]].start, sent[p[-1]].end, "a " + attrs, _mention("a", attrs, head.value.shape))
+                st.spec, r = _mention_ref(st, it, st.spec, True)
+                if r is not None:
+                    refs[p[0]] = r
+                    st.remember(it.start, r.gids)
+                    st.use(*[sent[j] for j in p])
+                    used |= set(p)
+            st.history.sort(key=lambda h: (h[0], h[1]))
+        pending = []
+    return used
 
 # %% ../../nbs/12_shapes_parse.ipynb #psrel001
 def _add_relation(st: _State, r: Relation, span: tuple[int, int]) -> bool:
@@ -902,16 +944,14 @@ def _relations(st: _State, it: Item, subj: list[str], objs: list[str], each: boo
 def _relate(st: _State, s: _Sentence, k: int, subj_ks: list[int] | None, obj_ks: list[int]) -> list[int] | None:
     "A relation phrase with its subject and object references (see `_Sentence._plan`); returns the subject."
     it = s.items[k]
-    if not obj_ks:
-        st.problem(f"relation {it.text!r} has no object")
-        return None
-    if not subj_ks:
-        st.problem(f"relation {it.text!r} has no subject")
+    if not obj_ks or not subj_ks:  # 'room around everything' is no relation; 'near a square' with nothing near it is
+        if it.kind == "rel":
+            st.problem(f"relation {it.text!r} has no {'object' if not obj_ks else 'subject'}")
         return None
     each = it.kind == "around" or any(s.refs[j].each for j in subj_ks)
     ks = subj_ks + obj_ks
     span = (min(s.items[j].start for j in ks + [k]), max(s.items[j].end for j in ks + [k]))
-    if _relations(st, it, _gids(s, subj_ks), _gids(s, obj_ks), each, span):
+    if _relations(st, it, _later_parts(st, _gids(s, subj_ks), it.start), _gids(s, obj_ks), each, span):
         st.use(it)
     return subj_ks
 
@@ -928,7 +968,8 @@ def _relate_pronoun(st: _State, s: _Sentence, k: int, topic: list[int] | None, s
     subj = _gids(s, subj_ks)
     pron = re.findall(r"\b(its|it|them|their|that|this)\b", it.text.lower())[-1]
     pos = min(it.start, *(s.items[j].start for j in subj_ks))
-    objs = seen.get(pron) or _antecedent(st, pos, pron in ("them", "their"), st.spec, exclude=subj)
+    number = True if pron in ("them", "their") else None if pron in ("that", "this") else False
+    objs = seen.get(pron) or _antecedent(st, pos, number, st.spec, exclude=subj)
     if not objs:
         st.problem(f"{it.text!r} has nothing to refer to")
         return None
@@ -979,11 +1020,11 @@ def _modify(st: _State, s: _Sentence, k: int, topic: list[int] | None) -> list[i
     fronted = not [j for j in s.clauses[s.clause_of[k]][1] if j < k and j in s.refs]
     if it.kind == "rowplace" or (it.kind == "arr" and re.match(r"a\s", it.text, re.I)):
         subj = after[:1] or topic
-    elif it.kind == "order" and fronted and after:
-        subj = after
+    elif (it.kind == "order" and fronted and after) or (it.kind == "arr" and after and not [j for j in s.refs if j < k]):
+        subj = after  # 'From left to right: A, B and C', 'Line up A, B and C'
     else:
         subj = _subject(s, k, topic)
-    gids = _gids(s, subj)
+    gids = _later_parts(st, _gids(s, subj), it.start)
     if not gids:
         return None
     if it.kind in ("region", "rowplace"):
@@ -1030,7 +1071,7 @@ def _predicate(st: _State, s: _Sentence, k: int, topic: list[int] | None) -> Non
         st.use(it)
         return
     subj = _subject(s, k, topic, after=False)
-    for g in _gids(s, subj):
+    for g in _later_parts(st, _gids(s, subj), it.start):
         _set(st, g, attr, value, "attribute")
     if subj:
         st.use(it)
@@ -1052,20 +1093,25 @@ def _definite(it: Item) -> bool:
     return it.kind in ("mention", "oneref") and (it.value.definite or it.value.quant is not None)
 
 
-def _starts_edit(items: list[Item]) -> bool:
-    "Does a clause or sentence open with an editing verb applied to something that exists (or to the background)?"
+_LEAD = re.compile(r"^[\W_]*(?:(?:now|please|also|just|then|so|and|ok|okay|lastly|finally|next|afterwards|after\s+that)\b[\W_]*)*$", re.I)
+
+
+def _starts_edit(items: list[Item], lead: str = "") -> bool:
+    "Does a clause or sentence open (`lead`: the text before its first item) with an editing verb applied to something that exists?"
     its = [i for i in items if i.kind != "marker"]
     if not its or its[0].kind != "verb" or its[0].value not in EDIT_START_VERBS:
+        return False
+    if its[0] is items[0] and not _LEAD.match(lead):  # 'The scene is set against ...' is no edit
         return False
     return any(_definite(i) for i in its) or any(i.kind == "bg" and re.match(r"(the\s+)?(background|backdrop)\b", i.text, re.I) for i in its)
 
 
-def _edit_tail(sent: list[Item]) -> int:
-    "Where the edits of a sentence start: 0 for an edit sentence, len(sent) for a description, or the clause where an edit begins."
-    if sent[0].kind == "marker" or _starts_edit(sent):
+def _edit_tail(sent: list[Item], text: str, start: int) -> int:
+    "Where the edits of a sentence (starting at offset `start`) begin: 0 for an edit sentence, len(sent) for a description, or an edit clause."
+    if sent[0].kind == "marker" or _starts_edit(sent, text[start : sent[0].start]):
         return 0
     for k in range(1, len(sent)):
-        if sent[k - 1].kind == "sep" and sent[k - 1].value in ("and", "weak") and _starts_edit(sent[k:]):
+        if sent[k - 1].kind == "sep" and sent[k - 1].value in ("and", "weak") and _starts_edit(sent[k:], text[sent[k - 1].end : sent[k].start]):
             return k
     return len(sent)
 
@@ -1078,9 +1124,6 @@ def _edit_clauses(sent: list[Item]) -> list[list[Item]]:
         if it.kind == "sep" and cur and any(i.kind == "verb" for i in cur) and nxt is not None and nxt.kind in ("verb", "marker"):
             out.append(cur)
             cur = []
-        elif it.kind == "verb" and cur and any(i.kind == "verb" for i in cur) and any(i.kind in REF_KINDS + ("bg",) for i in cur):
-            out.append(cur)
-            cur = [it]
         elif it.kind != "sep":
             cur.append(it)
     if cur:
@@ -1130,7 +1173,8 @@ def _destination(st: _State, clause: list[Item], refs: dict[int, _Ref], subject:
     rel = "next to" if it.kind == "around" else it.value
     if it.kind == "relp":
         pron = re.findall(r"\b(its|it|them|their|that|this)\b", it.text.lower())[-1]
-        objs = _antecedent(st, pos, pron in ("them", "their"), final, exclude=subject)
+        number = True if pron in ("them", "their") else None if pron in ("that", "this") else False
+        objs = _antecedent(st, pos, number, final, exclude=subject)
     else:
         objs = [g for j in sorted(refs) if j > k for g in refs[j].gids if g not in subject]
     if not objs or (rel == "between" and len(objs) < 2 and final.group(objs[0]).count < 2):
@@ -1165,10 +1209,10 @@ def _edit_clause(st: _State, clause: list[Item], final: SceneSpec) -> tuple[list
         final = new
     if out:
         st.use(*[i for i in clause if i.kind in ("verb", "marker", "bg", "color", "size", "texture", "region")])
-        st.use(*[its[j] for j in refs])
+        st.use(*[its[j] for j in refs], *([its[first]] if first is not None and out[-1].op == "add" else []))
         if out[-1].op == "add":
             st.remember(clause[0].start, [e.target for e in out if e.op == "add"])
-    else:
+    elif any(i.kind != "marker" for i in clause):
         st.problem("could not understand the edit " + repr(" ".join(i.text for i in clause)))
     return out, final
 
@@ -1229,11 +1273,14 @@ def parse(text: str) -> ParseResult:
         text = text[:MAX_PROMPT_CHARS]
     items = scan(text)
     st = _State()
+    st.text = text
     edits: list[Edit] = []
     clauses: list[tuple[tuple[int, int], list[int]]] = []  # (span, edit indices) per edit clause
+    stops = [i.end for i in items if i.kind == "sep" and i.value == "strong"]
     for si, sent in enumerate(_split_sentences(items)):
         st.sentence = si
-        cut = _edit_tail(sent)
+        k = bisect.bisect_right(stops, sent[0].start)
+        cut = _edit_tail(sent, text, stops[k - 1] if k else 0)
         if cut > 0:
             if edits:
                 st.problem("description after an edit: read as part of the base scene")

@@ -310,7 +310,7 @@ def apply_edit(spec: SceneSpec, e: Edit) -> tuple[SceneSpec, str | None]:
             return spec, f"group id {e.group.id!r} already exists"
         rels = list(spec.relations)
         r = e.relation
-        if r is not None and r.object in ids and (r.object2 is None or r.object2 in ids):
+        if r is not None and {r.subject, r.object, r.object2} - {None} <= set(ids) | {e.group.id}:  # either way round
             rels.append(r)
         return spec.model_copy(update={"groups": [*spec.groups, e.group], "relations": rels}), None
     if e.target not in ids:

@@ -112,7 +112,7 @@ REGION_PART = ["corner", "side", "edge", "part", "half", "area", "portion", "thi
 CANVAS_WORDS = ["image", "picture", "canvas", "frame", "scene", "page", "poster", "composition", "photo", "illustration", "background"]
 
 ARRANGE_WORDS = {
-    "row": ["in a row", "in a horizontal row", "in a line", "in a horizontal line", "in a straight line", "in one row", "lined up", "lined up horizontally", "in a single row", "horizontally in a row", "arranged horizontally", "side to side"],
+    "row": ["in a row", "in a horizontal row", "in a line", "in a horizontal line", "in a straight line", "in one row", "lined up", "lined up horizontally", "in a single row", "horizontally in a row", "arranged horizontally", "side to side", "line up", "lined up in a row"],
     "column": ["in a column", "in a vertical column", "in a vertical line", "in a vertical row", "stacked vertically", "stacked", "one above the other", "one on top of the other", "on top of each other", "lined up vertically", "arranged vertically", "in a vertical stack", "in a stack"],
     "cluster": ["next to each other", "next to one another", "beside each other", "beside one another", "side by side", "close together", "clustered together", "grouped together", "in a cluster", "in a tight group", "together"],
 }
@@ -200,20 +200,20 @@ def plural(word: str) -> str:
 
 
 def _alt(words: Iterable[str]) -> str:
-    "Regex alternation of `words`, longest first, spaces matching any whitespace and hyphens a hyphen or a space."
+    "Regex alternation of `words`, longest first; a space or a hyphen between words matches any run of spaces and hyphens."
     return "|".join(
-        re.escape(w).replace(r"\ ", r"\s+").replace(r"\-", r"[\s-]") for w in sorted(set(words), key=len, reverse=True)
+        re.escape(w).replace(r"\ ", r"[\s-]+").replace(r"\-", r"[\s-]+") for w in sorted(set(words), key=len, reverse=True)
     )
-
-
-def _lookup(table: dict[str, list[str]]) -> dict[str, str]:
-    "Synonym -> canonical name (lower case, single spaces)."
-    return {w: k for k, ws in table.items() for w in ws}
 
 
 def _norm(s: str) -> str:
     "Lower case, single spaces, hyphens as spaces: the key of a phrase in the lookup tables."
     return re.sub(r"[\s-]+", " ", s.strip().lower())
+
+
+def _lookup(table: dict[str, list[str]]) -> dict[str, str]:
+    "Synonym (normalised by `_norm`) -> canonical name."
+    return {_norm(w): k for k, ws in table.items() for w in ws}
 
 # %% ../../nbs/11_shapes_words.ipynb #wdfunc02
 FUNCTION_WORDS = frozenset(
