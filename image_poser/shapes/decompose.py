@@ -90,10 +90,11 @@ def _group_reqs(c: _Checklist, g: Group, final: SceneSpec, edited: dict, counted
         if getattr(g, a):
             c.add(a, f"{the} {_is(g)} {getattr(g, a)}", a, g.id, [g.id], edited.get((a, g.id)), group=g.id, shape=g.shape, **{a: getattr(g, a)})
     if g.region:
-        lines = {x: a.kind for a in final.arrangements if a.kind != "cluster" for x in a.groups}
-        along = {"row": "x", "column": "y"}.get(lines.get(g.id))
+        a = next((a for a in final.arrangements if a.kind != "cluster" and g.id in a.groups), None)
+        along = {"row": "x", "column": "y"}.get(a.kind) if a else None
+        line = list(a.groups) if a and len(a.groups) > 1 else None
         key = f"region:{g.id}" if f"region:{g.id}" in c.spans else g.id
-        c.add("region", f"the {_desc(g)} {_is(g)} in the {g.region} of the picture", "region", key, [g.id], edited.get(("region", g.id)), group=g.id, shape=g.shape, region=g.region, along=along)
+        c.add("region", f"the {_desc(g)} {_is(g)} in the {g.region} of the picture", "region", key, [g.id], edited.get(("region", g.id)), group=g.id, shape=g.shape, region=g.region, along=along, line=line)
     if g.ordinal:
         fam = final.family(g.id)
         c.add("relation", f"the {_desc(g)} {_is(g)} the {g.ordinal} of the {plural(g.shape)}", "ordinal", g.id, fam, group=g.id, shape=g.shape, ordinal=g.ordinal, family=fam)

@@ -423,7 +423,8 @@ def _check_relation(sp, mine, ctx):
 def _check_region(sp, mine, ctx):
     if not mine:
         return False, f"cannot judge: the {sp['shape']} is missing"
-    ok = holds_region(sp["region"], mine, ctx["size"], sp.get("along"))
+    line = [o for g in sp["line"] for o in ctx["assigned"].get(g, [])] if sp.get("line") else None
+    ok = holds_region(sp["region"], mine, ctx["size"], sp.get("along"), line=line)
     noun = plural(sp["shape"]) if len(mine) != 1 else sp["shape"]
     return ok, f"the {noun} {_is(len(mine))} {'' if ok else 'not '}in the {sp['region']} of the picture"
 

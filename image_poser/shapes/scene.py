@@ -487,12 +487,19 @@ def region_box(region: str, size: float = 128) -> tuple[float, float, float, flo
     return xr[0], xr[1], yr[0], yr[1]
 
 
-def holds_region(region: str, objs: list[SceneObject], size: float = 128, along: str | None = None, tol: float = REGION_TOL) -> bool:
-    "Is every member's center in `region`? `along` ('x' for a row, 'y' for a column): judge that axis on the group's center."
+def holds_region(
+    region: str,
+    objs: list[SceneObject],
+    size: float = 128,
+    along: str | None = None,  # 'x' for a group in a row, 'y' in a column: that axis is judged on the line's center
+    tol: float = REGION_TOL,
+    line: list[SceneObject] | None = None,  # every member of the row or column (default: `objs`)
+) -> bool:
+    "Is every member's center in `region`? For a group in a row (column), the horizontal (vertical) test is on the row's center."
     if not objs:
         return False
     x0, x1, y0, y1 = region_box(region, size)
-    cx, cy = _center(objs)
+    cx, cy = _center(line or objs)
     xs = [cx] if along == "x" else [o.x for o in objs]
     ys = [cy] if along == "y" else [o.y for o in objs]
     return all(x0 - tol <= x <= x1 + tol for x in xs) and all(y0 - tol <= y <= y1 + tol for y in ys)
@@ -574,14 +581,16 @@ def ordinal_relations(spec: SceneSpec) -> list[Relation]:
 def unmet(spec: SceneSpec, objects: list[SceneObject], size: int = 128) -> list[str]:
     "What a scene (objects tagged with their group ids) fails of `spec`'s relations, regions, arrangements and ordinals."
     by = {g.id: [o for o in objects if o.group == g.id] for g in spec.groups}
-    lines = {gid: a.kind for a in spec.arrangements if a.kind != "cluster" for gid in a.groups}
+    lines = {gid: a for a in spec.arrangements if a.kind != "cluster" for gid in a.groups}
     out = []
     for r in spec.relations:
         if not holds(r.rel, by[r.subject], by[r.object], each=r.each, b2=by[r.object2] if r.object2 else None):
             out.append(f"{r.subject} {r.rel} {r.object}" + (f" and {r.object2}" if r.object2 else ""))
     for g in spec.groups:
-        along = {"row": "x", "column": "y"}.get(lines.get(g.id))
-        if g.region and not holds_region(g.region, by[g.id], size, along):
+        a = lines.get(g.id)
+        along = {"row": "x", "column": "y"}.get(a.kind) if a else None
+        line = [o for h in a.groups for o in by[h]] if a else None
+        if g.region and not holds_region(g.region, by[g.id], size, along, line=line):
             out.append(f"{g.id} in the {g.region}")
         others = [o for h in spec.family(g.id) if h != g.id for o in by[h]]
         if g.ordinal and not holds_ordinal(g.ordinal, by[g.id], others):
@@ -593,7 +602,7 @@ def unmet(spec: SceneSpec, objects: list[SceneObject], size: int = 128) -> list[
 
 
 def _order(groups: list[Group], spec: SceneSpec) -> list[Group]:
-    "Groups in placing order: groups with a region first; anchors of 'between', 'each ... next to' and 'middle' before what is placed relative to them."
+    "Placing order: rows and columns, then groups with a region, then the rest; anchors of 'between', 'each ... next to' and 'middle' first."
     need = {g.id: set() for g in groups}
     for r in spec.relations:
         if r.rel == "between" or (r.rel == "next to" and r.each):
@@ -601,7 +610,8 @@ def _order(groups: list[Group], spec: SceneSpec) -> list[Group]:
     for g in groups:
         if g.ordinal == "middle":
             need[g.id] |= set(spec.family(g.id)) - {g.id}
-    out, left = [], sorted(groups, key=lambda g: g.region is None)  # the most constrained (placed) groups first
+    lines = {x for a in spec.arrangements if a.kind != "cluster" for x in a.groups}
+    out, left = [], sorted(groups, key=lambda g: (g.id not in lines, g.region is None))  # the most constrained first
     while left:
         g = next((g for g in left if need[g.id] <= {x.id for x in out}), left[0])  # a cycle: fall back to spec order
         out.append(g)
@@ -638,10 +648,18 @@ def _line_slots(a: Arrangement, groups: dict[str, Group], rng, size: int, scale:
     return slots if row else [(y, x) for x, y in slots]
 
 # %% ../../nbs/10_shapes_scene.ipynb #lay00011
-def _reserve(a: Arrangement, groups: dict[str, Group], slots: list[tuple[float, float]]) -> dict[str, list[tuple[float, float]]]:
-    "The free slots of each group of a line: an ordinal takes the slots at its end (or the middle ones); the others share the rest."
+def _reserve(a: Arrangement, groups: dict[str, Group], slots: list, rels: list[Relation]) -> dict[str, list[tuple[float, float]]]:
+    "The free slots of each group of a line: in the order relations chain them, else an ordinal at its end; the others share the rest."
     pool = list(slots)  # ordered along the line: first = leftmost (row) or top (column)
     ends = {"row": ("leftmost", "rightmost"), "column": ("top", "bottom")}[a.kind]
+    first = {"row": "left of", "column": "above"}[a.kind]
+    before = {(r.subject, r.object) for r in rels if r.rel == first} | {(r.object, r.subject) for r in rels if r.rel == INVERSE[first]}
+    chain = sorted(a.groups, key=lambda g: sum((h, g) in before for h in a.groups))
+    if all((x, y) in before for x, y in zip(chain, chain[1:])) and len(chain) > 1:
+        out, k = {}, 0
+        for gid in chain:
+            out[gid], k = pool[k : k + groups[gid].count], k + groups[gid].count
+        return out
     out = {}
     for gid in a.groups:
         g = groups[gid]
@@ -770,7 +788,7 @@ def layout(
                 continue
             s = _line_slots(a, by_id, rng, size, scale)
             bad += s is None
-            slots.update(_reserve(a, by_id, s) if s else {})
+            slots.update(_reserve(a, by_id, s, rels) if s else {})
         for g in groups:
             r = RADIUS[g.size] * scale
             ctx = _context(g, spec, rels, placed, slots, cluster_of) | {"placed": placed, "slots": slots}
