@@ -342,7 +342,7 @@ def _base_spec(cfg: dict, rng) -> SceneSpec | None:
         return None
     return spec
 
-
+# %% ../../nbs/15_shapes_data.ipynb #dtsamp02
 def _with_edits(spec: SceneSpec, cfg: dict, rng) -> SceneSpec | None:
     "`spec` with 1-3 sampled follow-up edits (per `cfg`), each leaving a scene that lays out; None if they cannot be found."
     n_edits = int(rng.integers(cfg["edits"][0], cfg["edits"][1] + 1))
@@ -421,7 +421,7 @@ def make_record(split: str, i: int) -> tuple[dict, str]:
     }
     return rec, spec.to_json()
 
-
+# %% ../../nbs/15_shapes_data.ipynb #dtsplit2
 def make_split(split: str, n: int, seen: set[str] | None = None) -> list[dict]:
     "`n` records of `split`, skipping specs in `seen` (which is updated)."
     seen = set() if seen is None else seen

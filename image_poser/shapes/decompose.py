@@ -30,6 +30,11 @@ def _is(g: Group) -> str:
     return "are" if g.count > 1 else "is"
 
 
+def _kind(shape: str, color: str | None, n: int = 1) -> str:
+    "'yellow stars': the objects a count or an absence is about (any number, so a total over groups may pass 12)."
+    return " ".join([color] if color else []) + (" " if color else "") + (plural(shape) if n > 1 else shape)
+
+
 def _edited(spec: SceneSpec) -> dict[tuple, int]:
     "(check, group or None) -> the index of the edit that made it so."
     out: dict[tuple, int] = {}
@@ -63,60 +68,65 @@ class _Checklist:
         self.out: list[Requirement] = []
         self.spans = spans
 
-    def add(self, kind: str, text: str, check: str, span_key=None, objects=(), edit=None, **spec_kw):
-        sp = {"check": check, **{a: b for a, b in spec_kw.items() if b is not None}}
-        if edit is not None:
-            sp["edit"] = edit
+    def add(self, kind: str, text: str, sp: dict, span_key=None, objects=(), edit=None):
+        "One requirement: `sp` is its checkable spec (`check` first); None values are left out; an edit's becomes kind 'edit'."
+        sp = {a: b for a, b in sp.items() if b is not None} | ({"edit": edit} if edit is not None else {})
         span = self.spans.get(f"edit:{edit}") if edit is not None else self.spans.get(span_key) if span_key else None
-        rid = f"r{len(self.out)}"
-        self.out.append(Requirement(id=rid, kind="edit" if edit is not None else kind, text=text, span=span, objects=list(objects), spec=sp))
+        kind = "edit" if edit is not None else kind
+        self.out.append(Requirement(id=f"r{len(self.out)}", kind=kind, text=text, span=span, objects=list(objects), spec=sp))
 
-
+# %% ../../nbs/13_shapes_decompose.ipynb #dreq0002
 def _group_reqs(c: _Checklist, g: Group, final: SceneSpec, edited: dict, counted: set) -> None:
-    "Presence, count, attribute and region requirements of one group."
-    attrs = {"shape": g.shape, "color": g.color, "size": g.size, "texture": g.texture}
+    "Presence, count and attribute requirements of one group."
+    attrs = {"shape": g.shape, "color": g.color, "size": g.size, "texture": g.texture, "region": g.region, "ordinal": g.ordinal}
     noun = plural(g.shape) if g.count > 1 else g.shape
-    extra = {"region": g.region, "ordinal": g.ordinal}
-    c.add("presence", f"there {'are' if g.count > 1 else 'is a'} {noun} ({_desc(g, True)})", "presence", g.id, [g.id], edited.get(("presence", g.id)), group=g.id, count=g.count, **attrs, **extra)
-    n = _total(g, final.groups)
-    key = (g.shape, g.color)
+    text = f"there {'are' if g.count > 1 else 'is a'} {noun} ({_desc(g, True)})"
+    c.add("presence", text, {"check": "presence", "group": g.id, "count": g.count} | attrs, g.id, [g.id], edited.get(("presence", g.id)))
+    n, key = _total(g, final.groups), (g.shape, g.color)
     e = edited.get(("count", g.id), edited.get(("count", key)))
     if (n > 1 or e is not None) and key not in counted:
         counted.add(key)
-        what = _desc(Group(id="x", shape=g.shape, color=g.color, count=n))
-        c.add("count", f"there {'are' if n > 1 else 'is'} exactly {n} {what}", "count", g.id, [g.id], e, group=g.id, shape=g.shape, color=g.color, count=n)
-    the = f"the {noun}"
+        sp = {"check": "count", "group": g.id, "shape": g.shape, "color": g.color, "count": n}
+        c.add("count", f"there {'are' if n > 1 else 'is'} exactly {n} {_kind(g.shape, g.color, n)}", sp, g.id, [g.id], e)
     for a in ("color", "size", "texture"):
         if getattr(g, a):
-            c.add(a, f"{the} {_is(g)} {getattr(g, a)}", a, g.id, [g.id], edited.get((a, g.id)), group=g.id, shape=g.shape, **{a: getattr(g, a)})
+            sp = {"check": a, "group": g.id, "shape": g.shape, a: getattr(g, a)}
+            c.add(a, f"the {noun} {_is(g)} {getattr(g, a)}", sp, g.id, [g.id], edited.get((a, g.id)))
+
+
+def _place_reqs(c: _Checklist, g: Group, final: SceneSpec, edited: dict) -> None:
+    "Region and ordinal requirements of one group (a group in a row or column is placed by the line's center along it)."
     if g.region:
         a = next((a for a in final.arrangements if a.kind != "cluster" and g.id in a.groups), None)
         along = {"row": "x", "column": "y"}.get(a.kind) if a else None
         line = list(a.groups) if a and len(a.groups) > 1 else None
         key = f"region:{g.id}" if f"region:{g.id}" in c.spans else g.id
-        c.add("region", f"the {_desc(g)} {_is(g)} in the {g.region} of the picture", "region", key, [g.id], edited.get(("region", g.id)), group=g.id, shape=g.shape, region=g.region, along=along, line=line)
+        sp = {"check": "region", "group": g.id, "shape": g.shape, "region": g.region, "along": along, "line": line}
+        c.add("region", f"the {_desc(g)} {_is(g)} in the {g.region} of the picture", sp, key, [g.id], edited.get(("region", g.id)))
     if g.ordinal:
         fam = final.family(g.id)
-        c.add("relation", f"the {_desc(g)} {_is(g)} the {g.ordinal} of the {plural(g.shape)}", "ordinal", g.id, fam, group=g.id, shape=g.shape, ordinal=g.ordinal, family=fam)
+        sp = {"check": "ordinal", "group": g.id, "shape": g.shape, "ordinal": g.ordinal, "family": fam}
+        c.add("relation", f"the {_desc(g)} {_is(g)} the {g.ordinal} of the {plural(g.shape)}", sp, g.id, fam)
 
 # %% ../../nbs/13_shapes_decompose.ipynb #dreq0003
 def _relation_reqs(c: _Checklist, spec: SceneSpec, final: SceneSpec, edited: dict) -> None:
     "One requirement per relation and per arrangement of two or more objects."
     for r in final.relations:
         s, o = final.group(r.subject), final.group(r.object)
-        e = edited.get(("relation", r.to_json()))
         key = next((f"rel:{j}" for j, rr in enumerate(spec.relations) if rr == r), None)
         obj = f"the {_desc(o)}" + (f" and the {_desc(final.group(r.object2))}" if r.object2 else "")
         text = f"{'each of ' if r.each else ''}the {_desc(s)} {_is(s)} {r.rel} {obj}"
         objs = [r.subject, r.object] + ([r.object2] if r.object2 else [])
-        c.add("relation", text, "relation", key, objs, e, subject=r.subject, rel=r.rel, object=r.object, object2=r.object2, each=r.each or None)
-    for j, a in enumerate(final.arrangements):
+        sp = {"check": "relation", "subject": r.subject, "rel": r.rel, "object": r.object, "object2": r.object2, "each": r.each or None}
+        c.add("relation", text, sp, key, objs, edited.get(("relation", r.to_json())))
+    for a in final.arrangements:
         members = [final.group(g) for g in a.groups]
         if sum(g.count for g in members) < 2:
             continue
         key = next((f"arr:{i}" for i, x in enumerate(spec.arrangements) if x == a), None)
         text = f"the {' and the '.join(_desc(g) for g in members)} form a {a.kind}" + (", evenly spaced" if a.even else "")
-        c.add("arrangement", text, "arrangement", key, a.groups, groups=list(a.groups), arrangement=a.kind, even=a.even or None)
+        sp = {"check": "arrangement", "groups": list(a.groups), "arrangement": a.kind, "even": a.even or None}
+        c.add("arrangement", text, sp, key, a.groups)
 
 
 def _removed(spec: SceneSpec, final: SceneSpec) -> dict[tuple, int]:
@@ -137,11 +147,16 @@ def _removal_reqs(c: _Checklist, spec: SceneSpec, final: SceneSpec) -> None:
         if e.op != "remove" or e.count is not None:
             continue
         before, _ = apply_edits(spec.model_copy(update={"edits": spec.edits[:k]}))
-        g = before.group(e.target) if e.target in [x.id for x in before.groups] else None
-        if g is None:
-            continue
-        if not [h for h in final.groups if h.shape == g.shape and (g.color is None or h.color == g.color)]:
-            c.add("edit", f"there is no {_desc(Group(id='x', shape=g.shape, color=g.color))}", "absence", None, [e.target], k, shape=g.shape, color=g.color)
+        g = next((x for x in before.groups if x.id == e.target), None)
+        if g is not None and not [h for h in final.groups if h.shape == g.shape and (g.color is None or h.color == g.color)]:
+            c.add(
+                "edit",
+                f"there is no {_kind(g.shape, g.color)}",
+                {"check": "absence", "shape": g.shape, "color": g.color},
+                None,
+                [e.target],
+                k,
+            )
 
 # %% ../../nbs/13_shapes_decompose.ipynb #dreq0004
 def requirements(spec: SceneSpec, spans: dict[str, tuple[int, int]] | None = None) -> list[Requirement]:
@@ -152,9 +167,11 @@ def requirements(spec: SceneSpec, spans: dict[str, tuple[int, int]] | None = Non
     counted: set = set()
     for g in final.groups:
         _group_reqs(c, g, final, edited, counted)
+        _place_reqs(c, g, final, edited)
     _relation_reqs(c, spec, final, edited)
     if final.background:
-        c.add("background", f"the background is {final.background}", "background", "bg", [], edited.get(("background", None)), background=final.background)
+        sp = {"check": "background", "background": final.background}
+        c.add("background", f"the background is {final.background}", sp, "bg", [], edited.get(("background", None)))
     _removal_reqs(c, spec, final)
     return c.out
 

@@ -53,7 +53,7 @@ FILLER = [
     "Consistency of style is important here.",
 ]
 
-
+# %% ../../nbs/14_shapes_describe.ipynb #dsfill02
 def _pick(rng, xs):
     return xs[int(rng.integers(len(xs)))]
 
@@ -275,7 +275,8 @@ REGION_PHRASES = {
 }
 
 REGION_DESTINATIONS = {
-    r: sorted({re.sub(r"^(?:in|at|along|near|across|on) the ", "to the ", p) for p in ps if not p.startswith("right")}) for r, ps in REGION_PHRASES.items()
+    r: sorted({re.sub(r"^(?:in|at|along|near|across|on) the ", "to the ", p) for p in ps if not p.startswith("right")})
+    for r, ps in REGION_PHRASES.items()
 }
 
 ARRANGE_PHRASES = {
@@ -284,7 +285,13 @@ ARRANGE_PHRASES = {
     "cluster": ["next to each other", "side by side", "close together"],
 }
 
-ORDINAL_PHRASES = {"leftmost": ["leftmost"], "rightmost": ["rightmost"], "top": ["top", "topmost"], "bottom": ["bottom", "lowest"], "middle": ["middle"]}
+ORDINAL_PHRASES = {
+    "leftmost": ["leftmost"],
+    "rightmost": ["rightmost"],
+    "top": ["top", "topmost"],
+    "bottom": ["bottom", "lowest"],
+    "middle": ["middle"],
+}
 
 FRONT_PRONOUN = {
     "left of": ["To its left", "On its left", "To the left of it"],
@@ -294,11 +301,20 @@ FRONT_PRONOUN = {
     "next to": ["Next to it", "Beside it"],
 }
 
-SHADED = {"blue": ["navy", "dark blue", "light blue"], "red": ["bright red", "deep red", "crimson"], "green": ["dark green", "light green", "lime"]}
+SHADED = {
+    "blue": ["navy", "dark blue", "light blue"],
+    "red": ["bright red", "deep red", "crimson"],
+    "green": ["dark green", "light green", "lime"],
+}
 
 SHADED |= {"yellow": ["bright yellow", "golden"], "pink": ["pale pink", "light pink", "magenta"], "purple": ["deep purple", "dark purple"]}
 
-SHADED |= {"cyan": ["teal", "light cyan"], "orange": ["bright orange", "dark orange"], "gray": ["light gray", "dark grey"], "brown": ["dark brown"]}
+SHADED |= {
+    "cyan": ["teal", "light cyan"],
+    "orange": ["bright orange", "dark orange"],
+    "gray": ["light gray", "dark grey"],
+    "brown": ["dark brown"],
+}
 
 
 def _color_word(c: str, rng) -> str:
@@ -321,7 +337,10 @@ def _free_phrase(g: Group, rng, omit: tuple[str, ...] = (), count: int | None = 
 
 def _attr_words(g: Group, attrs: tuple[str, ...], rng) -> str:
     "'red', 'large and striped': the words stating `attrs` of `g`."
-    words = [_color_word(g.color, rng) if a == "color" else _pick(rng, SIZE_WORDS[g.size] if a == "size" else TEXTURE_PRE[g.texture]) for a in attrs]
+    words = [
+        _color_word(g.color, rng) if a == "color" else _pick(rng, SIZE_WORDS[g.size] if a == "size" else TEXTURE_PRE[g.texture])
+        for a in attrs
+    ]
     return " and ".join(words)
 
 
@@ -402,7 +421,9 @@ def _free_relation(r: Relation, groups: list[Group], rng) -> str:
         if _unique_shape(s, groups):
             forms += [f"Each {s.shape} is {_rel_words(r.rel, rng)} {ro}", f"All the {plural(s.shape)} are {_rel_words(r.rel, rng)} {ro}"]
         return _pick(rng, forms)
-    return _pick(rng, [f"{_cap(rs)} {_be(s, rng)} {_rel_words(r.rel, rng)} {ro}", f"{_cap(_rel_words(r.rel, rng))} {ro} there {_be_n(s.count)} {rs}"])
+    return _pick(
+        rng, [f"{_cap(rs)} {_be(s, rng)} {_rel_words(r.rel, rng)} {ro}", f"{_cap(_rel_words(r.rel, rng))} {ro} there {_be_n(s.count)} {rs}"]
+    )
 
 
 def _units(spec: SceneSpec) -> list[tuple]:
@@ -443,7 +464,9 @@ def _chain(gs: list[Group], rels: list[Relation]) -> list[Group] | None:
 # %% ../../nbs/14_shapes_describe.ipynb #dfree006
 def _front_pronoun(g: Group, arr, groups: list[Group], rels: list[Relation], last: Group | None, rng) -> tuple[str, Relation] | None:
     "'Below it there are three stars': `g` introduced relative to the group the previous sentence was about (`last`)."
-    r = next((r for r in rels if r.subject == g.id and last is not None and r.object == last.id and r.rel != "between" and not r.each), None)
+    r = next(
+        (r for r in rels if r.subject == g.id and last is not None and r.object == last.id and r.rel != "between" and not r.each), None
+    )
     if r is None or rng.random() < 0.4:
         return None
     pron = _pick(rng, FRONT_PRONOUN[r.rel])
@@ -490,7 +513,10 @@ def _free_edit_text(e: Edit, groups: list[Group], rng) -> str:
     "An edit in free wording: 'get rid of the star', 'delete two of the circles', 'move the square to the top left corner', ..."
     if e.op == "background":
         w = _pick(rng, BG_WORDS[e.background])
-        return _pick(rng, [f"change the background to {w}", f"make the background {w}", f"switch the background to {w}", f"set the background to {w}"])
+        return _pick(
+            rng,
+            [f"change the background to {w}", f"make the background {w}", f"switch the background to {w}", f"set the background to {w}"],
+        )
     if e.op == "add":
         return f"{_pick(rng, ['add', 'insert', 'put'])} {_free_phrase(e.group, rng)} {_pick(rng, REGION_PHRASES[e.group.region])}"
     g = next(x for x in groups if x.id == e.target)

@@ -8,7 +8,6 @@ Docs: https://image-poser.github.io/image_poser/shapes_parse.html.md"""
 from __future__ import annotations
 
 import bisect
-import json
 import re
 import unicodedata
 from dataclasses import dataclass, field
@@ -21,7 +20,6 @@ __all__ = ['MASTER', 'KINDS', 'EDIT_START_VERBS', 'MAX_GROUPS', 'MAX_COUNT', 'RE
 # %% ../../nbs/12_shapes_parse.ipynb #psimp002
 from image_poser.shapes.scene import (
     INVERSE,
-    ORDINALS,
     Arrangement,
     Edit,
     Group,
@@ -80,40 +78,6 @@ _ORDER_LU = {_norm(k): v for k, v in ORDER_WORDS.items()}
 
 _NUMS = NUMBER_WORDS | BIG_NUMBER_WORDS | VAGUE_NUMBER_WORDS | {"no": 0}
 
-_COLOR = r"(?:(?:" + _alt(SHADE_WORDS) + r")[\s-]+)?(?:" + _alt(_COLOR_LU) + r")"
-
-_ATTR = _COLOR + "|" + _alt(list(_SIZE_LU) + list(_TEXPRE_LU))
-
-_NUM = _alt(_NUMS) + r"|-?\d+"
-
-_DET = (
-    _alt(["the", "this", "that", "these", "those", "all the", "all of the", "all", "each", "every", "both", "both the", "both of the"])
-    + "|"
-    + _alt(["another", "one more", "each of the", "every one of the"])
-    + r"|(?:"
-    + _alt(NUMBER_WORDS)
-    + r"|\d+)\s+of\s+(?:the|these|those)|(?:the|these|those)\s+(?:"
-    + _alt(NUMBER_WORDS)
-    + r"|\d+)|"
-    + _NUM
-)
-
-_SHAPES = _alt(_SHAPE_LU)
-
-_CANVAS = r"(?:\s+of\s+(?:the\s+|this\s+|a\s+|an\s+)?(?:whole\s+|entire\s+)?(?:" + _alt(CANVAS_WORDS) + r"))?"
-
-_PREP = r"(?:(?:right|just|exactly|directly|somewhere|over|up|down)\s+)?(?:in|at|on|along|across|near|toward|towards|to|into|inside|within|by|over)\s+"
-
-_THE = r"(?:the\s+|this\s+)?(?:very\s+|far\s+)?"
-
-_PART = r"(?:\s+(?:" + _alt(REGION_PART) + r"))?"
-
-_NOT_OF = r"(?!\s+(?:(?:" + _alt(REGION_PART) + r")\s+)?of\b)"
-
-_CORNER = r"(?:top|upper|bottom|lower)[\s-]*(?:left|right)(?:[\s-]*hand)?"
-
-_SIDE = r"(?:top|upper|bottom|lower|left|right)(?:[\s-]*hand)?"
-
 _VERBS = {
     "recolor": ["make", "turn", "paint", "color", "colour", "recolor", "recolour", "change", "set", "switch", "use", "give", "fill"],
     "remove": ["remove", "delete", "erase", "get rid of", "take away", "take out", "eliminate", "drop", "clear away"],
@@ -125,166 +89,120 @@ _VERBS = {
 
 _VERB_LU = _lookup(_VERBS)
 
+# %% ../../nbs/12_shapes_parse.ipynb #psrx0001
+_COLOR = rf"(?:(?:{_alt(SHADE_WORDS)})[\s-]+)?(?:{_alt(_COLOR_LU)})"
+
+_ATTR = _COLOR + "|" + _alt(list(_SIZE_LU) + list(_TEXPRE_LU))
+
+_NUMW = rf"(?:{_alt(NUMBER_WORDS)}|\d+)"
+
+_QUANT_DETS = ["the", "this", "that", "these", "those", "all the", "all of the", "all", "each", "every", "both", "both the", "both of the"]
+
+_DET = rf"{_alt(_QUANT_DETS + ['another', 'one more', 'each of the', 'every one of the'])}|{_NUMW}\s+of\s+(?:the|these|those)"
+
+_DET += rf"|(?:the|these|those)\s+{_NUMW}|{_alt(_NUMS)}|-?\d+"
+
+_SHAPES = _alt(_SHAPE_LU)
+
+_CANVAS = rf"(?:\s+of\s+(?:the\s+|this\s+|a\s+|an\s+)?(?:whole\s+|entire\s+)?(?:{_alt(CANVAS_WORDS)}))?"
+
+_PREP = r"(?:(?:right|just|exactly|directly|somewhere|over|up|down)\s+)?(?:in|at|on|along|across|near|toward|towards|to|into|inside|within|by|over)\s+"
+
+_THE = r"(?:the\s+|this\s+)?(?:very\s+|far\s+)?"
+
+_PART = rf"(?:\s+(?:{_alt(REGION_PART)}))?"
+
+_NOT_OF = rf"(?!\s+(?:(?:{_alt(REGION_PART)})\s+)?of\b)"  # 'on the left' is a place, 'on the left (side) of the square' a relation
+
+_CORNER = r"(?:top|upper|bottom|lower)[\s-]*(?:left|right)(?:[\s-]*hand)?"
+
+_SIDE = r"(?:top|upper|bottom|lower|left|right)(?:[\s-]*hand)?"
+
 # %% ../../nbs/12_shapes_parse.ipynb #79202af5
-_REGION = (
-    r"(?P<region>\b(?:"
-    + _PREP
-    + _THE
-    + r"(?P<rc>"
-    + _CORNER
-    + r")"
-    + _PART
-    + _CANVAS
-    + _NOT_OF
-    + r"|(?:the\s+)?(?P<rc2>"
-    + _CORNER
-    + r")\s+corner"
-    + _CANVAS
-    + r"|"
-    + _PREP
-    + _THE
-    + r"(?P<rv>top|upper|bottom|lower)[\s-]+(?:center|centre|middle)"
-    + _PART
-    + _CANVAS
-    + r"|"
-    + _PREP
-    + _THE
-    + r"(?P<rs>"
-    + _SIDE
-    + r")"
-    + _PART
-    + _CANVAS
-    + _NOT_OF
-    + r"|"
-    + _PREP
-    + _THE
-    + r"(?:dead\s+)?(?P<rm>"
-    + _alt(REGION_CENTER)
-    + r")"
-    + _PART
-    + _CANVAS
-    + r"(?!\s+(?:between|one\b|of\s+(?:the\s+)?(?:two|row|column|line|them)))"
-    + r"|(?:right\s+)?(?P<rm2>centered|centred|in\s+the\s+centre|in\s+the\s+center))\b)"
-)
+_NOT_CENTER = r"(?!\s+(?:between|one\b|of\s+(?:the\s+)?(?:two|row|column|line|them)))"
+
+_REGION_ALTS = [
+    rf"{_PREP}{_THE}(?P<rc>{_CORNER}){_PART}{_CANVAS}{_NOT_OF}",  # in the upper left corner
+    rf"(?:the\s+)?(?P<rc2>{_CORNER})\s+corner{_CANVAS}",  # the top right corner (holds ...)
+    rf"{_PREP}{_THE}(?P<rv>top|upper|bottom|lower)[\s-]+(?:center|centre|middle){_PART}{_CANVAS}",  # at the bottom center
+    rf"{_PREP}{_THE}(?P<rs>{_SIDE}){_PART}{_CANVAS}{_NOT_OF}",  # along the bottom, on the left side
+    rf"{_PREP}{_THE}(?:dead\s+)?(?P<rm>{_alt(REGION_CENTER)}){_PART}{_CANVAS}{_NOT_CENTER}",  # in the middle
+    r"(?:right\s+)?(?P<rm2>centered|centred|in\s+the\s+centre|in\s+the\s+center)",
+]
+
+_REGION = rf"(?P<region>\b(?:{'|'.join(_REGION_ALTS)})\b)"
 
 _ROWPLACE = r"(?P<rowplace>\bthe\s+(?P<rpw>top|upper|middle|center|centre|bottom|lower|left|right)\s+(?P<rpk>row|column)\b)"
 
-_ARRANGE = r"(?P<arr>\b(?:(?:" + _alt(_ARR_LU) + r")|(?P<arrof>a\s+(?:row|line|column|stack|vertical\s+line|horizontal\s+line)\s+of))\b)"
+_ARRANGE = rf"(?P<arr>\b(?:(?:{_alt(_ARR_LU)})|(?P<arrof>a\s+(?:row|line|column|stack|vertical\s+line|horizontal\s+line)\s+of))\b)"
 
-_ORDINAL = (
-    r"(?P<ordinal>\bthe\s+(?:(?P<o1>"
-    + _alt(_ORD_LU)
-    + r")\s+(?:(?P<on1>"
-    + _alt(NUMBER_WORDS)
-    + r"|\d+)\s+)?(?P<os1>ones?|"
-    + _SHAPES
-    + r")"
-    + r"|(?P<o2>first|last)\s+(?:(?P<on2>"
-    + _alt(NUMBER_WORDS)
-    + r"|\d+)\b(?:\s+(?P<os2>ones|"
-    + _SHAPES
-    + r"))?|(?P<os3>"
-    + _SHAPES
-    + r"))"
-    + r"|one\s+(?:on\s+the\s+(?P<o3>left|right)|at\s+the\s+(?P<o4>top|bottom)|in\s+the\s+(?P<o5>middle|center|centre))"
-    + r"|(?P<o6>leftmost|rightmost|topmost|uppermost|highest|lowest|bottommost|lowermost|left-most|right-most)"
-    + r"(?:\s+of\s+(?:them|the\s+(?:\w+\s+)?(?P<os4>"
-    + _SHAPES
-    + r")))?)\b)"
-)
+_ORDINAL_ALTS = [
+    rf"(?P<o1>{_alt(_ORD_LU)})\s+(?:(?P<on1>{_NUMW})\s+)?(?P<os1>ones?|{_SHAPES})",  # the middle one, the top two squares
+    rf"(?P<o2>first|last)\s+(?:(?P<on2>{_NUMW})\b(?:\s+(?P<os2>ones|{_SHAPES}))?|(?P<os3>{_SHAPES}))",  # the first two
+    r"one\s+(?:on\s+the\s+(?P<o3>left|right)|at\s+the\s+(?P<o4>top|bottom)|in\s+the\s+(?P<o5>middle|center|centre))",
+    rf"(?P<o6>leftmost|rightmost|topmost|uppermost|highest|lowest|bottommost|lowermost|left-most|right-most)"
+    rf"(?:\s+of\s+(?:them|the\s+(?:\w+\s+)?(?P<os4>{_SHAPES})))?",
+]
 
-_OTHERS = (
-    r"(?P<others>\bthe\s+(?:others|rest(?:\s+of\s+them)?|other\s+(?:(?:"
-    + _alt(NUMBER_WORDS)
-    + r"|\d+)\s+)?(?:ones|"
-    + _SHAPES
-    + r")|other\s+(?:"
-    + _alt(NUMBER_WORDS)
-    + r")|remaining\s+(?:ones|"
-    + _SHAPES
-    + r"|"
-    + _alt(NUMBER_WORDS)
-    + r"))\b)"
-)
+_ORDINAL = rf"(?P<ordinal>\bthe\s+(?:{'|'.join(_ORDINAL_ALTS)})\b)"
+
+_OTHERS = rf"(?P<others>\bthe\s+(?:others|rest(?:\s+of\s+them)?|other\s+(?:{_NUMW}\s+)?(?:ones|{_SHAPES})|other\s+{_NUMW}|remaining\s+(?:ones|{_SHAPES}|{_NUMW}))\b)"
+
+_POST = rf"(?P<post>(?:\s+(?:{_alt(_TEXPOST_LU)}|(?:in|colou?red|painted)\s+(?:{_COLOR}))\b)*)"
 
 _MENTION = (
-    r"(?P<mention>(?:\b|(?=-\d))(?:(?P<det>"
-    + _DET
-    + r")\s+)?(?P<attrs>(?:(?:"
-    + _ATTR
-    + r")(?:\s*,\s*|\s+and\s+|\s+))*)(?P<shape>"
-    + _SHAPES
-    + r")\b(?P<post>(?:\s+(?:"
-    + _alt(_TEXPOST_LU)
-    + r"|(?:in|colou?red|painted)\s+(?:"
-    + _COLOR
-    + r"))\b)*))"
+    rf"(?P<mention>(?:\b|(?=-\d))(?:(?P<det>{_DET})\s+)?(?P<attrs>(?:(?:{_ATTR})(?:\s*,\s*|\s+and\s+|\s+))*)(?P<shape>{_SHAPES})\b{_POST})"
 )
 
-_ONEREF = r"(?P<oneref>\b(?P<odet>" + _DET + r")\s+(?P<oattrs>(?:(?:" + _ATTR + r")\s+)+)ones?\b)"
+_ONEREF = rf"(?P<oneref>\b(?P<odet>{_DET})\s+(?P<oattrs>(?:(?:{_ATTR})\s+)+)ones?\b)"
 
-_PRON = (
-    r"(?P<pron>\b(?:(?P<pn>"
-    + _alt(NUMBER_WORDS)
-    + r"|\d+|all|both|each|none)\s+of\s+them|the\s+two\s+of\s+them|the\s+former|the\s+latter|they|them|their|it|its|both)\b)"
-)
+_PRON = rf"(?P<pron>\b(?:(?P<pn>{_NUMW}|all|both|each|none)\s+of\s+them|the\s+two\s+of\s+them|the\s+former|the\s+latter|they|them|their|it|its|both)\b)"
 
 # %% ../../nbs/12_shapes_parse.ipynb #psmast01
+_BG_PRE = r"(?:(?:plain|solid|simple|flat)\s+)?"
+
+_BG_ALTS = [
+    rf"(?:on|against|with|in\s+front\s+of|over|onto|upon)\s+(?:a\s+|an\s+|the\s+)?{_BG_PRE}(?P<bg1>{_alt(_BG_LU)})(?:[\s-]+colou?red)?\s+(?:background|backdrop)",
+    rf"(?:the\s+)?(?:background|backdrop)\s+(?:color\s+)?(?:is|should\s+be|must\s+be|will\s+be|of|to|as|into|be)\s+(?:a\s+|an\s+)?(?P<bg2>{_alt(_BG_LU)})(?:\s+(?:background|one))?",
+    rf"(?:the\s+)?(?:background|backdrop)\s+with\s+(?:a\s+|an\s+)?(?P<bg3>{_alt(_BG_LU)})(?:\s+(?:background|one))?",
+    rf"(?:the\s+)?(?:background|backdrop)\s+(?P<bg6>{_alt(_BG_LU)})",
+    rf"(?:a\s+|an\s+)?{_BG_PRE}(?P<bg4>{_alt(_BG_LU)})(?:[\s-]+colou?red)?\s+(?:background|backdrop)",
+    r"on\s+(?:a\s+)?(?P<bg5>grid\s+paper|graph\s+paper|navy(?:\s+blue)?|beige|cream)",
+]
+
+_VERB = rf"make(?!\s+sure)|{_alt([w for w in _VERB_LU if w != 'make'])}"
+
+_SMALL = _alt([w for w, v in NUMBER_WORDS.items() if w.isalpha() and len(w) > 2])
+
+_TEX_WORDS = _alt(list(_TEXPRE_LU) + ["stripes", "dots", "polka dots", "stripy", "stripey"])
+
+# %% ../../nbs/12_shapes_parse.ipynb #psmast02
 MASTER = re.compile(
-    r"(?P<marker>\b(?:"
-    + _alt(EDIT_MARKERS)
-    + r")(?:\b|(?<=,)),?)"
-    + r"|(?P<bg>\b(?:(?:on|against|with|in\s+front\s+of|over|onto|upon)\s+(?:a\s+|an\s+|the\s+)?(?:(?:plain|solid|simple|flat)\s+)?(?P<bg1>"
-    + _alt(_BG_LU)
-    + r")(?:[\s-]+colou?red)?\s+(?:background|backdrop)"
-    + r"|(?:the\s+)?(?:background|backdrop)\s+(?:color\s+)?(?:is|should\s+be|must\s+be|will\s+be|of|to|as|into|be)\s+(?:a\s+|an\s+)?(?P<bg2>"
-    + _alt(_BG_LU)
-    + r")(?:\s+(?:background|one))?"
-    + r"|(?:the\s+)?(?:background|backdrop)\s+with\s+(?:a\s+|an\s+)?(?P<bg3>"
-    + _alt(_BG_LU)
-    + r")(?:\s+(?:background|one))?"
-    + r"|(?:the\s+)?(?:background|backdrop)\s+(?P<bg6>"
-    + _alt(_BG_LU)
-    + r")|(?:a\s+|an\s+)?(?:(?:plain|solid|simple|flat)\s+)?(?P<bg4>"
-    + _alt(_BG_LU)
-    + r")(?:[\s-]+colou?red)?\s+(?:background|backdrop)|on\s+(?:a\s+)?(?P<bg5>grid\s+paper|graph\s+paper|navy(?:\s+blue)?|beige|cream))\b)"
-    + "|"
-    + _ROWPLACE
-    + "|"
-    + _REGION
-    + r"|(?P<order>\b(?:"
-    + _alt(ORDER_WORDS)
-    + r")\b)|(?P<even>\b(?:"
-    + _alt(EVEN_WORDS)
-    + r")\b)|"
-    + _ARRANGE
-    + r"|(?P<around>\b(?:"
-    + _alt(AROUND_WORDS)
-    + r")\b)|(?P<relp>\b(?:"
-    + _alt(_RELP_LU)
-    + r")\b)|(?P<rel>\b(?:"
-    + _alt(_REL_LU)
-    + r")\b)|"
-    + _ORDINAL
-    + "|"
-    + _OTHERS
-    + "|"
-    + _MENTION
-    + "|"
-    + _ONEREF
-    + "|"
-    + _PRON
-    + r"|(?P<verb>\b(?:make(?!\s+sure)|"
-    + _alt([w for w in _VERB_LU if w != "make"])
-    + r")\b)|(?P<color>\b(?:"
-    + _COLOR
-    + r")\b)|(?P<size>\b(?:"
-    + _alt(list(_SIZE_LU) + ["smaller", "larger", "bigger"])
-    + r")\b)|(?P<texture>\b(?:"
-    + _alt(list(_TEXPRE_LU) + ["stripes", "dots", "polka dots", "stripy", "stripey"])
-    + r")\b)|(?P<num>\b(?:"
-    + _alt([w for w, v in NUMBER_WORDS.items() if w.isalpha() and len(w) > 2])
-    + r")\b)|(?P<sep>[.;!?]|,|:|\band\b|\s[-–—]\s)",
+    "|".join(
+        [
+            rf"(?P<marker>\b(?:{_alt(EDIT_MARKERS)})(?:\b|(?<=,)),?)",
+            rf"(?P<bg>\b(?:{'|'.join(_BG_ALTS)})\b)",
+            _ROWPLACE,
+            _REGION,
+            rf"(?P<order>\b(?:{_alt(ORDER_WORDS)})\b)",
+            rf"(?P<even>\b(?:{_alt(EVEN_WORDS)})\b)",
+            _ARRANGE,
+            rf"(?P<around>\b(?:{_alt(AROUND_WORDS)})\b)",
+            rf"(?P<relp>\b(?:{_alt(_RELP_LU)})\b)",
+            rf"(?P<rel>\b(?:{_alt(_REL_LU)})\b)",
+            _ORDINAL,
+            _OTHERS,
+            _MENTION,
+            _ONEREF,
+            _PRON,
+            rf"(?P<verb>\b(?:{_VERB})\b)",
+            rf"(?P<color>\b(?:{_COLOR})\b)",
+            rf"(?P<size>\b(?:{_alt(list(_SIZE_LU) + ['smaller', 'larger', 'bigger'])})\b)",
+            rf"(?P<texture>\b(?:{_TEX_WORDS})\b)",
+            rf"(?P<num>\b(?:{_SMALL})\b)",
+            r"(?P<sep>[.;!?]|,|:|\band\b|\s[-–—]\s)",
+        ]
+    ),
     re.I,
 )
 
@@ -304,19 +222,15 @@ KINDS = (
     "mention",
     "oneref",
     "pron",
-    "verb",
-    "color",
-    "size",
-    "texture",
-    "num",
-    "sep",
 )
+
+KINDS += ("verb", "color", "size", "texture", "num", "sep")
 
 _ATTR_RE = re.compile(_ATTR, re.I)
 
-_TEXPOST_RE = re.compile(r"(?P<tex>" + _alt(_TEXPOST_LU) + r")|(?:in|colou?red|painted)\s+(?P<col>" + _COLOR + r")\b", re.I)
+_TEXPOST_RE = re.compile(rf"(?P<tex>{_alt(_TEXPOST_LU)})|(?:in|colou?red|painted)\s+(?P<col>{_COLOR})\b", re.I)
 
-_SHADE_RE = re.compile(r"^(?:" + _alt(SHADE_WORDS) + r")[\s-]+", re.I)
+_SHADE_RE = re.compile(rf"^(?:{_alt(SHADE_WORDS)})[\s-]+", re.I)
 
 # %% ../../nbs/12_shapes_parse.ipynb #dcb00121
 @dataclass
@@ -444,7 +358,7 @@ def _decode(kind: str, m: re.Match):
         return "strong" if t in ".;!?" else "and" if t == "and" else "weak"
     return t
 
-
+# %% ../../nbs/12_shapes_parse.ipynb #psdec002
 def _region_value(m: re.Match) -> tuple[str, str | None]:
     "(region, note) of a place phrase: 'in the upper left corner' -> ('top left', None)."
     side = {"upper": "top", "lower": "bottom", "left hand": "left", "right hand": "right"}
@@ -550,6 +464,9 @@ class _State:
     def new_group(self, men: Mention, text: str, span: tuple[int, int]) -> Group | None:
         "A group for an introducing mention, its count checked: none for a count below 1, at most `MAX_COUNT` objects."
         n = men.count if men.count is not None else (2 if men.plural else 1)
+        if men.shape is None:
+            self.problem(f"{text.strip()!r}: no shape to refer to")
+            return None
         if n <= 0:
             self.problem(f"count {n} in {text.strip()!r} is out of range (1-{MAX_COUNT}): nothing drawn for it")
             return None
@@ -598,8 +515,8 @@ def _antecedent(st: _State, pos: int, plural: bool | None, spec: SceneSpec, excl
         return rest[:1]
     for s in sorted({s for s, _ in events}, reverse=True):
         ids = list(dict.fromkeys(g for t, idl in events if t == s for g in idl if g in alive and g not in exclude))
-        if len(ids) >= 2 or any(alive[g].count > 1 for g in ids):
-            return ids
+        if len(ids) >= 2 or any(alive[g].count > 1 for g in ids):  # 'them': with the parts split off them since
+            return list(dict.fromkeys(h for g in ids for h in spec.family(g) if h not in exclude))
     return []
 
 # %% ../../nbs/12_shapes_parse.ipynb #pssplit1
@@ -826,7 +743,7 @@ def _coord(s: _Sentence, ci: int) -> list[int]:
 def _subject(s: _Sentence, k: int, topic: list[int] | None, after: bool = True) -> list[int] | None:
     "Who a place, arrangement or attribute at item `k` is about: the clause's subject, else the sentence's topic, else what follows."
     ci = s.clause_of[k]
-    own = [j for j in s.clauses[ci][1] if j < k and j in s.refs and j not in s.objects]
+    own = [j for j in s.clauses[ci][1] if j < k and j in s.refs and (j not in s.objects or s.items[k].kind == "region")]
     if own:
         first = own[-1] == next((j for j in s.clauses[ci][1] if j in s.refs), None)
         return (_coord(s, ci) if first else []) + [own[-1]]
@@ -867,7 +784,7 @@ def _base_sentence(st: _State, sent: list[Item]) -> None:
                 st.use(it)
     skip = _elided(st, sent, refs)
     s = _Sentence(sent, refs)
-    topic, relp_seen = None, {}
+    topic, relp_seen, evens = None, {}, []
     for ci, (_, idx) in enumerate(s.clauses):
         own = [j for j in idx if j in refs and j not in s.objects]
         if own:
@@ -879,7 +796,9 @@ def _base_sentence(st: _State, sent: list[Item]) -> None:
                 topic = _relate(st, s, k, subj or topic, objs) or topic
             elif it.kind == "relp":
                 topic = _relate_pronoun(st, s, k, topic, relp_seen) or topic
-            elif it.kind in ("region", "rowplace", "arr", "order", "even"):
+            elif it.kind == "even":  # 'evenly spaced in a row': after the arrangement is known
+                evens.append((k, topic))
+            elif it.kind in ("region", "rowplace", "arr", "order"):
                 topic = _modify(st, s, k, topic) or topic
             elif it.kind in ("color", "size", "texture") and k not in skip:
                 _predicate(st, s, k, topic)
@@ -887,6 +806,8 @@ def _base_sentence(st: _State, sent: list[Item]) -> None:
                 _background(st, it)
             elif it.kind == "num":
                 continue
+    for k, t in evens:
+        _modify(st, s, k, t)
     if refs:
         st.use(*[it for it in sent if it.kind in ("verb", "marker")])
 
@@ -899,11 +820,22 @@ def _elided(st: _State, sent: list[Item], refs: dict[int, _Ref]) -> set[int]:
             continue
         idx = list(range(start, k))
         start = k + 1
-        if idx and all(sent[j].kind in ("color", "size", "texture") for j in idx) and re.search(r"\b(?:a|an|one)\s+$", st.text[: sent[idx[0]].start], re.I):
+        if (
+            idx
+            and all(sent[j].kind in ("color", "size", "texture") for j in idx)
+            and re.search(r"\b(?:a|an|one)\s+$", st.text[: sent[idx[0]].start], re.I)
+        ):
             pending.append(idx)
             continue
         head = sent[idx[0]] if idx else None
-        if pending and head is not None and head.kind == "mention" and not head.value.definite and head.value.count in (None, 1) and idx[0] in refs:
+        if (
+            pending
+            and head is not None
+            and head.kind == "mention"
+            and not head.value.definite
+            and head.value.count in (None, 1)
+            and idx[0] in refs
+        ):
             for p in pending:
                 attrs = " ".join(sent[j].text for j in p)
                 it = Item("mention", sent[p[0]].start, sent[p[-1]].end, "a " + attrs, _mention("a", attrs, head.value.shape))
@@ -1103,7 +1035,9 @@ def _starts_edit(items: list[Item], lead: str = "") -> bool:
         return False
     if its[0] is items[0] and not _LEAD.match(lead):  # 'The scene is set against ...' is no edit
         return False
-    return any(_definite(i) for i in its) or any(i.kind == "bg" and re.match(r"(the\s+)?(background|backdrop)\b", i.text, re.I) for i in its)
+    return any(_definite(i) for i in its) or any(
+        i.kind == "bg" and re.match(r"(the\s+)?(background|backdrop)\b", i.text, re.I) for i in its
+    )
 
 
 def _edit_tail(sent: list[Item], text: str, start: int) -> int:
@@ -1111,7 +1045,11 @@ def _edit_tail(sent: list[Item], text: str, start: int) -> int:
     if sent[0].kind == "marker" or _starts_edit(sent, text[start : sent[0].start]):
         return 0
     for k in range(1, len(sent)):
-        if sent[k - 1].kind == "sep" and sent[k - 1].value in ("and", "weak") and _starts_edit(sent[k:], text[sent[k - 1].end : sent[k].start]):
+        if (
+            sent[k - 1].kind == "sep"
+            and sent[k - 1].value in ("and", "weak")
+            and _starts_edit(sent[k:], text[sent[k - 1].end : sent[k].start])
+        ):
             return k
     return len(sent)
 
@@ -1155,7 +1093,10 @@ def _edit_ref(st: _State, it: Item, final: SceneSpec, existing: bool) -> tuple[S
 
 # %% ../../nbs/12_shapes_parse.ipynb #psedit02
 def _new_group(st: _State, it: Item, clause: list[Item]) -> Group | None:
-    "The group an 'add' edit adds, with the place its clause names."
+    "The group an 'add' edit adds, with the place its clause names ('add a red one': the shape last mentioned)."
+    if it.value.shape is None:
+        prev = _antecedent(st, it.start, None, st.spec)
+        it.value.shape = st.spec.group(prev[0]).shape if prev else None
     g = st.new_group(it.value, it.text, (it.start, it.end))
     region = next((i for i in clause if i.kind == "region"), None)
     if g is not None and region is not None:
@@ -1310,7 +1251,7 @@ def parse(text: str) -> ParseResult:
         _coverage(text, covered),
     )
 
-
+# %% ../../nbs/12_shapes_parse.ipynb #psfin001
 def _finish(st: _State, edits: list[Edit]) -> SceneSpec:
     "The parsed spec, validated; what does not validate is reported and dropped, never raised."
     s = st.spec

@@ -474,9 +474,7 @@ CHECKS = {
 }
 
 # %% ../../nbs/16_shapes_perception.ipynb #pcchk003
-def check(
-    task: Task | list[Requirement], objects: list[SceneObject], background: str | None, size: int = 128
-) -> CheckResult:
+def check(task: Task | list[Requirement], objects: list[SceneObject], background: str | None, size: int = 128) -> CheckResult:
     "Judge each requirement of `task` against perceived `objects` and `background` (one function of `CHECKS` per kind of check)."
     reqs = task.requirements if isinstance(task, Task) else list(task)
     groups = {q.spec["group"]: q.spec for q in reqs if q.spec.get("check") == "presence"}

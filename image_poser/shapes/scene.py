@@ -208,7 +208,7 @@ class Arrangement(Record):
     kind: Arrange
     even: bool = False
 
-
+# %% ../../nbs/10_shapes_scene.ipynb #spec0edit
 class Edit(Record):
     "A follow-up instruction: recolor/retexture/resize/remove/move an existing group, add a new one, or change the background."
 
@@ -422,9 +422,12 @@ def _center(objs: list[SceneObject]) -> tuple[float, float]:
 
 
 def _dir(rel: str, p: tuple[float, float], q: tuple[float, float], margin: float) -> bool:
-    return {"left of": p[0] < q[0] - margin, "right of": p[0] > q[0] + margin, "above": p[1] < q[1] - margin, "below": p[1] > q[1] + margin}[
-        rel
-    ]
+    return {
+        "left of": p[0] < q[0] - margin,
+        "right of": p[0] > q[0] + margin,
+        "above": p[1] < q[1] - margin,
+        "below": p[1] > q[1] + margin,
+    }[rel]
 
 
 def _between(s: tuple[float, float], a: tuple[float, float], b: tuple[float, float], margin: float, perp: float) -> bool:
@@ -504,7 +507,7 @@ def holds_region(
     ys = [cy] if along == "y" else [o.y for o in objs]
     return all(x0 - tol <= x <= x1 + tol for x in xs) and all(y0 - tol <= y <= y1 + tol for y in ys)
 
-
+# %% ../../nbs/10_shapes_scene.ipynb #pred0006
 def _connected(objs: list[SceneObject], gap: float) -> bool:
     "Is the graph 'boxes at most `gap` apart' over `objs` connected?"
     seen, todo = {0}, [0]
@@ -516,7 +519,7 @@ def _connected(objs: list[SceneObject], gap: float) -> bool:
                 todo.append(j)
     return len(seen) == len(objs)
 
-
+# %% ../../nbs/10_shapes_scene.ipynb #pred0005
 def holds_arrangement(kind: str, objs: list[SceneObject], even: bool = False, tol: float = ALIGN_TOL) -> bool:
     "Do `objs` form a row, a column (evenly spaced if `even`) or a cluster? Fewer than two objects trivially do."
     if len(objs) < 2:
@@ -738,7 +741,14 @@ def _context(g: Group, spec: SceneSpec, rels: list[Relation], placed: dict, slot
     others = [q for h in spec.family(g.id) if h != g.id for q in placed.get(h, [])] if g.ordinal == "middle" else None
     near = [q for x in rels if x.subject == g.id and x.rel == "next to" and x.each for q in placed.get(x.object, [])]
     near += [q for h in cluster_of.get(g.id, ()) for q in placed.get(h, [])]
-    apart = [q for x in rels if x.rel == "between" and x.object2 and g.id in (x.object, x.object2) for h in (x.object, x.object2) if h != g.id for q in placed.get(h, [])]
+    apart = [
+        q
+        for x in rels
+        if x.rel == "between" and x.object2 and g.id in (x.object, x.object2)
+        for h in (x.object, x.object2)
+        if h != g.id
+        for q in placed.get(h, [])
+    ]
     return {"mine": mine, "between": between, "middle": others, "near": near, "apart": apart}
 
 # %% ../../nbs/10_shapes_scene.ipynb #lay00007

@@ -40,7 +40,14 @@ TEXTURE_PRE = {"striped": ["striped"], "dotted": ["dotted", "polka-dotted", "spo
 
 TEXTURE_POST = {
     "striped": ["with stripes", "covered in stripes", "with a striped pattern", "with a stripe pattern"],
-    "dotted": ["with dots", "with polka dots", "covered in dots", "with a dotted pattern", "with a polka-dot pattern", "with a dot pattern"],
+    "dotted": [
+        "with dots",
+        "with polka dots",
+        "covered in dots",
+        "with a dotted pattern",
+        "with a polka-dot pattern",
+        "with a dot pattern",
+    ],
 }
 
 REL_WORDS = {
@@ -56,7 +63,15 @@ AROUND_WORDS = ["scattered around", "arranged around", "placed around", "spread 
 
 REL_PRONOUN = {
     "left of": ["to its left", "to their left", "on its left", "on their left", "to the left of it", "to the left of them", "left of it"],
-    "right of": ["to its right", "to their right", "on its right", "on their right", "to the right of it", "to the right of them", "right of it"],
+    "right of": [
+        "to its right",
+        "to their right",
+        "on its right",
+        "on their right",
+        "to the right of it",
+        "to the right of them",
+        "right of it",
+    ],
     "above": ["above it", "above them", "over it", "on top of it", "on top of them", "above that", "above this"],
     "below": ["below it", "below them", "under it", "under them", "beneath it", "underneath it", "below that", "below this"],
     "next to": ["next to it", "next to them", "beside it", "beside them", "near it", "close to it", "next to that"],
@@ -111,12 +126,55 @@ REGION_PART = ["corner", "side", "edge", "part", "half", "area", "portion", "thi
 
 CANVAS_WORDS = ["image", "picture", "canvas", "frame", "scene", "page", "poster", "composition", "photo", "illustration", "background"]
 
+# %% ../../nbs/11_shapes_words.ipynb #wdplace3
 ARRANGE_WORDS = {
-    "row": ["in a row", "in a horizontal row", "in a line", "in a horizontal line", "in a straight line", "in one row", "lined up", "lined up horizontally", "in a single row", "horizontally in a row", "arranged horizontally", "side to side", "line up", "lined up in a row"],
-    "column": ["in a column", "in a vertical column", "in a vertical line", "in a vertical row", "stacked vertically", "stacked", "one above the other", "one on top of the other", "on top of each other", "lined up vertically", "arranged vertically", "in a vertical stack", "in a stack"],
-    "cluster": ["next to each other", "next to one another", "beside each other", "beside one another", "side by side", "close together", "clustered together", "grouped together", "in a cluster", "in a tight group", "together"],
+    "row": [
+        "in a row",
+        "in a horizontal row",
+        "in a line",
+        "in a horizontal line",
+        "in a straight line",
+        "in one row",
+        "lined up",
+        "lined up horizontally",
+        "in a single row",
+        "horizontally in a row",
+        "arranged horizontally",
+        "side to side",
+        "line up",
+        "lined up in a row",
+    ],
+    "column": [
+        "in a column",
+        "in a vertical column",
+        "in a vertical line",
+        "in a vertical row",
+        "stacked vertically",
+        "stacked",
+        "one above the other",
+        "one on top of the other",
+        "on top of each other",
+        "lined up vertically",
+        "arranged vertically",
+        "in a vertical stack",
+        "in a stack",
+    ],
+    "cluster": [
+        "next to each other",
+        "next to one another",
+        "beside each other",
+        "beside one another",
+        "side by side",
+        "close together",
+        "clustered together",
+        "grouped together",
+        "in a cluster",
+        "in a tight group",
+        "together",
+    ],
 }
 
+# %% ../../nbs/11_shapes_words.ipynb #wdplace4
 ORDER_WORDS = {
     "from left to right": ("left of", False),
     "left to right": ("left of", False),
@@ -128,7 +186,17 @@ ORDER_WORDS = {
     "bottom to top": ("above", True),
 }
 
-EVEN_WORDS = ["evenly spaced", "equally spaced", "evenly distributed", "spaced evenly", "at equal distances", "with equal spacing", "with equal gaps", "equidistant", "evenly"]
+EVEN_WORDS = [
+    "evenly spaced",
+    "equally spaced",
+    "evenly distributed",
+    "spaced evenly",
+    "at equal distances",
+    "with equal spacing",
+    "with equal gaps",
+    "equidistant",
+    "evenly",
+]
 
 ORDINAL_WORDS = {
     "leftmost": ["leftmost", "left-most", "far left", "left"],
@@ -161,6 +229,7 @@ NUMBER_WORDS = {
     "an": 1,
 }
 
+# %% ../../nbs/11_shapes_words.ipynb #wdnum002
 BIG_NUMBER_WORDS = {  # counts the world cannot draw: reported, then clamped to 12
     "thirteen": 13,
     "fourteen": 14,
@@ -189,7 +258,7 @@ NUMBER_NAMES = {v: k for k, v in NUMBER_WORDS.items() if k not in ("a", "an", "a
 
 EDIT_MARKERS = ["and then", "and afterwards", "then", "afterwards", "after that", "finally", "lastly", "once that is done", "next,"]
 
-
+# %% ../../nbs/11_shapes_words.ipynb #wdnum003
 def plural(word: str) -> str:
     "English plural of a shape word."
     if word.endswith(("s", "x", "sh", "ch")):
@@ -201,9 +270,7 @@ def plural(word: str) -> str:
 
 def _alt(words: Iterable[str]) -> str:
     "Regex alternation of `words`, longest first; a space or a hyphen between words matches any run of spaces and hyphens."
-    return "|".join(
-        re.escape(w).replace(r"\ ", r"[\s-]+").replace(r"\-", r"[\s-]+") for w in sorted(set(words), key=len, reverse=True)
-    )
+    return "|".join(re.escape(w).replace(r"\ ", r"[\s-]+").replace(r"\-", r"[\s-]+") for w in sorted(set(words), key=len, reverse=True))
 
 
 def _norm(s: str) -> str:
