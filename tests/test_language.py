@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 
 from image_poser.shapes.data import expected_keys, freeform_records, freeform_scores, sample_spec, task_keys
-from image_poser.shapes.decompose import task_from_prompt, task_problems
+from image_poser.shapes.decompose import requirements, task_from_prompt, task_problems
 from image_poser.shapes.parse import parse
 from image_poser.shapes.perception import check
 from image_poser.shapes.scene import apply_edits, layout, unmet
@@ -192,12 +192,8 @@ def test_tier5_layouts_meet_their_own_checklist(seed):
     final, _ = apply_edits(spec)
     scene, ok = layout(final, rng)
     assert ok and unmet(final, scene.objects) == []
-    task = task_from_prompt("(tier 5)") if False else None
-    from image_poser.shapes.decompose import requirements
-
     verdicts = check(requirements(spec), scene.objects, scene.background).verdicts
     assert all(v.satisfied for v in verdicts), [v.reason for v in verdicts if not v.satisfied]
-    assert task is None
 
 
 def test_parse_survives_word_salad_of_the_new_constructions():
