@@ -54,7 +54,9 @@ def _nonblank(v: str, what: str) -> str:
     return v
 
 # %% ../nbs/00_core.ipynb #73085e96
-RequirementKind = Literal["presence", "count", "color", "size", "texture", "relation", "background", "style", "edit"]
+RequirementKind = Literal[
+    "presence", "count", "color", "size", "texture", "relation", "region", "arrangement", "background", "style", "edit"
+]
 REQUIREMENT_KINDS: tuple[str, ...] = get_args(RequirementKind)
 
 

@@ -8,27 +8,33 @@ Docs: https://image-poser.github.io/image_poser/shapes_data.html.md"""
 from __future__ import annotations
 
 import json
+from collections import Counter
 from pathlib import Path
 
 # %% auto #0
 __all__ = ['TIERS', 'MAX_OBJECTS', 'SEED', 'SPLITS', 'SPLIT_SIZES', 'sample_spec', 'sample_prompt', 'roundtrip_ok', 'spec_key',
-           'make_record', 'make_split', 'write_splits', 'load_split']
+           'make_record', 'make_split', 'write_splits', 'load_split', 'expected_keys', 'task_keys', 'freeform_records',
+           'freeform_scores']
 
 # %% ../../nbs/15_shapes_data.ipynb #dtimp002
 import numpy as np
 
 # %% ../../nbs/15_shapes_data.ipynb #dtimp003
 from ..core import find_path
-from .decompose import requirements
+from .decompose import requirements, task_from_prompt
 from .describe import _pick, describe
 from .parse import canonical, parse, same_spec
 from image_poser.shapes.scene import (
     BACKGROUNDS,
     COLORS,
+    INVERSE,
+    REGIONS,
     REL_MARGIN,
     RELATIONS,
     SHAPES,
     SIZES,
+    TEXTURES,
+    Arrangement,
     Edit,
     Group,
     Relation,
@@ -36,6 +42,7 @@ from image_poser.shapes.scene import (
     _holds_strict,
     apply_edit,
     color_ok_on,
+    holds,
     layout,
 )
 
@@ -132,59 +139,245 @@ def _sample_edit(spec: SceneSpec, n_new: int, cfg, rng) -> Edit | None:
         return Edit(op="background", background=new_bg)
     return None
 
+# %% ../../nbs/15_shapes_data.ipynb #t5code01
+TIERS[5] = dict(units=(2, 4), rels=(0, 2), bg=0.7, size=0.6, texture=0.4, color=0.9, edits=(0, 2), region=0.45, arrange=0.6)
+
+_LINE_ORDINALS = {"row": ("leftmost", "rightmost", "middle"), "column": ("top", "bottom", "middle")}
+
+
+def _regions_for(count: int, kind: str | None) -> tuple[str, ...]:
+    "Regions a group fits in easily: a row along a horizontal band, a column along a vertical one, three or more loose objects on a side."
+    if kind == "row":
+        return ("top", "bottom", "center")
+    if kind == "column":
+        return ("left", "right", "center")
+    return ("top", "bottom", "left", "right") if count >= 3 else REGIONS
+
+
+def _free_group(gid: str, count: int, groups: list[Group], bg, cfg, rng, kind: str | None = None) -> Group | None:
+    "A group as in tiers 1-4, maybe in a region that suits its arrangement `kind`."
+    g = _new_group(gid, count, groups, bg, cfg, rng)
+    if g is not None and rng.random() < cfg["region"]:
+        g = g.model_copy(update={"region": _pick(rng, _regions_for(count, kind))})
+    return g
+
+
+def _unit_plain(n: int, groups: list[Group], bg, cfg, rng) -> tuple[list[Group], list[Arrangement]]:
+    "One group of 1-4 objects, maybe arranged in a row, a column or a cluster."
+    count = int(rng.integers(1, 5))
+    kind = _pick(rng, ["row", "row", "column", "cluster"]) if count >= 2 and rng.random() < cfg["arrange"] else None
+    g = _free_group(f"g{n}", count, groups, bg, cfg, rng, kind)
+    if g is None or kind is None:
+        return ([g] if g else []), []
+    return [g], [Arrangement(groups=[g.id], kind=kind, even=kind != "cluster" and g.count >= 3 and rng.random() < 0.3)]
+
+
+def _unit_family(n: int, groups: list[Group], bg, cfg, rng) -> tuple[list[Group], list[Arrangement]]:
+    "A group of 2-4 with one part singled out: by an ordinal in its row or column, or as 'two of them'."
+    total, kind = int(rng.integers(2, 5)), _pick(rng, ["row", "column", None])
+    root = _free_group(f"g{n}", total, groups, bg, cfg | {"color": 0.5}, rng, kind)
+    if root is None or any(g.shape == root.shape for g in groups):
+        return [], []
+    k = 1 if kind else int(rng.integers(1, total))
+    ordinal = _pick(rng, [o for o in _LINE_ORDINALS[kind] if o != "middle" or total >= 3]) if kind else None
+    extra = _extra_attribute(root, bg, rng)
+    if extra is None:
+        return [], []
+    part = root.model_copy(update={"id": f"g{n + 1}", "count": k, "of": root.id, "ordinal": ordinal} | extra)
+    arrs = [Arrangement(groups=[root.id, part.id], kind=kind)] if kind else []
+    return [root.model_copy(update={"count": total - k}), part], arrs
+
+
+def _extra_attribute(g: Group, bg, rng) -> dict | None:
+    "An attribute the part has and its root does not state (a color, a size or a texture); None if the root states all three."
+    free = [a for a in ("color", "size", "texture") if getattr(g, a) is None]
+    if not free:
+        return None
+    a = _pick(rng, free)
+    values = {"color": [c for c in COLORS if color_ok_on(c, bg or "white")], "size": list(SIZES), "texture": ["striped", "dotted"]}[a]
+    return {a: _pick(rng, values)}
+
+# %% ../../nbs/15_shapes_data.ipynb #t5code02
+def _unit_row(n: int, groups: list[Group], bg, cfg, rng) -> tuple[list[Group], list[Arrangement], list[Relation]]:
+    "Two or three single objects in a row (in the same region, or none), maybe in a stated order from left to right."
+    region = _pick(rng, ["top", "bottom", "center"]) if rng.random() < cfg["region"] else None
+    out = []
+    for i in range(int(rng.integers(2, 4))):
+        g = _new_group(f"g{n + i}", 1, groups + out, bg, cfg | {"color": 1.0}, rng)
+        if g is None:
+            return [], [], []
+        out.append(g.model_copy(update={"region": region}))
+    ids = [g.id for g in out]
+    rels = [Relation(subject=a, rel="left of", object=b) for a, b in zip(ids, ids[1:])] if rng.random() < 0.6 else []
+    return out, [Arrangement(groups=ids, kind="row")], rels
+
+
+def _free_relations(spec: SceneSpec, witness, plain: list[str], rng, k: int) -> list[Relation]:
+    "Up to `k` relations between plain groups that hold in `witness`: binary ones, 'each', and 'between'."
+    members = {g: [o for o in witness.objects if o.group == g] for g in plain}
+    out = []
+    trios = [(a, b, c) for a in plain for b in plain for c in plain if len({a, b, c}) == 3 and b < c]
+    rng.shuffle(trios)
+    for a, b, c in trios[:3]:
+        if len(out) < k and rng.random() < 0.4 and holds("between", members[a], members[b], b2=members[c], each=True, margin=6):
+            out.append(Relation(subject=a, rel="between", object=b, object2=c))
+    pairs = [(a, b) for a in plain for b in plain if a != b]
+    rng.shuffle(pairs)
+    for a, b in pairs:
+        if len(out) >= k:
+            break
+        if any({a, b} <= {r.subject, r.object, r.object2} for r in out):
+            continue
+        true = [r for r in RELATIONS if all(_holds_strict(r, p, q, REL_MARGIN) for p in members[a] for q in members[b])]
+        if true:
+            out.append(Relation(subject=a, rel=_pick(rng, true), object=b, each=len(members[a]) > 1 and rng.random() < 0.5))
+    return out
+
+# %% ../../nbs/15_shapes_data.ipynb #t5code03
+def _free_base(rng) -> tuple[SceneSpec, list[str]] | None:
+    "The base scene of a tier-5 spec (and its plain groups, the ones relations and edits may use), or None."
+    cfg = TIERS[5]
+    bg = _pick(rng, BACKGROUNDS) if rng.random() < cfg["bg"] else None
+    groups, arrs, rels, plain = [], [], [], []
+    for _ in range(int(rng.integers(cfg["units"][0], cfg["units"][1] + 1))):
+        kind = _pick(rng, ["plain", "plain", "family", "row"])
+        if kind == "row":
+            gs, a, r = _unit_row(len(groups), groups, bg, cfg, rng)
+            rels += r
+        else:
+            gs, a = (_unit_plain if kind == "plain" else _unit_family)(len(groups), groups, bg, cfg, rng)
+        plain += [g.id for g in gs] if kind == "plain" else []
+        groups, arrs = groups + gs, arrs + a
+    fam_shapes = [g.shape for g in groups if g.of is not None]
+    if not groups or sum(g.count for g in groups) > MAX_OBJECTS + 1 or any(sum(g.shape == s for g in groups) > 2 for s in fam_shapes):
+        return None  # a family's shape is its own: 'two of the diamonds' must be unambiguous
+    spec = SceneSpec(groups=groups, relations=rels, arrangements=arrs, background=bg)
+    witness, ok = layout(spec, rng, tries=10)  # scenes that are hard to lay out are dropped early
+    if not ok:
+        return None
+    k = int(rng.integers(cfg["rels"][0], cfg["rels"][1] + 1))
+    spec = spec.model_copy(update={"relations": rels + _free_relations(spec, witness, plain, rng, k)})
+    return (spec, plain) if _lays_out(spec, rng) else None
+
+# %% ../../nbs/15_shapes_data.ipynb #t5code04
+def _free_edit(spec: SceneSpec, plain: list[str], n_new: int, rng) -> list[Edit]:
+    "One follow-up edit of a tier-5 scene (two for a swap of colors), on its plain groups; [] if the draw does not fit."
+    cfg, bg = TIERS[5], spec.background
+    ids = {g.id for g in spec.groups}
+    pl = [spec.group(g) for g in plain if g in ids]
+    op = _pick(rng, ["recolor", "remove", "remove_some", "move", "add", "background", "swap"])
+    g = _pick(rng, pl) if pl else None
+    if op == "add":
+        ng = _free_group(f"g{n_new}", int(rng.integers(1, 3)), spec.groups, bg, cfg | {"color": 1.0, "region": 1.0}, rng)
+        return [Edit(op="add", target=ng.id, group=ng)] if ng is not None and spec.n_objects + ng.count <= MAX_OBJECTS else []
+    if op == "background":
+        new = _pick(rng, [b for b in BACKGROUNDS if b != (bg or "white")])
+        return [Edit(op="background", background=new)] if all(x.color is None or color_ok_on(x.color, new) for x in spec.groups) else []
+    if g is None:
+        return []
+    if op == "recolor":
+        c = _free_color(g.shape, spec.groups, bg, rng, exclude=(g.color,))
+        return [Edit(op="recolor", target=g.id, color=c)] if c else []
+    if op == "remove":
+        return [Edit(op="remove", target=g.id)] if len(spec.groups) > 1 else []
+    if op == "remove_some":
+        return [Edit(op="remove", target=g.id, count=int(rng.integers(1, g.count)))] if g.count > 1 else []
+    if op == "move":
+        return [Edit(op="move", target=g.id, region=_pick(rng, [r for r in REGIONS if r != g.region]))]
+    others = [h for h in pl if h.id != g.id and h.color and g.color and h.color != g.color and h.shape != g.shape]
+    if not others:
+        return []
+    h = _pick(rng, others)
+    return [Edit(op="recolor", target=g.id, color=h.color), Edit(op="recolor", target=h.id, color=g.color)]
+
+
+def _sample_free(rng) -> SceneSpec:
+    "A random tier-5 spec that lays out, before and after its edits."
+    cfg = TIERS[5]
+    while True:
+        base = _free_base(rng)
+        if base is None:
+            continue
+        spec, plain = base
+        n_edits, edits, cur = int(rng.integers(cfg["edits"][0], cfg["edits"][1] + 1)), [], spec
+        for _ in range(20):
+            if len(edits) >= n_edits:
+                break
+            es = _free_edit(cur, plain, len(spec.groups) + sum(e.op == "add" for e in edits), rng)
+            nxt, problem = cur, None
+            for e in es:
+                nxt, problem = apply_edit(nxt, e)
+                if problem:
+                    break
+            if es and not problem and _lays_out(nxt, rng):
+                edits, cur = edits + es, nxt
+                plain += [e.target for e in es if e.op == "add"]
+        if len(edits) >= n_edits:
+            return spec.model_copy(update={"edits": edits})
+
 # %% ../../nbs/15_shapes_data.ipynb #d9b30264
+def _base_spec(cfg: dict, rng) -> SceneSpec | None:
+    "The base scene of a tier 1-4 spec: groups, relations read off a witness layout, a background; None if the draw fails."
+    n_obj = int(rng.integers(cfg["objects"][0], cfg["objects"][1] + 1))
+    n_grp = int(rng.integers(cfg["groups"][0], min(cfg["groups"][1], n_obj) + 1))
+    counts = np.ones(n_grp, int)
+    for _ in range(n_obj - n_grp):
+        counts[int(rng.integers(n_grp))] += 1
+    if counts.max() > 4:
+        return None
+    bg = _pick(rng, BACKGROUNDS) if rng.random() < cfg["bg"] else None
+    groups: list[Group] = []
+    for i, c in enumerate(counts):
+        g = _new_group(f"g{i}", int(c), groups, bg, cfg, rng)
+        if g is None:
+            return None
+        groups.append(g)
+    spec = SceneSpec(groups=groups, background=bg)
+    witness, ok = layout(spec, rng)
+    if not ok:
+        return None
+    k = int(rng.integers(cfg["rels"][0], cfg["rels"][1] + 1)) if n_grp > 1 else 0
+    spec = spec.model_copy(update={"relations": _relations_from_layout(witness, groups, rng, k)})
+    if len(spec.relations) < min(k, cfg["rels"][0]) or not _lays_out(spec, rng):
+        return None
+    return spec
+
+# %% ../../nbs/15_shapes_data.ipynb #dtsamp02
+def _with_edits(spec: SceneSpec, cfg: dict, rng) -> SceneSpec | None:
+    "`spec` with 1-3 sampled follow-up edits (per `cfg`), each leaving a scene that lays out; None if they cannot be found."
+    n_edits = int(rng.integers(cfg["edits"][0], cfg["edits"][1] + 1))
+    edits, cur, tries = [], spec, 0
+    while len(edits) < n_edits and tries < 30:
+        tries += 1
+        e = _sample_edit(cur, len(spec.groups) + len(edits), cfg, rng)
+        if e is None:
+            continue
+        nxt, problem = apply_edit(cur, e)
+        if problem or not _lays_out(nxt, rng):
+            continue
+        edits.append(e)
+        cur = nxt
+    return spec.model_copy(update={"edits": edits}) if len(edits) >= n_edits else None
+
+
 def sample_spec(tier: int, rng: np.random.Generator) -> SceneSpec:
-    "A random spec of difficulty `tier` (1-4) that lays out, before and after its edits."
+    "A random spec of difficulty `tier` (1-5) that lays out, before and after its edits."
     if tier not in TIERS:
         raise ValueError(f"tier must be one of {sorted(TIERS)}, got {tier}")
-    cfg = TIERS[tier]
+    if tier == 5:
+        return _sample_free(rng)
     while True:
-        n_obj = int(rng.integers(cfg["objects"][0], cfg["objects"][1] + 1))
-        n_grp = int(rng.integers(cfg["groups"][0], min(cfg["groups"][1], n_obj) + 1))
-        counts = np.ones(n_grp, int)
-        for _ in range(n_obj - n_grp):
-            counts[int(rng.integers(n_grp))] += 1
-        if counts.max() > 4:
-            continue
-        bg = _pick(rng, BACKGROUNDS) if rng.random() < cfg["bg"] else None
-        groups: list[Group] = []
-        for i, c in enumerate(counts):
-            g = _new_group(f"g{i}", int(c), groups, bg, cfg, rng)
-            if g is None:
-                break
-            groups.append(g)
-        if len(groups) != n_grp:
-            continue
-        spec = SceneSpec(groups=groups, background=bg)
-        witness, ok = layout(spec, rng)
-        if not ok:
-            continue
-        k = int(rng.integers(cfg["rels"][0], cfg["rels"][1] + 1)) if n_grp > 1 else 0
-        spec = spec.model_copy(update={"relations": _relations_from_layout(witness, groups, rng, k)})
-        if len(spec.relations) < min(k, cfg["rels"][0]) or not _lays_out(spec, rng):
-            continue
-        n_edits = int(rng.integers(cfg["edits"][0], cfg["edits"][1] + 1))
-        edits, cur, tries = [], spec, 0
-        while len(edits) < n_edits and tries < 30:
-            tries += 1
-            e = _sample_edit(cur, n_grp + len(edits), cfg, rng)
-            if e is None:
-                continue
-            nxt, problem = apply_edit(cur, e)
-            if problem or not _lays_out(nxt, rng):
-                continue
-            edits.append(e)
-            cur = nxt
-        if len(edits) < n_edits:
-            continue
-        return spec.model_copy(update={"edits": edits})
+        spec = _base_spec(TIERS[tier], rng)
+        spec = _with_edits(spec, TIERS[tier], rng) if spec is not None else None
+        if spec is not None:
+            return spec
 
 
 def sample_prompt(tier: int, rng: np.random.Generator) -> tuple[str, SceneSpec]:
-    "A random (prompt, spec) pair of difficulty `tier`; tier-4 prompts are verbose and 100-250 words long."
+    "A random (prompt, spec) pair of difficulty `tier`; tier-4 prompts are verbose and 100-250 words long, tier-5 ones free-form."
     spec = sample_spec(tier, rng)
-    if tier < 4:
-        return describe(spec, rng), spec
+    if tier != 4:
+        return describe(spec, rng, free=tier == 5), spec
     for n_filler in range(3, 14):
         text = describe(spec, rng, verbose=True, n_filler=n_filler)
         if len(text.split()) >= 100:
@@ -213,7 +406,7 @@ def spec_key(spec: SceneSpec) -> str:
 def make_record(split: str, i: int) -> tuple[dict, str]:
     "Record `i` of `split` (deterministic) and its spec key."
     rng = np.random.default_rng([SEED, SPLITS[split], i])
-    tier = i % 4 + 1
+    tier = i % 5 + 1
     prompt, spec = sample_prompt(tier, rng)
     spec = canonical(spec)[0]
     rec = {
@@ -228,7 +421,7 @@ def make_record(split: str, i: int) -> tuple[dict, str]:
     }
     return rec, spec.to_json()
 
-
+# %% ../../nbs/15_shapes_data.ipynb #dtsplit2
 def make_split(split: str, n: int, seen: set[str] | None = None) -> list[dict]:
     "`n` records of `split`, skipping specs in `seen` (which is updated)."
     seen = set() if seen is None else seen
@@ -275,4 +468,145 @@ def load_split(split: str, data_dir=None, n: int | None = None, tier: int | None
                 out.append(r)
             if n is not None and len(out) >= n:
                 break
+    return out
+
+# %% ../../nbs/15_shapes_data.ipynb #ffcode01
+_VOCAB = {"size": set(SIZES), "color": set(COLORS), "texture": set(TEXTURES)}
+
+_REL_TOKENS = {"left-of": "left of", "right-of": "right of", "above": "above", "below": "below", "next-to": "next to", "between": "between"}
+
+
+def _desc_of(sp: dict) -> str:
+    "'large blue striped square': the stated attributes and the shape."
+    return " ".join(w for w in (sp.get("size"), sp.get("color"), sp.get("texture"), sp["shape"]) if w)
+
+
+def _read_desc(words: list[str]) -> dict:
+    "A description's words back into attributes (the last word is the shape)."
+    sp = {"shape": words[-1]}
+    for w in words[:-1]:
+        kind = next((k for k, v in _VOCAB.items() if w in v), None)
+        if kind is None:
+            raise ValueError(f"unknown word {w!r} in {' '.join(words)!r}")
+        sp[kind] = w
+    if sp["shape"] not in SHAPES:
+        raise ValueError(f"unknown shape {sp['shape']!r}")
+    return sp
+
+
+def _rel_key(each: bool, a: str, rel: str, objs: list[str]) -> str:
+    "A relation key in normal form: right of / below inverted, next to (without each) and between's objects unordered."
+    if rel in ("right of", "below"):
+        a, rel, objs = objs[0], INVERSE[rel], [a]
+    if rel == "next to" and not each:
+        a, objs = sorted([a, objs[0]])[0], sorted([a, objs[0]])[1:]
+    if rel == "between":
+        objs = sorted(objs)
+    rel_t = next(k for k, v in _REL_TOKENS.items() if v == rel)
+    return f"relation {'each ' if each else ''}{a} {rel_t} {' and '.join(objs)}"
+
+# %% ../../nbs/15_shapes_data.ipynb #ffcode02
+def _spatial_key(line: str) -> str:
+    "The normal form of a relation / ordinal / arrangement / region line (anything else is returned as is)."
+    w = line.split()
+    if w[0] == "relation":
+        each = w[1] == "each"
+        w = w[2:] if each else w[1:]
+        k = next(i for i, x in enumerate(w) if x in _REL_TOKENS)
+        rest = " ".join(w[k + 1 :]).split(" and ")
+        return _rel_key(each, " ".join(w[:k]), _REL_TOKENS[w[k]], [r.strip() for r in rest])
+    if w[0] == "arrangement":
+        even = len(w) > 2 and w[2] == "even"
+        descs = sorted(d.strip() for d in " ".join(w[3 if even else 2 :]).split("+"))
+        return f"arrangement {w[1]}{' even' if even else ''} " + " + ".join(descs)
+    return " ".join(w)
+
+
+def expected_keys(lines: list[str]) -> Counter:
+    "The requirement keys a list of expectation lines stands for (see `data/freeform/README.md`)."
+    objs, keys, edits = [], Counter(), []
+    for line in lines:
+        edit = line.startswith("edit ")
+        body = line[5:] if edit else line
+        if body.startswith("object "):
+            w = body.split()[1:]
+            region = w.pop()[1:] if w[-1].startswith("@") else None
+            n = int(w.pop(0)) if w[0].isdigit() else 1
+            sp = _read_desc(w) | {"count": n}
+            objs.append(sp)
+            keys[("edit " if edit else "") + f"object {n if n > 1 else ''} {_desc_of(sp)}".replace("  ", " ")] += 1
+            for a in ("color", "size", "texture"):
+                keys.update([f"{a} {sp['shape']} {sp[a]}"] if a in sp else [])
+            keys.update([f"region {_desc_of(sp)} {region}"] if region else [])
+        else:
+            (edits if edit else []).append(_spatial_key(body))
+            keys.update([] if edit else [_spatial_key(body)])
+    counted = set()
+    for sp in objs:
+        n = sum(o["count"] for o in objs if o["shape"] == sp["shape"] and (sp.get("color") is None or o.get("color") == sp.get("color")))
+        if n > 1 and (sp["shape"], sp.get("color")) not in counted:
+            counted.add((sp["shape"], sp.get("color")))
+            keys[f"count {n} {sp.get('color') or ''} {sp['shape']}".replace("  ", " ")] += 1
+    for k in edits:
+        if keys[k] > 0:
+            keys[k] -= 1
+        keys["edit " + k] += 1
+    return +keys
+
+# %% ../../nbs/15_shapes_data.ipynb #ffcode03
+def task_keys(task) -> Counter:
+    "The requirement keys of a task, in the form of `expected_keys`."
+    groups = {q.spec["group"]: q.spec for q in task.requirements if q.spec.get("check") == "presence"}
+    name = {g: _desc_of(sp) for g, sp in groups.items()}
+    out = Counter()
+    for q in task.requirements:
+        sp, ck = q.spec, q.spec.get("check")
+        if ck == "presence":
+            k = f"object {sp.get('count', 1) if sp.get('count', 1) > 1 else ''} {_desc_of(sp)}".replace("  ", " ")
+        elif ck == "count":
+            k = f"count {sp['count']} {sp.get('color') or ''} {sp['shape']}".replace("  ", " ")
+        elif ck in ("color", "size", "texture"):
+            k = f"{ck} {sp['shape']} {sp[ck]}"
+        elif ck == "region":
+            k = f"region {name.get(sp['group'], sp['shape'])} {sp['region'].replace(' ', '-')}"
+        elif ck == "relation":
+            objs = [name.get(sp["object"], "?")] + ([name.get(sp["object2"], "?")] if sp.get("object2") else [])
+            k = _rel_key(bool(sp.get("each")), name.get(sp["subject"], "?"), sp["rel"], objs)
+        elif ck == "ordinal":
+            k = f"ordinal {name.get(sp['group'], sp['shape'])} {sp['ordinal']}"
+        elif ck == "arrangement":
+            descs = sorted(name.get(g, "?") for g in sp["groups"])
+            k = f"arrangement {sp['arrangement']}{' even' if sp.get('even') else ''} " + " + ".join(descs)
+        elif ck == "background":
+            k = f"background {sp['background']}"
+        elif ck == "absence":
+            k = f"absence {sp.get('color') or ''} {sp['shape']}".replace("  ", " ")
+        else:
+            k = f"unknown {ck}"
+        out[("edit " if q.kind == "edit" else "") + k] += 1
+    return out
+
+# %% ../../nbs/15_shapes_data.ipynb #ffcode04
+def freeform_records(path=None) -> list[dict]:
+    "The hand-written free-form prompts (default: data/freeform/prompts.jsonl)."
+    p = Path(path) if path is not None else find_path("data/freeform") / "prompts.jsonl"
+    return [json.loads(line) for line in p.read_text(encoding="utf-8").splitlines() if line.strip()]
+
+
+def freeform_scores(path=None) -> dict:
+    "Recall and precision of the requirements `task_from_prompt` reads from the hand-written prompts, tuning and held-out parts apart."
+    out = {}
+    for part, held in (("tuning", False), ("heldout", True)):
+        hit = exp = got = exact = n = 0
+        for r in freeform_records(path):
+            if bool(r.get("heldout")) != held:
+                continue
+            want, have = expected_keys(r["expect"]), task_keys(task_from_prompt(r["prompt"]))
+            common = sum((want & have).values())
+            hit, exp, got, n = hit + common, exp + sum(want.values()), got + sum(have.values()), n + 1
+            exact += want == have
+        out[f"freeform_recall_{part}"] = round(hit / exp, 4) if exp else None
+        out[f"freeform_precision_{part}"] = round(hit / got, 4) if got else None
+        out[f"freeform_exact_{part}"] = round(exact / n, 4) if n else None
+        out[f"freeform_prompts_{part}"] = n
     return out

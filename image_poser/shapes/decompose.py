@@ -10,12 +10,12 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 # %% auto #0
-__all__ = ['requirements', 'task_from_prompt', 'GrammarDecomposer']
+__all__ = ['requirements', 'task_from_prompt', 'task_problems', 'GrammarDecomposer']
 
 # %% ../../nbs/13_shapes_decompose.ipynb #sdimp002
 from ..core import Command, Requirement, Task
-from .parse import canonical, parse
-from .scene import Group, SceneSpec, apply_edit, apply_edits
+from .parse import _canon_rel, canonical, parse
+from .scene import Group, SceneSpec, apply_edits
 from .words import NUMBER_NAMES, plural
 
 # %% ../../nbs/13_shapes_decompose.ipynb #44afbcdb
@@ -29,156 +29,195 @@ def _desc(g: Group, with_count: bool = False) -> str:
 def _is(g: Group) -> str:
     return "are" if g.count > 1 else "is"
 
-# %% ../../nbs/13_shapes_decompose.ipynb #47d5a3d0
-def requirements(spec: SceneSpec, spans: dict[str, tuple[int, int]] | None = None) -> list[Requirement]:
-    "The requirement checklist of `spec` (ids r0, r1, ... in a deterministic order)."
-    spans = spans or {}
-    final, _ = apply_edits(spec)
-    base = spec.model_copy(update={"edits": []})
-    edited: dict[tuple, int] = {}  # (check, group or None) -> edit index
-    cur = base
+
+def _kind(shape: str, color: str | None, n: int = 1) -> str:
+    "'yellow stars': the objects a count or an absence is about (any number, so a total over groups may pass 12)."
+    return " ".join([color] if color else []) + (" " if color else "") + (plural(shape) if n > 1 else shape)
+
+
+def _edited(spec: SceneSpec) -> dict[tuple, int]:
+    "(check, group or None) -> the index of the edit that made it so."
+    out: dict[tuple, int] = {}
+    keys = {"recolor": "color", "retexture": "texture", "resize": "size"}
     for k, e in enumerate(spec.edits):
-        if e.op == "recolor":
-            edited[("color", e.target)] = k
-        elif e.op == "retexture":
-            edited[("texture", e.target)] = k
-        elif e.op == "resize":
-            edited[("size", e.target)] = k
+        if e.op in keys:
+            out[(keys[e.op], e.target)] = k
         elif e.op == "add":
-            edited[("presence", e.target)] = k
+            out[("presence", e.target)] = k
+            out.update({("relation", e.relation.to_json()): k} if e.relation else {})
         elif e.op == "background":
-            edited[("background", None)] = k
+            out[("background", None)] = k
+        elif e.op == "move" and e.region:
+            out[("region", e.target)] = k
         elif e.op == "move":
-            edited[("relation", e.target)] = k
-        cur, _ = apply_edit(cur, e)
-    out: list[Requirement] = []
+            out[("relation", e.relation.to_json())] = k
+        elif e.op == "remove" and e.count is not None:
+            out[("count", e.target)] = k
+    return out
 
-    def add(kind, text, check, span_key=None, objects=(), edit=None, **spec_kw):
-        k = "edit" if edit is not None else kind
-        sp = {"check": check, **{a: b for a, b in spec_kw.items() if b is not None}}
-        if edit is not None:
-            sp["edit"] = edit
-        span = spans.get(f"edit:{edit}") if edit is not None else spans.get(span_key) if span_key else None
-        out.append(Requirement(id=f"r{len(out)}", kind=k, text=text, span=span, objects=list(objects), spec=sp))
 
-    for g in final.groups:
-        attrs = {"shape": g.shape, "color": g.color, "size": g.size, "texture": g.texture}
-        e_add = edited.get(("presence", g.id))
-        noun = plural(g.shape) if g.count > 1 else g.shape
-        add(
-            "presence",
-            f"there {'are' if g.count > 1 else 'is a'} {noun} ({_desc(g, True)})",
-            "presence",
-            g.id,
-            [g.id],
-            e_add,
-            group=g.id,
-            count=g.count,
-            **attrs,
-        )
-        if g.count > 1:
-            add(
-                "count",
-                f"there are exactly {g.count} {_desc(Group(id='x', shape=g.shape, color=g.color, count=g.count))}",
-                "count",
-                g.id,
-                [g.id],
-                group=g.id,
-                shape=g.shape,
-                color=g.color,
-                count=g.count,
-            )
-        the = f"the {noun}"
-        if g.color:
-            add(
-                "color",
-                f"{the} {_is(g)} {g.color}",
-                "color",
-                g.id,
-                [g.id],
-                edited.get(("color", g.id)),
-                group=g.id,
-                shape=g.shape,
-                color=g.color,
-            )
-        if g.size:
-            add(
-                "size", f"{the} {_is(g)} {g.size}", "size", g.id, [g.id], edited.get(("size", g.id)), group=g.id, shape=g.shape, size=g.size
-            )
-        if g.texture:
-            add(
-                "texture",
-                f"{the} {_is(g)} {g.texture}",
-                "texture",
-                g.id,
-                [g.id],
-                edited.get(("texture", g.id)),
-                group=g.id,
-                shape=g.shape,
-                texture=g.texture,
-            )
-    for i, r in enumerate(final.relations):
+def _total(g: Group, groups: list[Group]) -> int:
+    "How many required objects a count of `g` counts: its shape, and its color if it states one."
+    return sum(h.count for h in groups if h.shape == g.shape and (g.color is None or h.color == g.color))
+
+# %% ../../nbs/13_shapes_decompose.ipynb #47d5a3d0
+class _Checklist:
+    "Requirements under construction, numbered r0, r1, ... in order."
+
+    def __init__(self, spans: dict[str, tuple[int, int]]):
+        self.out: list[Requirement] = []
+        self.spans = spans
+
+    def add(self, kind: str, text: str, sp: dict, span_key=None, objects=(), edit=None):
+        "One requirement: `sp` is its checkable spec (`check` first); None values are left out; an edit's becomes kind 'edit'."
+        sp = {a: b for a, b in sp.items() if b is not None} | ({"edit": edit} if edit is not None else {})
+        span = self.spans.get(f"edit:{edit}") if edit is not None else self.spans.get(span_key) if span_key else None
+        kind = "edit" if edit is not None else kind
+        self.out.append(Requirement(id=f"r{len(self.out)}", kind=kind, text=text, span=span, objects=list(objects), spec=sp))
+
+# %% ../../nbs/13_shapes_decompose.ipynb #dreq0002
+def _group_reqs(c: _Checklist, g: Group, final: SceneSpec, edited: dict, counted: set) -> None:
+    "Presence, count and attribute requirements of one group."
+    attrs = {"shape": g.shape, "color": g.color, "size": g.size, "texture": g.texture, "region": g.region, "ordinal": g.ordinal}
+    noun = plural(g.shape) if g.count > 1 else g.shape
+    text = f"there {'are' if g.count > 1 else 'is a'} {noun} ({_desc(g, True)})"
+    c.add("presence", text, {"check": "presence", "group": g.id, "count": g.count} | attrs, g.id, [g.id], edited.get(("presence", g.id)))
+    n, key = _total(g, final.groups), (g.shape, g.color)
+    e = edited.get(("count", g.id), edited.get(("count", key)))
+    if (n > 1 or e is not None) and key not in counted:
+        counted.add(key)
+        sp = {"check": "count", "group": g.id, "shape": g.shape, "color": g.color, "count": n}
+        c.add("count", f"there {'are' if n > 1 else 'is'} exactly {n} {_kind(g.shape, g.color, n)}", sp, g.id, [g.id], e)
+    for a in ("color", "size", "texture"):
+        if getattr(g, a):
+            sp = {"check": a, "group": g.id, "shape": g.shape, a: getattr(g, a)}
+            c.add(a, f"the {noun} {_is(g)} {getattr(g, a)}", sp, g.id, [g.id], edited.get((a, g.id)))
+
+
+def _place_reqs(c: _Checklist, g: Group, final: SceneSpec, edited: dict) -> None:
+    "Region and ordinal requirements of one group (a group in a row or column is placed by the line's center along it)."
+    if g.region:
+        a = next((a for a in final.arrangements if a.kind != "cluster" and g.id in a.groups), None)
+        along = {"row": "x", "column": "y"}.get(a.kind) if a else None
+        line = list(a.groups) if a and len(a.groups) > 1 else None
+        key = f"region:{g.id}" if f"region:{g.id}" in c.spans else g.id
+        sp = {"check": "region", "group": g.id, "shape": g.shape, "region": g.region, "along": along, "line": line}
+        c.add("region", f"the {_desc(g)} {_is(g)} in the {g.region} of the picture", sp, key, [g.id], edited.get(("region", g.id)))
+    if g.ordinal:
+        fam = final.family(g.id)
+        sp = {"check": "ordinal", "group": g.id, "shape": g.shape, "ordinal": g.ordinal, "family": fam}
+        c.add("relation", f"the {_desc(g)} {_is(g)} the {g.ordinal} of the {plural(g.shape)}", sp, g.id, fam)
+
+# %% ../../nbs/13_shapes_decompose.ipynb #dreq0003
+def _relation_reqs(c: _Checklist, spec: SceneSpec, final: SceneSpec, edited: dict) -> None:
+    "One requirement per relation and per arrangement of two or more objects."
+    for r in final.relations:
         s, o = final.group(r.subject), final.group(r.object)
-        e_mv = edited.get(("relation", r.subject))
-        if e_mv is not None and spec.edits[e_mv].relation != r:
-            e_mv = None
         key = next((f"rel:{j}" for j, rr in enumerate(spec.relations) if rr == r), None)
-        add(
-            "relation",
-            f"the {_desc(s)} {_is(s)} {r.rel} the {_desc(o)}",
-            "relation",
-            key,
-            [r.subject, r.object],
-            e_mv,
-            subject=r.subject,
-            rel=r.rel,
-            object=r.object,
-        )
-    if final.background:
-        add(
-            "background",
-            f"the background is {final.background}",
-            "background",
-            "bg",
-            [],
-            edited.get(("background", None)),
-            background=final.background,
-        )
+        obj = f"the {_desc(o)}" + (f" and the {_desc(final.group(r.object2))}" if r.object2 else "")
+        text = f"{'each of ' if r.each else ''}the {_desc(s)} {_is(s)} {r.rel} {obj}"
+        objs = [r.subject, r.object] + ([r.object2] if r.object2 else [])
+        sp = {"check": "relation", "subject": r.subject, "rel": r.rel, "object": r.object, "object2": r.object2, "each": r.each or None}
+        c.add("relation", text, sp, key, objs, edited.get(("relation", r.to_json())))
+    for a in final.arrangements:
+        members = [final.group(g) for g in a.groups]
+        if sum(g.count for g in members) < 2:
+            continue
+        key = next((f"arr:{i}" for i, x in enumerate(spec.arrangements) if x == a), None)
+        text = f"the {' and the '.join(_desc(g) for g in members)} form a {a.kind}" + (", evenly spaced" if a.even else "")
+        sp = {"check": "arrangement", "groups": list(a.groups), "arrangement": a.kind, "even": a.even or None}
+        c.add("arrangement", text, sp, key, a.groups)
+
+
+def _removed(spec: SceneSpec, final: SceneSpec) -> dict[tuple, int]:
+    "('count', (shape, color)) -> edit index, for removals of a group whose kind stays in the picture (their number is the edit's effect)."
+    out = {}
     for k, e in enumerate(spec.edits):
         if e.op == "remove" and e.count is None:
             before, _ = apply_edits(spec.model_copy(update={"edits": spec.edits[:k]}))
-            g = before.group(e.target) if e.target in [x.id for x in before.groups] else None
-            if g:
-                add(
-                    "edit",
-                    f"there is no {_desc(Group(id='x', shape=g.shape, color=g.color))}",
-                    "absence",
-                    None,
-                    [e.target],
-                    k,
-                    shape=g.shape,
-                    color=g.color,
-                )
+            g = next((x for x in before.groups if x.id == e.target), None)
+            left = [h for h in final.groups if g and h.shape == g.shape and (g.color is None or h.color == g.color)]
+            out.update({("count", (left[0].shape, left[0].color)): k} if left else {})
     return out
 
+
+def _removal_reqs(c: _Checklist, spec: SceneSpec, final: SceneSpec) -> None:
+    "A removed group is absent (unless others of its kind stay: then their count is the edit's requirement, see `_removed`)."
+    for k, e in enumerate(spec.edits):
+        if e.op != "remove" or e.count is not None:
+            continue
+        before, _ = apply_edits(spec.model_copy(update={"edits": spec.edits[:k]}))
+        g = next((x for x in before.groups if x.id == e.target), None)
+        if g is not None and not [h for h in final.groups if h.shape == g.shape and (g.color is None or h.color == g.color)]:
+            c.add(
+                "edit",
+                f"there is no {_kind(g.shape, g.color)}",
+                {"check": "absence", "shape": g.shape, "color": g.color},
+                None,
+                [e.target],
+                k,
+            )
+
+# %% ../../nbs/13_shapes_decompose.ipynb #dreq0004
+def requirements(spec: SceneSpec, spans: dict[str, tuple[int, int]] | None = None) -> list[Requirement]:
+    "The requirement checklist of `spec` (ids r0, r1, ... in a deterministic order)."
+    c = _Checklist(spans or {})
+    final, _ = apply_edits(spec)
+    edited = _edited(spec) | _removed(spec, final)
+    counted: set = set()
+    for g in final.groups:
+        _group_reqs(c, g, final, edited, counted)
+        _place_reqs(c, g, final, edited)
+    _relation_reqs(c, spec, final, edited)
+    if final.background:
+        sp = {"check": "background", "background": final.background}
+        c.add("background", f"the background is {final.background}", sp, "bg", [], edited.get(("background", None)))
+    _removal_reqs(c, spec, final)
+    return c.out
+
 # %% ../../nbs/13_shapes_decompose.ipynb #308b4944
+def _canonical_spans(res, spec: SceneSpec, ren: dict[str, str]) -> dict[str, tuple[int, int]]:
+    "The parser's spans keyed by the canonical spec's group ids and relation / arrangement positions."
+    spans = {ren.get(k, k): v for k, v in res.spans.items() if not k.startswith(("rel:", "arr:", "region:"))}
+    spans |= {f"region:{ren[k[7:]]}": v for k, v in res.spans.items() if k.startswith("region:") and k[7:] in ren}
+    for i, r in enumerate(res.spec.relations):
+        c = _canon_rel(r, ren)
+        if f"rel:{i}" in res.spans and c in spec.relations:
+            spans[f"rel:{spec.relations.index(c)}"] = res.spans[f"rel:{i}"]
+    for i, a in enumerate(res.spec.arrangements):
+        c = a.model_copy(update={"groups": sorted(ren[x] for x in a.groups)})
+        if f"arr:{i}" in res.spans and c in spec.arrangements:
+            spans[f"arr:{spec.arrangements.index(c)}"] = res.spans[f"arr:{i}"]
+    return spans
+
+
 def task_from_prompt(text: str, meta: dict | None = None) -> Task:
-    "Parse `text` into a `Task`: canonical spec, requirements with spans, and the command queue."
+    "Parse `text` into a `Task`: canonical spec, requirements with spans, the command queue, and what was not read."
     res = parse(text)
     spec, ren = canonical(res.spec)
-    spans = {ren.get(k, k): v for k, v in res.spans.items()}
-    reqs = requirements(spec, spans)
-    by_edit = {q.spec.get("edit"): [] for q in reqs}
+    reqs = requirements(spec, _canonical_spans(res, spec, ren))
+    by_edit: dict = {}
     for q in reqs:
         by_edit.setdefault(q.spec.get("edit"), []).append(q.id)
-    cmds = (
-        [Command(text=res.base_text or text.strip(), kind="generate", requirements=by_edit.get(None, []))]
-        if spec.groups or spec.background
-        else []
-    )
-    cmds += [Command(text=t, kind="edit", requirements=by_edit.get(k, [])) for k, t in enumerate(res.edit_texts)]
-    m = {"world": "shapes", "spec": spec.to_dict(), "unparsed": [u[2] for u in res.unparsed], "problems": res.problems}
+    base = spec.groups or spec.background
+    cmds = [Command(text=res.base_text or text.strip(), kind="generate", requirements=by_edit.get(None, []))] if base else []
+    for t, ks in zip(res.edit_texts, res.edit_groups):
+        cmds.append(Command(text=t, kind="edit", requirements=[i for k in ks for i in by_edit.get(k, [])]))
+    m = {
+        "world": "shapes",
+        "spec": spec.to_dict(),
+        "unparsed": [u[2] for u in res.unparsed],
+        "problems": res.problems,
+        "notes": res.notes,
+        "coverage": res.coverage,
+    }
     return Task(prompt=text, requirements=reqs, commands=cmds, meta=m | (meta or {}))
+
+
+def task_problems(task: Task) -> list[str]:
+    "One line per thing the checklist of `task` does not faithfully hold: problems, then each span of the prompt not read."
+    m = task.meta
+    return list(m.get("problems", [])) + [f"not understood: {u!r}" for u in m.get("unparsed", [])]
 
 # %% ../../nbs/13_shapes_decompose.ipynb #sdgram02
 @dataclass

@@ -7,14 +7,17 @@ Docs: https://image-poser.github.io/image_poser/shapes_describe.html.md"""
 # %% ../../nbs/14_shapes_describe.ipynb #dsimp001
 from __future__ import annotations
 
+import re
+
 # %% auto #0
-__all__ = ['FILLER', 'describe']
+__all__ = ['FILLER', 'REGION_PHRASES', 'REGION_DESTINATIONS', 'ARRANGE_PHRASES', 'ORDINAL_PHRASES', 'FRONT_PRONOUN', 'SHADED',
+           'describe']
 
 # %% ../../nbs/14_shapes_describe.ipynb #dsimp002
 import numpy as np
 
 # %% ../../nbs/14_shapes_describe.ipynb #dsimp003
-from .scene import Edit, Group, SceneSpec, apply_edit
+from .scene import Arrangement, Edit, Group, Relation, SceneSpec, apply_edit
 from image_poser.shapes.words import (
     BG_WORDS,
     COLOR_WORDS,
@@ -50,7 +53,7 @@ FILLER = [
     "Consistency of style is important here.",
 ]
 
-
+# %% ../../nbs/14_shapes_describe.ipynb #dsfill02
 def _pick(rng, xs):
     return xs[int(rng.integers(len(xs)))]
 
@@ -98,6 +101,10 @@ def _rel_words(rel, rng) -> str:
 
 def _be(g: Group, rng) -> str:
     return _pick(rng, ["are", "sit", "should be"] if g.count > 1 else ["is", "sits", "should be"])
+
+
+def _be_n(n: int) -> str:
+    return "are" if n > 1 else "is"
 
 
 def _cap(s: str) -> str:
@@ -171,21 +178,19 @@ _INTRO_VERBOSE = [
 _MARK = ["then", "afterwards", "after that", "finally", "and then", "lastly"]
 
 # %% ../../nbs/14_shapes_describe.ipynb #7d7ce6c2
-def describe(spec: SceneSpec, rng: np.random.Generator, verbose: bool = False, n_filler: int = 0) -> str:
-    "A natural-language prompt for `spec` (one of many: the choices come from `rng`)."
-    groups = list(spec.groups)
-    order = [groups[i] for i in rng.permutation(len(groups))]
-    rels = [spec.relations[i] for i in rng.permutation(len(spec.relations))]
-    introduced: list[Group] = []
-    sentences: list[str] = []
-    pending = list(order)
+def _pron_words(r: Relation, o: Group, rng) -> str:
+    "'to its right' / 'to their right': a pronominal relation agreeing in number with its object `o`."
+    pron = _pick(rng, [p for p in REL_PRONOUN[r.rel] if not p.endswith(("that", "this"))])
+    if o.count > 1:
+        return re.sub(r"\bit\b", "them", re.sub(r"\bits\b", "their", pron))
+    return re.sub(r"\bthem\b", "it", re.sub(r"\btheir\b", "its", pron))
+
+
+def _chunks(groups: list[Group], rels: list[Relation], rng, intro: list[str]) -> list[str]:
+    "Sentences introducing every group: an inline relation introduces its two groups together (step 1 of `describe`)."
     gid = {g.id: g for g in groups}
-    intro = _INTRO_VERBOSE + _INTRO if verbose else _INTRO
-
-    def be(g):
-        return "are" if g.count > 1 else "is"
-
-    # 1. chunks: inline relations introduce their two groups together
+    order = [groups[i] for i in rng.permutation(len(groups))]
+    introduced, sentences, pending = [], [], list(order)
     while pending:
         g = pending.pop(0)
         if g in introduced:
@@ -198,57 +203,52 @@ def describe(spec: SceneSpec, rng: np.random.Generator, verbose: bool = False, n
             if form < 0.6 or o in introduced:
                 chunk = f"{_phrase(g, rng)} {_rel_words(r.rel, rng)} {_phrase(o, rng)}"
             else:  # pronominal: "<object>, <subject> to its right"
-                pron = _pick(rng, REL_PRONOUN[r.rel])
-                pron = (
-                    pron.replace("its", "their")
-                    if o.count > 1 and "its" in pron
-                    else pron.replace("their", "its")
-                    if o.count == 1
-                    else pron
-                )
-                pron = (
-                    pron.replace(" it", " them")
-                    if o.count > 1 and pron.endswith(" it")
-                    else pron.replace(" them", " it")
-                    if o.count == 1
-                    else pron
-                )
-                chunk = f"{_phrase(o, rng)}, {_phrase(g, rng)} {pron}"
+                chunk = f"{_phrase(o, rng)}, {_phrase(g, rng)} {_pron_words(r, o, rng)}"
             introduced += [g, o]
             rels.remove(r)
             if o in pending:
                 pending.remove(o)
-            sentences.append(_cap(_pick(rng, intro).format(p=chunk, be=be(o if form >= 0.6 else g))))
-        else:
-            # group 1-2 plain intros into one sentence
+            sentences.append(_cap(_pick(rng, intro).format(p=chunk, be=_be_n((o if form >= 0.6 else g).count))))
+        else:  # group 1-2 plain intros into one sentence
             batch = [g] + ([pending.pop(0)] if pending and rng.random() < 0.4 and pending[0] not in introduced else [])
             introduced += batch
-            ps = [_phrase(x, rng) for x in batch]
-            sentences.append(_cap(_pick(rng, intro).format(p=" and ".join(ps), be=be(batch[0]))))
-    # 2. remaining relations: fronted or separate sentences, with definite references
+            sentences.append(_cap(_pick(rng, intro).format(p=" and ".join(_phrase(x, rng) for x in batch), be=_be_n(batch[0].count))))
+    return sentences
+
+
+def _rel_sentences(groups: list[Group], rels: list[Relation], rng, verbose: bool) -> list[str]:
+    "The relations not stated inline, fronted or in sentences of their own, with definite references (step 2 of `describe`)."
+    gid, out = {g.id: g for g in groups}, []
     for r in rels:
         s, o = gid[r.subject], gid[r.object]
         if rng.random() < 0.35:
-            sentences.append(
-                f"{_cap(_rel_words(r.rel, rng))} {_ref(o, groups, rng)} {_pick(rng, ['there ' + be(s), 'you can see', 'we see'])} {_ref(s, groups, rng)}"
-            )
+            there = _pick(rng, ["there " + _be_n(s.count), "you can see", "we see"])
+            out.append(f"{_cap(_rel_words(r.rel, rng))} {_ref(o, groups, rng)} {there} {_ref(s, groups, rng)}")
         elif verbose and rng.random() < 0.5:
-            sentences.append(f"Ensure that {_ref(s, groups, rng)} {be(s)} {_rel_words(r.rel, rng)} {_ref(o, groups, rng)}")
+            out.append(f"Ensure that {_ref(s, groups, rng)} {_be_n(s.count)} {_rel_words(r.rel, rng)} {_ref(o, groups, rng)}")
         else:
-            sentences.append(_cap(f"{_ref(s, groups, rng)} {_be(s, rng)} {_rel_words(r.rel, rng)} {_ref(o, groups, rng)}"))
-    # 3. background
+            out.append(_cap(f"{_ref(s, groups, rng)} {_be(s, rng)} {_rel_words(r.rel, rng)} {_ref(o, groups, rng)}"))
+    return out
+
+# %% ../../nbs/14_shapes_describe.ipynb #descmain
+def describe(spec: SceneSpec, rng: np.random.Generator, verbose: bool = False, n_filler: int = 0, free: bool = False) -> str:
+    "A natural-language prompt for `spec` (one of many: the choices come from `rng`); `free`: in the free wording of tier 5."
+    if free:
+        return _describe_free(spec, rng)
+    rels = [spec.relations[i] for i in rng.permutation(len(spec.relations))]
+    intro = _INTRO_VERBOSE + _INTRO if verbose else _INTRO
+    sentences = _chunks(list(spec.groups), rels, rng, intro)
+    sentences += _rel_sentences(list(spec.groups), rels, rng, verbose)
     if spec.background:
         phrase, sent = _bg_clause(spec.background, rng)
         if rng.random() < 0.5 and sentences:
             sentences[int(rng.integers(len(sentences)))] += " " + phrase
         else:
             sentences.insert(int(rng.integers(len(sentences) + 1)), sent.rstrip("."))
-    # 4. filler
     for _ in range(n_filler):
         sentences.insert(int(rng.integers(len(sentences) + 1)), _pick(rng, FILLER).rstrip("."))
     text = ". ".join(s.rstrip(".") for s in sentences)
-    # 5. edits, each resolved against the scene as edited so far
-    cur = spec.model_copy(update={"edits": []})
+    cur = spec.model_copy(update={"edits": []})  # edits, each resolved against the scene as edited so far
     for k, e in enumerate(spec.edits):
         et = _edit_text(e, cur.groups, rng)
         m = _pick(rng, _MARK)
@@ -260,3 +260,310 @@ def describe(spec: SceneSpec, rng: np.random.Generator, verbose: bool = False, n
             text += f". {_cap(m)}, {et}"
         cur, _ = apply_edit(cur, e)
     return text + "."
+
+# %% ../../nbs/14_shapes_describe.ipynb #dfree002
+REGION_PHRASES = {
+    "top left": ["in the top left corner", "in the upper left corner", "in the upper-left corner", "at the top left"],
+    "top right": ["in the top right corner", "in the upper right corner", "in the top-right corner", "at the top right"],
+    "bottom left": ["in the bottom left corner", "in the lower left corner", "in the bottom-left corner", "at the bottom left"],
+    "bottom right": ["in the bottom right corner", "in the lower right corner", "in the lower-right corner", "at the bottom right"],
+    "top": ["at the top", "along the top", "across the top", "near the top", "at the top of the picture"],
+    "bottom": ["at the bottom", "along the bottom", "across the bottom", "near the bottom", "along the bottom edge"],
+    "left": ["on the left", "on the left side", "along the left edge", "on the left side of the picture"],
+    "right": ["on the right", "on the right side", "along the right edge", "on the right-hand side"],
+    "center": ["in the center", "in the middle", "right in the middle", "in the middle of the picture", "in the centre"],
+}
+
+REGION_DESTINATIONS = {
+    r: sorted({re.sub(r"^(?:in|at|along|near|across|on) the ", "to the ", p) for p in ps if not p.startswith("right")})
+    for r, ps in REGION_PHRASES.items()
+}
+
+ARRANGE_PHRASES = {
+    "row": ["in a row", "in a horizontal row", "lined up in a row", "in a line"],
+    "column": ["in a column", "stacked vertically", "in a vertical column"],
+    "cluster": ["next to each other", "side by side", "close together"],
+}
+
+ORDINAL_PHRASES = {
+    "leftmost": ["leftmost"],
+    "rightmost": ["rightmost"],
+    "top": ["top", "topmost"],
+    "bottom": ["bottom", "lowest"],
+    "middle": ["middle"],
+}
+
+FRONT_PRONOUN = {
+    "left of": ["To its left", "On its left", "To the left of it"],
+    "right of": ["To its right", "On its right", "To the right of it"],
+    "above": ["Above it", "Over it", "On top of it"],
+    "below": ["Below it", "Under it", "Beneath it", "Underneath it"],
+    "next to": ["Next to it", "Beside it"],
+}
+
+SHADED = {
+    "blue": ["navy", "dark blue", "light blue"],
+    "red": ["bright red", "deep red", "crimson"],
+    "green": ["dark green", "light green", "lime"],
+}
+
+SHADED |= {"yellow": ["bright yellow", "golden"], "pink": ["pale pink", "light pink", "magenta"], "purple": ["deep purple", "dark purple"]}
+
+SHADED |= {
+    "cyan": ["teal", "light cyan"],
+    "orange": ["bright orange", "dark orange"],
+    "gray": ["light gray", "dark grey"],
+    "brown": ["dark brown"],
+}
+
+
+def _color_word(c: str, rng) -> str:
+    "A way to name color `c`: a synonym, or (a third of the time) a shade or a near name the parser maps back to it."
+    return _pick(rng, SHADED[c]) if c in SHADED and rng.random() < 0.33 else _pick(rng, COLOR_WORDS[c])
+
+# %% ../../nbs/14_shapes_describe.ipynb #dfree003
+def _free_phrase(g: Group, rng, omit: tuple[str, ...] = (), count: int | None = None) -> str:
+    "An introducing noun phrase in free wording ('three dark green striped stars'), without the attributes in `omit`."
+    n = g.count if count is None else count
+    noun_w = _pick(rng, SHAPE_WORDS[g.shape])
+    size = _pick(rng, SIZE_WORDS[g.size]) if g.size and "size" not in omit else None
+    color = _color_word(g.color, rng) if g.color and "color" not in omit else None
+    tex = _pick(rng, TEXTURE_PRE[g.texture]) if g.texture and "texture" not in omit else None
+    words = [w for w in (size, color, tex) if w] + [plural(noun_w) if n > 1 else noun_w]
+    if n == 1:
+        return ("an " if words[0][0] in "aeiou" else "a ") + " ".join(words)
+    return (str(n) if rng.random() < 0.3 else NUMBER_NAMES[n]) + " " + " ".join(words)
+
+
+def _attr_words(g: Group, attrs: tuple[str, ...], rng) -> str:
+    "'red', 'large and striped': the words stating `attrs` of `g`."
+    words = [
+        _color_word(g.color, rng) if a == "color" else _pick(rng, SIZE_WORDS[g.size] if a == "size" else TEXTURE_PRE[g.texture])
+        for a in attrs
+    ]
+    return " and ".join(words)
+
+
+def _place_words(g: Group, arr: Arrangement | None, rng) -> str:
+    "' in a row, evenly spaced along the top': where a group is and how it is laid out (may be empty)."
+    out = ""
+    if arr is not None:
+        out += " " + _pick(rng, ARRANGE_PHRASES[arr.kind]) + (", evenly spaced," if arr.even else "")
+    if g.region:
+        out += " " + _pick(rng, REGION_PHRASES[g.region])
+    return out.rstrip(",")
+
+# %% ../../nbs/14_shapes_describe.ipynb #dfree004
+_FREE_INTRO = ["{p}", "There {be} {p}", "Draw {p}", "Show {p}", "Put {p}", "I want {p}", "Picture {p}", "Place {p}", "You can see {p}"]
+
+
+def _unique_shape(g: Group, groups: list[Group]) -> bool:
+    return sum(h.shape == g.shape for h in groups) == 1
+
+
+def _plain_sentences(g: Group, arr: Arrangement | None, groups: list[Group], rng, first: bool) -> list[str]:
+    "A group's sentence (its place and arrangement included), maybe followed by one stating some of its attributes."
+    omit = tuple(a for a in ("color", "size", "texture") if getattr(g, a) and rng.random() < 0.5)[:2] if rng.random() < 0.35 else ()
+    p, place = _free_phrase(g, rng, omit), _place_words(g, arr, rng)
+    if g.region and arr is None and rng.random() < 0.4:
+        region = _pick(rng, REGION_PHRASES[g.region])
+        out = [_cap(region) + _pick(rng, [", ", f" there {_be_n(g.count)} "]) + p]
+    else:
+        intro = "Start with {p}" if first and rng.random() < 0.3 else _pick(rng, _FREE_INTRO)
+        out = [_cap(intro.format(p=p + place, be=_be_n(g.count)))]
+    if omit:
+        w = _attr_words(g, omit, rng)
+        forms = [f"It is {w}"] if g.count == 1 else [f"They are {w}"]
+        noun = plural(g.shape) if g.count > 1 else g.shape
+        if _unique_shape(g, groups):
+            forms += [f"The {noun} {_be_n(g.count)} {w}"] + ([f"All the {noun} are {w}", f"Each {g.shape} is {w}"] if g.count > 1 else [])
+        out.append(_pick(rng, forms))
+    return out
+
+
+def _family_sentences(root: Group, part: Group, arr: Arrangement | None, rng) -> list[str]:
+    "'Three circles in a row. The middle one is red.' / 'Four triangles. Two of them are green.'"
+    n = root.count + part.count
+    first = _cap(_pick(rng, _FREE_INTRO).format(p=_free_phrase(root, rng, count=n) + _place_words(root, arr, rng), be="are"))
+    extra = tuple(a for a in ("color", "size", "texture") if getattr(part, a) != getattr(root, a))
+    w = _attr_words(part, extra, rng)
+    if part.ordinal:
+        ow = _pick(rng, ORDINAL_PHRASES[part.ordinal])
+        return [first, _pick(rng, [f"The {ow} one is {w}", f"The {ow} {_pick(rng, SHAPE_WORDS[part.shape])} is {w}"])]
+    k = _cap(NUMBER_NAMES[part.count])
+    return [first, _pick(rng, [f"{k} of them {_be_n(part.count)} {w}", f"{k} of the {plural(part.shape)} {_be_n(part.count)} {w}"])]
+
+
+def _row_sentence(gs: list[Group], chain: bool, rng) -> str:
+    "'A star, a heart and a cross in a row from left to right along the top', or 'Line up ...', or 'From left to right: ...'."
+    names = [_free_phrase(g, rng) for g in gs]
+    items = ", ".join(names[:-1]) + " and " + names[-1]
+    order = " from left to right" if chain else ""
+    region = " " + _pick(rng, REGION_PHRASES[gs[0].region]) if gs[0].region else ""
+    forms = [f"{items} {_pick(rng, ARRANGE_PHRASES['row'])}{order}{region}", f"Line up {items}{order}{region}"]
+    if chain:
+        forms.append(f"From left to right: {items} {_pick(rng, ARRANGE_PHRASES['row'])}{region}")
+    return _cap(_pick(rng, forms))
+
+# %% ../../nbs/14_shapes_describe.ipynb #dfree005
+def _free_relation(r: Relation, groups: list[Group], rng) -> str:
+    "A sentence stating a relation between groups already introduced (between, each, and the binary ones)."
+    gid = {g.id: g for g in groups}
+    s, o = gid[r.subject], gid[r.object]
+    rs, ro = _ref(s, groups, rng), _ref(o, groups, rng)
+    if r.rel == "between":
+        rb = _ref(gid[r.object2], groups, rng)
+        return _pick(rng, [f"{_cap(rs)} {_be(s, rng)} between {ro} and {rb}", f"Between {ro} and {rb} there {_be_n(s.count)} {rs}"])
+    if r.each and r.rel == "next to":
+        return f"{_cap(rs)} are {_pick(rng, ['scattered around', 'arranged around', 'placed around'])} {ro}"
+    if r.each:
+        forms = [f"Each of {rs} is {_rel_words(r.rel, rng)} {ro}"]
+        if _unique_shape(s, groups):
+            forms += [f"Each {s.shape} is {_rel_words(r.rel, rng)} {ro}", f"All the {plural(s.shape)} are {_rel_words(r.rel, rng)} {ro}"]
+        return _pick(rng, forms)
+    return _pick(
+        rng, [f"{_cap(rs)} {_be(s, rng)} {_rel_words(r.rel, rng)} {ro}", f"{_cap(_rel_words(r.rel, rng))} {ro} there {_be_n(s.count)} {rs}"]
+    )
+
+
+def _units(spec: SceneSpec) -> list[tuple]:
+    "The scene as units: ('family', root, part, arrangement), ('row', groups, chained), ('plain', group, arrangement)."
+    arr_of = {g: a for a in spec.arrangements for g in a.groups}
+    out, done = [], set()
+    for g in spec.groups:
+        if g.id in done:
+            continue
+        a = arr_of.get(g.id)
+        part = next((h for h in spec.groups if h.of == g.id), None)
+        if part is not None:
+            out.append(("family", g, part, a))
+            done |= {g.id, part.id}
+        elif a is not None and len(a.groups) > 1:
+            gs = [h for h in spec.groups if h.id in a.groups]
+            chain = _chain(gs, spec.relations)
+            out.append(("row", chain or gs, chain is not None))
+            done |= set(a.groups)
+        else:
+            out.append(("plain", g, a))
+            done.add(g.id)
+    return out
+
+
+def _chain(gs: list[Group], rels: list[Relation]) -> list[Group] | None:
+    "`gs` in left-to-right order if the relations chain them ('A left of B', 'B left of C'), else None."
+    ids = {g.id for g in gs}
+    nxt = {r.subject: r.object for r in rels if r.rel == "left of" and not r.each and r.subject in ids and r.object in ids}
+    start = [g for g in gs if g.id in nxt and g.id not in nxt.values()]
+    if len(nxt) != len(gs) - 1 or len(start) != 1:
+        return None
+    out = [start[0].id]
+    while out[-1] in nxt:
+        out.append(nxt[out[-1]])
+    return [next(g for g in gs if g.id == x) for x in out] if len(out) == len(gs) else None
+
+# %% ../../nbs/14_shapes_describe.ipynb #dfree006
+def _front_pronoun(g: Group, arr, groups: list[Group], rels: list[Relation], last: Group | None, rng) -> tuple[str, Relation] | None:
+    "'Below it there are three stars': `g` introduced relative to the group the previous sentence was about (`last`)."
+    r = next(
+        (r for r in rels if r.subject == g.id and last is not None and r.object == last.id and r.rel != "between" and not r.each), None
+    )
+    if r is None or rng.random() < 0.4:
+        return None
+    pron = _pick(rng, FRONT_PRONOUN[r.rel])
+    if last.count > 1:
+        pron = pron.replace("its", "their").replace(" it", " them")
+    p = _free_phrase(g, rng) + _place_words(g, arr, rng)
+    return pron + _pick(rng, [f" there {_be_n(g.count)} ", ", ", " you can see "]) + p, r
+
+
+def _free_body(spec: SceneSpec, rng) -> list[str]:
+    "The sentences of the base scene: units in random order, relations after both their groups."
+    groups, units = spec.groups, _units(spec)
+    chained = {(a.id, b.id) for kind, *u in units if kind == "row" and u[1] for a, b in zip(u[0], u[0][1:])}
+    rels = [r for r in spec.relations if (r.subject, r.object) not in chained or r.rel != "left of"]
+    sentences, seen, last = [], set(), None
+    for i in rng.permutation(len(units)):
+        kind, *u = units[int(i)]
+        if kind == "plain":
+            front = _front_pronoun(u[0], u[1], groups, rels, last, rng) if u[0] else None
+            if front:
+                sentences.append(front[0])
+                rels.remove(front[1])
+            else:
+                sentences += _plain_sentences(u[0], u[1], groups, rng, not sentences)
+            seen.add(u[0].id)
+            last = u[0]
+        elif kind == "family":
+            sentences += _family_sentences(u[0], u[1], u[2], rng)
+            seen |= {u[0].id, u[1].id}
+            last = None
+        else:
+            sentences.append(_row_sentence(u[0], u[1], rng))
+            seen |= {g.id for g in u[0]}
+            last = None
+        ready = [r for r in rels if {r.subject, r.object, r.object2} - {None} <= seen and rng.random() < 0.5]
+        for r in ready:
+            sentences.append(_free_relation(r, groups, rng))
+            rels.remove(r)
+            last = None
+    return sentences + [_free_relation(r, groups, rng) for r in rels]
+
+# %% ../../nbs/14_shapes_describe.ipynb #dfree007
+def _free_edit_text(e: Edit, groups: list[Group], rng) -> str:
+    "An edit in free wording: 'get rid of the star', 'delete two of the circles', 'move the square to the top left corner', ..."
+    if e.op == "background":
+        w = _pick(rng, BG_WORDS[e.background])
+        return _pick(
+            rng,
+            [f"change the background to {w}", f"make the background {w}", f"switch the background to {w}", f"set the background to {w}"],
+        )
+    if e.op == "add":
+        return f"{_pick(rng, ['add', 'insert', 'put'])} {_free_phrase(e.group, rng)} {_pick(rng, REGION_PHRASES[e.group.region])}"
+    g = next(x for x in groups if x.id == e.target)
+    ref = _ref(g, groups, rng)
+    if e.op == "remove" and e.count is not None:
+        n = str(e.count) if rng.random() < 0.3 else NUMBER_NAMES[e.count]
+        return f"{_pick(rng, ['delete', 'remove', 'take away'])} {n} of {ref}"
+    if e.op == "remove":
+        return f"{_pick(rng, ['get rid of', 'delete', 'remove', 'erase', 'take away'])} {ref}"
+    if e.op == "move":
+        return f"{_pick(rng, ['move', 'shift', 'slide'])} {ref} {_pick(rng, REGION_DESTINATIONS[e.region])}"
+    c = _color_word(e.color, rng)
+    return _pick(rng, [f"make {ref} {c}", f"turn {ref} {c}", f"paint {ref} {c}", f"change the color of {ref} to {c}", f"recolor {ref} {c}"])
+
+
+def _free_edits(spec: SceneSpec, rng) -> list[str]:
+    "The edit sentences: each edit (a swap of two colors as one) after a marker, or as a bare imperative where that reads as an edit."
+    cur, out, k = spec.model_copy(update={"edits": []}), [], 0
+    while k < len(spec.edits):
+        e, nxt = spec.edits[k], spec.edits[k + 1] if k + 1 < len(spec.edits) else None
+        gid = {g.id: g for g in cur.groups}
+        swap = e.op == nxt.op == "recolor" if nxt else False
+        swap = swap and e.target != nxt.target and e.color == gid[nxt.target].color and nxt.color == gid[e.target].color
+        if swap:
+            text = f"swap the colors of {_ref(gid[e.target], cur.groups, rng)} and {_ref(gid[nxt.target], cur.groups, rng)}"
+        else:
+            text = _free_edit_text(e, cur.groups, rng)
+        bare = e.op != "add" and rng.random() < 0.3
+        out.append(_cap(text) if bare else _pick(rng, ["Then", "Afterwards,", "After that,", "Finally,", "Next,", "Then,"]) + " " + text)
+        for x in [e, nxt] if swap else [e]:
+            cur, _ = apply_edit(cur, x)
+        k += 2 if swap else 1
+    return out
+
+
+def _describe_free(spec: SceneSpec, rng) -> str:
+    "A free-form prompt for `spec` (see above)."
+    sentences = _free_body(spec, rng)
+    if spec.background:
+        w = _pick(rng, BG_WORDS[spec.background])
+        art = "an" if w[0] in "aeiou" else "a"
+        where = rng.random()
+        if where < 0.3:
+            first = sentences[0] if sentences[0].startswith("I ") else sentences[0][0].lower() + sentences[0][1:]
+            sentences[0] = f"On {art} {w} background, " + first
+        elif where < 0.6:
+            sentences[-1] += f", all on {art} {w} background"
+        else:
+            sentences.insert(int(rng.integers(len(sentences) + 1)), _bg_clause(spec.background, rng)[1].rstrip("."))
+    return ". ".join(s.rstrip(".") for s in sentences + _free_edits(spec, rng)) + "."

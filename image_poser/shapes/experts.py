@@ -85,6 +85,8 @@ class ShapesT2I:
     count_error: Prob = 0.0
     leak: Prob = 0.0
     relation_skill: Prob = 1.0
+    region_skill: Prob = 1.0
+    arrangement_skill: Prob = 1.0
     edit_skill: Prob = 0.0
     texture_skill: Prob = 1.0
     size_skill: Prob = 1.0
@@ -147,6 +149,23 @@ def _leak(self: ShapesT2I, out: list, rng: np.random.Generator) -> list:
                 out[j] = b.model_copy(update={attr: getattr(a, attr)})
     return out
 
+# %% ../../nbs/17_shapes_experts.ipynb #t2iund03
+@patch
+def _places(self: ShapesT2I, groups: list, rng: np.random.Generator, late) -> list:
+    "Places kept with probability `region_skill`, ordinals with `relation_skill`; a part whose root was not drawn stands alone."
+    ids = {g.id for g in groups}
+    out = []
+    for g in groups:
+        upd = {}
+        if g.region and (rng.random() >= self.region_skill or late(f"region:{g.id}")):
+            upd["region"] = None
+        if g.of is not None and g.of not in ids:
+            upd |= {"of": None, "ordinal": None}
+        elif g.ordinal and rng.random() >= self.relation_skill:
+            upd["ordinal"] = None
+        out.append(g.model_copy(update=upd) if upd else g)
+    return out
+
 # %% ../../nbs/17_shapes_experts.ipynb #t2iund02
 @patch
 def understand(self: ShapesT2I, command: str, rng: np.random.Generator) -> SceneSpec:
@@ -161,14 +180,19 @@ def understand(self: ShapesT2I, command: str, rng: np.random.Generator) -> Scene
     for k, e in enumerate(spec.edits):
         if rng.random() < self.edit_skill and not late(f"edit:{k}"):
             spec, _ = apply_edit(spec, e)
-    out = self._leak(self._groups(spec, rng, late), rng)
+    out = self._places(self._leak(self._groups(spec, rng, late), rng), rng, late)
     ids = {g.id for g in out}
     rels = []
     for i, r in enumerate(spec.relations):
-        if r.subject in ids and r.object in ids and rng.random() < self.relation_skill and not late(f"rel:{i}"):
+        if {r.subject, r.object, r.object2} - {None} <= ids and rng.random() < self.relation_skill and not late(f"rel:{i}"):
             rels.append(r)
+    arrs = []
+    for i, a in enumerate(spec.arrangements):
+        kept = [g for g in a.groups if g in ids]
+        if kept and rng.random() < self.arrangement_skill and not late(f"arr:{i}"):
+            arrs.append(a.model_copy(update={"groups": kept}))
     bg = spec.background if rng.random() < self.background_skill else None
-    return SceneSpec(groups=out, relations=rels, background=bg)
+    return SceneSpec(groups=out, relations=rels, arrangements=arrs, background=bg)
 
 # %% ../../nbs/17_shapes_experts.ipynb #485d6e25
 @lru_cache(maxsize=32)

@@ -1,4 +1,4 @@
-"""Reading prompts: a scanner over the world's vocabulary, a parser from prompts to scene specs (GenEval-style phrasing included) that reports what it did not understand, and edits read against the scene an editor sees.
+"""Reading prompts: a scanner over the world's vocabulary, a parser from prompts as people write them to scene specs (places, arrangements, ordinals, references across sentences, quantifiers, shades, edits in many phrasings) that reports what it did not read and what it found wrong, and edits read against the scene an editor sees.
 
 Docs: https://image-poser.github.io/image_poser/shapes_parse.html.md"""
 
@@ -7,136 +7,237 @@ Docs: https://image-poser.github.io/image_poser/shapes_parse.html.md"""
 # %% ../../nbs/12_shapes_parse.ipynb #psimp001
 from __future__ import annotations
 
-import json
+import bisect
 import re
 import unicodedata
 from dataclasses import dataclass, field
 
 # %% auto #0
-__all__ = ['MASTER', 'EDIT_START_VERBS', 'MAX_GROUPS', 'MAX_PROMPT_CHARS', 'Item', 'Mention', 'scan', 'ParseResult', 'parse',
-           'parse_edits', 'canonical', 'same_spec']
+__all__ = ['MASTER', 'KINDS', 'EDIT_START_VERBS', 'MAX_GROUPS', 'MAX_COUNT', 'REF_KINDS', 'MODIFIER_KINDS', 'MAX_PROMPT_CHARS',
+           'Item', 'Mention', 'scan', 'ParseResult', 'split_group', 'parse', 'spec_problems', 'parse_edits',
+           'canonical', 'same_spec']
 
 # %% ../../nbs/12_shapes_parse.ipynb #psimp002
-from .scene import INVERSE, Edit, Group, Relation, SceneSpec, apply_edit
+from image_poser.shapes.scene import (
+    INVERSE,
+    Arrangement,
+    Edit,
+    Group,
+    Relation,
+    SceneSpec,
+    apply_edit,
+    apply_edits,
+    color_ok_on,
+    ordinal_relations,
+    region_box,
+)
 from image_poser.shapes.words import (
+    AROUND_WORDS,
+    ARRANGE_WORDS,
     BG_WORDS,
+    BIG_NUMBER_WORDS,
+    CANVAS_WORDS,
+    COLOR_APPROX,
     COLOR_WORDS,
     EDIT_MARKERS,
+    EVEN_WORDS,
     NUMBER_WORDS,
+    ORDER_WORDS,
+    ORDINAL_WORDS,
+    REGION_CENTER,
+    REGION_PART,
     REL_PRONOUN,
     REL_WORDS,
+    SHADE_WORDS,
     SHAPE_WORDS,
     SIZE_WORDS,
     TEXTURE_POST,
     TEXTURE_PRE,
+    VAGUE_NUMBER_WORDS,
     _alt,
     _lookup,
+    _norm,
+    content_words,
     plural,
 )
 
 # %% ../../nbs/12_shapes_parse.ipynb #ad3db8b1
 _SHAPE_LU = _lookup(SHAPE_WORDS) | {plural(w): k for k, ws in SHAPE_WORDS.items() for w in ws}
 
-_COLOR_LU, _SIZE_LU = _lookup(COLOR_WORDS), _lookup(SIZE_WORDS)
+_SINGULAR = set(_lookup(SHAPE_WORDS))
 
-_TEXPRE_LU, _TEXPOST_LU, _BG_LU = _lookup(TEXTURE_PRE), _lookup(TEXTURE_POST), _lookup(BG_WORDS)
+_COLOR_LU = _lookup(COLOR_WORDS) | COLOR_APPROX
 
-_REL_LU, _RELP_LU = _lookup(REL_WORDS), _lookup(REL_PRONOUN)
+_SIZE_LU, _TEXPRE_LU, _TEXPOST_LU, _BG_LU = _lookup(SIZE_WORDS), _lookup(TEXTURE_PRE), _lookup(TEXTURE_POST), _lookup(BG_WORDS)
 
-_ATTR = _alt(list(_COLOR_LU) + list(_SIZE_LU) + list(_TEXPRE_LU))
+_REL_LU, _RELP_LU, _ORD_LU = _lookup(REL_WORDS), _lookup(REL_PRONOUN), _lookup(ORDINAL_WORDS)
 
-_DET = _alt(["the"] + [w for w in NUMBER_WORDS]) + r"|\d{1,3}"
+_ARR_LU = _lookup(ARRANGE_WORDS)
 
-_BG = _alt(_BG_LU)
+_ORDER_LU = {_norm(k): v for k, v in ORDER_WORDS.items()}
+
+_NUMS = NUMBER_WORDS | BIG_NUMBER_WORDS | VAGUE_NUMBER_WORDS | {"no": 0}
 
 _VERBS = {
-    "recolor": ["make", "turn", "paint", "color", "colour", "recolor", "recolour", "change", "set", "switch", "replace", "use", "give"],
-    "remove": ["remove", "delete", "erase", "get rid of", "take away", "take out"],
-    "add": ["add", "put", "insert", "include", "place", "draw"],
-    "move": ["move", "shift", "slide", "relocate"],
+    "recolor": ["make", "turn", "paint", "color", "colour", "recolor", "recolour", "change", "set", "switch", "use", "give", "fill"],
+    "remove": ["remove", "delete", "erase", "get rid of", "take away", "take out", "eliminate", "drop", "clear away"],
+    "add": ["add", "put", "insert", "include", "place", "draw", "introduce"],
+    "move": ["move", "shift", "slide", "relocate", "push", "drag"],
+    "swap": ["swap", "exchange", "switch around", "trade"],
+    "replace": ["replace", "substitute"],
 }
 
 _VERB_LU = _lookup(_VERBS)
 
+# %% ../../nbs/12_shapes_parse.ipynb #psrx0001
+_COLOR = rf"(?:(?:{_alt(SHADE_WORDS)})[\s-]+)?(?:{_alt(_COLOR_LU)})"
+
+_ATTR = _COLOR + "|" + _alt(list(_SIZE_LU) + list(_TEXPRE_LU))
+
+_NUMW = rf"(?:{_alt(NUMBER_WORDS)}|\d+)"
+
+_QUANT_DETS = ["the", "this", "that", "these", "those", "all the", "all of the", "all", "each", "every", "both", "both the", "both of the"]
+
+_DET = rf"{_alt(_QUANT_DETS + ['another', 'one more', 'each of the', 'every one of the'])}|{_NUMW}\s+of\s+(?:the|these|those)"
+
+_DET += rf"|(?:the|these|those)\s+{_NUMW}|{_alt(_NUMS)}|-?\d+"
+
+_SHAPES = _alt(_SHAPE_LU)
+
+_CANVAS = rf"(?:\s+of\s+(?:the\s+|this\s+|a\s+|an\s+)?(?:whole\s+|entire\s+)?(?:{_alt(CANVAS_WORDS)}))?"
+
+_PREP = r"(?:(?:right|just|exactly|directly|somewhere|over|up|down)\s+)?(?:in|at|on|along|across|near|toward|towards|to|into|inside|within|by|over)\s+"
+
+_THE = r"(?:the\s+|this\s+)?(?:very\s+|far\s+)?"
+
+_PART = rf"(?:\s+(?:{_alt(REGION_PART)}))?"
+
+_NOT_OF = rf"(?!\s+(?:(?:{_alt(REGION_PART)})\s+)?of\b)"  # 'on the left' is a place, 'on the left (side) of the square' a relation
+
+_CORNER = r"(?:top|upper|bottom|lower)[\s-]*(?:left|right)(?:[\s-]*hand)?"
+
+_SIDE = r"(?:top|upper|bottom|lower|left|right)(?:[\s-]*hand)?"
+
 # %% ../../nbs/12_shapes_parse.ipynb #79202af5
-MASTER = re.compile(
-    r"""
- (?P<marker>\b(?:"""
-    + _alt(EDIT_MARKERS)
-    + r""")\b,?)
-|(?P<bg>\b(?:(?:on|against|with|in\s+front\s+of)\s+(?:a\s+|an\s+|the\s+)?(?P<bg1>"""
-    + _BG
-    + r""")\s+background
-          |(?:the\s+)?background\s+(?:is|should\s+be|must\s+be|will\s+be|of|to|as|into)\s+(?:a\s+|an\s+)?(?P<bg2>"""
-    + _BG
-    + r""")(?:\s+(?:background|one))?
-          |(?:the\s+)?background\s+with\s+(?:a\s+|an\s+)?(?P<bg3>"""
-    + _BG
-    + r""")(?:\s+(?:background|one))?
-          |(?:the\s+)?background\s+(?P<bg6>"""
-    + _BG
-    + r""")
-          |(?:a\s+|an\s+)?(?P<bg4>"""
-    + _BG
-    + r""")\s+background
-          |on\s+(?P<bg5>grid\s+paper|graph\s+paper))\b)
-|(?P<relp>\b(?:"""
-    + _alt(_RELP_LU)
-    + r""")\b)
-|(?P<rel>\b(?:"""
-    + _alt(_REL_LU)
-    + r""")\b)
-|(?P<mention>\b(?:(?P<det>"""
-    + _DET
-    + r""")\s+)?(?P<attrs>(?:(?:"""
-    + _ATTR
-    + r""")\s+)*)(?P<shape>"""
-    + _alt(_SHAPE_LU)
-    + r""")\b
-   (?P<post>(?:\s+(?:"""
-    + _alt(_TEXPOST_LU)
-    + r"""|in\s+(?:"""
-    + _alt(_COLOR_LU)
-    + r""")\b))*))
-|(?P<verb>\b(?:"""
-    + _alt(_VERB_LU)
-    + r""")\b)
-|(?P<color>\b(?:"""
-    + _alt(_COLOR_LU)
-    + r""")\b)
-|(?P<size>\b(?:"""
-    + _alt(list(_SIZE_LU) + ["smaller", "larger", "bigger"])
-    + r""")\b)
-|(?P<texture>\b(?:"""
-    + _alt(list(_TEXPRE_LU) + ["stripes", "dots", "polka dots"])
-    + r""")\b)
-|(?P<sep>[.;!?]|,|\band\b)
-""",
-    re.I | re.X,
+_NOT_CENTER = r"(?!\s+(?:between|one\b|of\s+(?:the\s+)?(?:two|row|column|line|them)))"
+
+_REGION_ALTS = [
+    rf"{_PREP}{_THE}(?P<rc>{_CORNER}){_PART}{_CANVAS}{_NOT_OF}",  # in the upper left corner
+    rf"(?:the\s+)?(?P<rc2>{_CORNER})\s+corner{_CANVAS}",  # the top right corner (holds ...)
+    rf"{_PREP}{_THE}(?P<rv>top|upper|bottom|lower)[\s-]+(?:center|centre|middle){_PART}{_CANVAS}",  # at the bottom center
+    rf"{_PREP}{_THE}(?P<rs>{_SIDE}){_PART}{_CANVAS}{_NOT_OF}",  # along the bottom, on the left side
+    rf"{_PREP}{_THE}(?:dead\s+)?(?P<rm>{_alt(REGION_CENTER)}){_PART}{_CANVAS}{_NOT_CENTER}",  # in the middle
+    r"(?:right\s+)?(?P<rm2>centered|centred|in\s+the\s+centre|in\s+the\s+center)",
+]
+
+_REGION = rf"(?P<region>\b(?:{'|'.join(_REGION_ALTS)})\b)"
+
+_ROWPLACE = r"(?P<rowplace>\bthe\s+(?P<rpw>top|upper|middle|center|centre|bottom|lower|left|right)\s+(?P<rpk>row|column)\b)"
+
+_ARRANGE = rf"(?P<arr>\b(?:(?:{_alt(_ARR_LU)})|(?P<arrof>a\s+(?:row|line|column|stack|vertical\s+line|horizontal\s+line)\s+of))\b)"
+
+_ORDINAL_ALTS = [
+    rf"(?P<o1>{_alt(_ORD_LU)})\s+(?:(?P<on1>{_NUMW})\s+)?(?P<os1>ones?|{_SHAPES})",  # the middle one, the top two squares
+    rf"(?P<o2>first|last)\s+(?:(?P<on2>{_NUMW})\b(?:\s+(?P<os2>ones|{_SHAPES}))?|(?P<os3>{_SHAPES}))",  # the first two
+    r"one\s+(?:on\s+the\s+(?P<o3>left|right)|at\s+the\s+(?P<o4>top|bottom)|in\s+the\s+(?P<o5>middle|center|centre))",
+    rf"(?P<o6>leftmost|rightmost|topmost|uppermost|highest|lowest|bottommost|lowermost|left-most|right-most)"
+    rf"(?:\s+of\s+(?:them|the\s+(?:\w+\s+)?(?P<os4>{_SHAPES})))?",
+]
+
+_ORDINAL = rf"(?P<ordinal>\bthe\s+(?:{'|'.join(_ORDINAL_ALTS)})\b)"
+
+_OTHERS = rf"(?P<others>\bthe\s+(?:others|rest(?:\s+of\s+them)?|other\s+(?:{_NUMW}\s+)?(?:ones|{_SHAPES})|other\s+{_NUMW}|remaining\s+(?:ones|{_SHAPES}|{_NUMW}))\b)"
+
+_POST = rf"(?P<post>(?:\s+(?:{_alt(_TEXPOST_LU)}|(?:in|colou?red|painted)\s+(?:{_COLOR}))\b)*)"
+
+_MENTION = (
+    rf"(?P<mention>(?:\b|(?=-\d))(?:(?P<det>{_DET})\s+)?(?P<attrs>(?:(?:{_ATTR})(?:\s*,\s*|\s+and\s+|\s+))*)(?P<shape>{_SHAPES})\b{_POST})"
 )
+
+_ONEREF = rf"(?P<oneref>\b(?P<odet>{_DET})\s+(?P<oattrs>(?:(?:{_ATTR})\s+)+)ones?\b)"
+
+_PRON = rf"(?P<pron>\b(?:(?P<pn>{_NUMW}|all|both|each|none)\s+of\s+them|the\s+two\s+of\s+them|the\s+former|the\s+latter|they|them|their|it|its|both)\b)"
+
+# %% ../../nbs/12_shapes_parse.ipynb #psmast01
+_BG_PRE = r"(?:(?:plain|solid|simple|flat)\s+)?"
+
+_BG_ALTS = [
+    rf"(?:on|against|with|in\s+front\s+of|over|onto|upon)\s+(?:a\s+|an\s+|the\s+)?{_BG_PRE}(?P<bg1>{_alt(_BG_LU)})(?:[\s-]+colou?red)?\s+(?:background|backdrop)",
+    rf"(?:the\s+)?(?:background|backdrop)\s+(?:color\s+)?(?:is|should\s+be|must\s+be|will\s+be|of|to|as|into|be)\s+(?:a\s+|an\s+)?(?P<bg2>{_alt(_BG_LU)})(?:\s+(?:background|one))?",
+    rf"(?:the\s+)?(?:background|backdrop)\s+with\s+(?:a\s+|an\s+)?(?P<bg3>{_alt(_BG_LU)})(?:\s+(?:background|one))?",
+    rf"(?:the\s+)?(?:background|backdrop)\s+(?P<bg6>{_alt(_BG_LU)})",
+    rf"(?:a\s+|an\s+)?{_BG_PRE}(?P<bg4>{_alt(_BG_LU)})(?:[\s-]+colou?red)?\s+(?:background|backdrop)",
+    r"on\s+(?:a\s+)?(?P<bg5>grid\s+paper|graph\s+paper|navy(?:\s+blue)?|beige|cream)",
+]
+
+_VERB = rf"make(?!\s+sure)|{_alt([w for w in _VERB_LU if w != 'make'])}"
+
+_SMALL = _alt([w for w, v in NUMBER_WORDS.items() if w.isalpha() and len(w) > 2])
+
+_TEX_WORDS = _alt(list(_TEXPRE_LU) + ["stripes", "dots", "polka dots", "stripy", "stripey"])
+
+# %% ../../nbs/12_shapes_parse.ipynb #psmast02
+MASTER = re.compile(
+    "|".join(
+        [
+            rf"(?P<marker>\b(?:{_alt(EDIT_MARKERS)})(?:\b|(?<=,)),?)",
+            rf"(?P<bg>\b(?:{'|'.join(_BG_ALTS)})\b)",
+            _ROWPLACE,
+            _REGION,
+            rf"(?P<order>\b(?:{_alt(ORDER_WORDS)})\b)",
+            rf"(?P<even>\b(?:{_alt(EVEN_WORDS)})\b)",
+            _ARRANGE,
+            rf"(?P<around>\b(?:{_alt(AROUND_WORDS)})\b)",
+            rf"(?P<relp>\b(?:{_alt(_RELP_LU)})\b)",
+            rf"(?P<rel>\b(?:{_alt(_REL_LU)})\b)",
+            _ORDINAL,
+            _OTHERS,
+            _MENTION,
+            _ONEREF,
+            _PRON,
+            rf"(?P<verb>\b(?:{_VERB})\b)",
+            rf"(?P<color>\b(?:{_COLOR})\b)",
+            rf"(?P<size>\b(?:{_alt(list(_SIZE_LU) + ['smaller', 'larger', 'bigger'])})\b)",
+            rf"(?P<texture>\b(?:{_TEX_WORDS})\b)",
+            rf"(?P<num>\b(?:{_SMALL})\b)",
+            r"(?P<sep>[.;!?]|,|:|\band\b|\s[-–—]\s)",
+        ]
+    ),
+    re.I,
+)
+
+KINDS = (
+    "marker",
+    "bg",
+    "rowplace",
+    "region",
+    "order",
+    "even",
+    "arr",
+    "around",
+    "relp",
+    "rel",
+    "ordinal",
+    "others",
+    "mention",
+    "oneref",
+    "pron",
+)
+
+KINDS += ("verb", "color", "size", "texture", "num", "sep")
 
 _ATTR_RE = re.compile(_ATTR, re.I)
 
-# %% ../../nbs/12_shapes_parse.ipynb #9f3b0de4
-_TEXPOST_RE = re.compile(r"(?P<tex>" + _alt(_TEXPOST_LU) + r")|in\s+(?P<col>" + _alt(_COLOR_LU) + r")\b", re.I)
+_TEXPOST_RE = re.compile(rf"(?P<tex>{_alt(_TEXPOST_LU)})|(?:in|colou?red|painted)\s+(?P<col>{_COLOR})\b", re.I)
 
-_FUNCTION_WORDS = set(
-    """a an the of and with there is are be should must will to in on at it its their them this that these those
- i we you want would like please draw place put show create make image picture photo scene illustration render depicting
- showing containing also sit sits stand stands lie lies placed positioned located set one ones some
- see can you we sure ensure""".split()
-)
-
-
-def _norm(s: str) -> str:
-    return re.sub(r"\s+", " ", s.strip().lower())
+_SHADE_RE = re.compile(rf"^(?:{_alt(SHADE_WORDS)})[\s-]+", re.I)
 
 # %% ../../nbs/12_shapes_parse.ipynb #dcb00121
 @dataclass
 class Item:
-    "One piece of meaning the scanner found: its kind, character span, text and decoded value."
+    "One piece of meaning the scanner found: its kind (one of `KINDS`), character span, text and decoded value."
 
-    kind: str  # marker | bg | relp | rel | mention | verb | color | size | texture | sep
+    kind: str
     start: int
     end: int
     text: str
@@ -145,68 +246,153 @@ class Item:
 
 @dataclass
 class Mention:
-    "An object mention: 'three small yellow stars', 'the square', 'a blue disk with stripes'."
+    "A reference to objects: 'three small yellow stars', 'the square', 'each star', 'two of the circles', 'a blue one'."
 
-    det: str | None
-    count: int | None
-    shape: str
+    det: str | None  # the determiner as written (normalised), None for a bare noun
+    count: int | None  # the number it states (None: none stated)
+    shape: str | None  # None for 'one'/'ones' (the shape comes from what it refers to)
     plural: bool
     color: str | None = None
     size: str | None = None
     texture: str | None = None
+    definite: bool = False  # the / this / these: refers to something already there
+    quant: str | None = None  # 'all' or 'each' (all the circles, each star, every cross, both squares)
+    partitive: bool = False  # 'two of the circles': that many of an existing group
+    notes: list[str] = field(default_factory=list)  # approximations made reading it ('light blue' read as blue)
 
 
-def _mention(m: re.Match) -> Mention:
-    det = _norm(m.group("det")) if m.group("det") else None
-    count = (int(det) if det.isdigit() else NUMBER_WORDS.get(det)) if det and det != "the" else None
-    word = _norm(m.group("shape"))
-    men = Mention(det, count, _SHAPE_LU[word], word not in _lookup(SHAPE_WORDS))
-    for a in _ATTR_RE.findall(m.group("attrs") or ""):
-        a = _norm(a)
-        if a in _COLOR_LU:
-            men.color = _COLOR_LU[a]
-        elif a in _SIZE_LU:
-            men.size = _SIZE_LU[a]
-        elif a in _TEXPRE_LU:
-            men.texture = _TEXPRE_LU[a]
-    for p in _TEXPOST_RE.finditer(m.group("post") or ""):
+_DEFINITE = {"the", "this", "that", "these", "those"}
+
+_QUANT = {"all": "all", "all the": "all", "all of the": "all", "both": "all", "both the": "all", "both of the": "all"}
+
+_QUANT |= {"each": "each", "every": "each", "each of the": "each", "every one of the": "each"}
+
+
+_CANON_COLOR = set(_lookup(COLOR_WORDS))
+
+
+def _color_value(word: str) -> tuple[str, str | None]:
+    "The world's color for a color phrase ('light blue' -> blue) and a note when it is an approximation."
+    w = _norm(word)
+    base = _SHADE_RE.sub("", w)
+    c = _COLOR_LU[base]
+    return c, (None if w == base and base in _CANON_COLOR else f"{word!r} read as {c}")
+
+
+def _det_count(det: str | None) -> int | None:
+    "The number a determiner states: 'three' -> 3, '-3' -> -3, 'two of the' -> 2, 'the two' -> 2, 'the' -> None."
+    if det is None or det in _DEFINITE or det in _QUANT or det in ("another", "one more"):
+        return 1 if det in ("another", "one more") else None
+    d = re.sub(r"\s+of\s+(?:the|these|those)$|^(?:the|these|those)\s+", "", det)
+    if re.fullmatch(r"-?\d+", d):
+        return int(d)
+    return _NUMS.get(d)
+
+# %% ../../nbs/12_shapes_parse.ipynb #psment01
+def _attrs_into(men: Mention, attrs: str, post: str) -> Mention:
+    "Read the attribute words before (`attrs`) and after (`post`) the noun into `men`."
+    for a in _ATTR_RE.findall(attrs or ""):
+        w = _norm(a)
+        if w in _SIZE_LU:
+            men.size = _SIZE_LU[w]
+        elif w in _TEXPRE_LU:
+            men.texture = _TEXPRE_LU[w]
+        else:
+            men.color, note = _color_value(a)
+            men.notes += [note] if note else []
+    for p in _TEXPOST_RE.finditer(post or ""):
         if p.group("tex"):
             men.texture = _TEXPOST_LU[_norm(p.group("tex"))]
         else:
-            men.color = _COLOR_LU[_norm(p.group("col"))]
+            men.color, note = _color_value(p.group("col"))
+            men.notes += [note] if note else []
     return men
 
+
+def _mention(det: str | None, attrs: str, shape_word: str | None, post: str = "") -> Mention:
+    det = re.sub(r"\s+", " ", det.strip().lower()) if det else None
+    word = _norm(shape_word) if shape_word else None
+    shape = _SHAPE_LU.get(word) if word else None
+    plural_ = word in ("ones",) or (shape is not None and word not in _SINGULAR)
+    count = _det_count(det)
+    definite = det in _DEFINITE or bool(det and re.match(r"(?:the|these|those)\s", det))
+    men = Mention(det, count, shape, plural_, definite=definite, quant=_QUANT.get(det))
+    men.partitive = bool(det and men.quant is None and re.search(r"\sof\s+(?:the|these|those)$", det))
+    men.definite = men.definite or men.partitive
+    return _attrs_into(men, attrs, post)
+
 # %% ../../nbs/12_shapes_parse.ipynb #d27f769d
+def _decode(kind: str, m: re.Match):
+    "The value of a scanned item of `kind`."
+    t = _norm(m.group(0))
+    if kind == "bg":
+        return _BG_LU[_norm(next(m.group(g) for g in ("bg1", "bg2", "bg3", "bg4", "bg5", "bg6") if m.group(g)))]
+    if kind == "region":
+        return _region_value(m)
+    if kind == "rowplace":
+        w = _norm(m.group("rpw"))
+        reg = {"upper": "top", "lower": "bottom", "middle": "center", "centre": "center"}.get(w, w)
+        return reg, _norm(m.group("rpk"))
+    if kind in ("rel", "relp", "arr", "order"):
+        lu = {"rel": _REL_LU, "relp": _RELP_LU, "arr": _ARR_LU, "order": _ORDER_LU}[kind]
+        if kind == "arr":
+            return lu.get(t) or ("column" if re.search(r"column|stack|vertical", t) else "row")
+        return lu[t]
+    if kind == "ordinal":
+        return _ordinal_value(m)
+    if kind == "mention":
+        return _mention(m.group("det"), m.group("attrs"), m.group("shape"), m.group("post"))
+    if kind == "oneref":
+        return _mention(m.group("odet"), m.group("oattrs"), "ones" if t.endswith("ones") else "one")
+    if kind == "verb":
+        return _VERB_LU[t]
+    if kind == "color":
+        return _color_value(m.group(0))
+    if kind == "size":
+        return _SIZE_LU.get(t) or {"smaller": "small", "larger": "large", "bigger": "large"}[t]
+    if kind == "texture":
+        return _TEXPRE_LU.get(t) or ("striped" if t.startswith("strip") else "dotted")
+    if kind == "num":
+        return NUMBER_WORDS[t]
+    if kind == "sep":
+        return "strong" if t in ".;!?" else "and" if t == "and" else "weak"
+    return t
+
+# %% ../../nbs/12_shapes_parse.ipynb #psdec002
+def _region_value(m: re.Match) -> tuple[str, str | None]:
+    "(region, note) of a place phrase: 'in the upper left corner' -> ('top left', None)."
+    side = {"upper": "top", "lower": "bottom", "left hand": "left", "right hand": "right"}
+    if m.group("rc") or m.group("rc2"):
+        w = _norm(m.group("rc") or m.group("rc2")).replace(" hand", "").split()
+        v, h = (w[0], w[1]) if len(w) == 2 else (w[0][:-4], w[0][-4:]) if w[0].endswith("left") else (w[0][:-5], "right")
+        return f"{side.get(v, v)} {h}", None
+    if m.group("rv"):
+        v = side.get(_norm(m.group("rv")), _norm(m.group("rv")))
+        return v, f"{m.group(0).strip()!r} read as the {v}"
+    if m.group("rs"):
+        s = side.get(_norm(m.group("rs")), _norm(m.group("rs")))
+        return s, (f"{m.group(0).strip()!r} read as the {s} third" if re.search(r"\bhalf\b", m.group(0), re.I) else None)
+    return "center", None
+
+
+def _ordinal_value(m: re.Match) -> tuple[str, int | None, str | None]:
+    "(which, how many, shape or None) of an ordinal reference: 'the first two' -> ('first', 2, None)."
+    w = next(m.group(g) for g in ("o1", "o2", "o3", "o4", "o5", "o6") if m.group(g))
+    w = _norm(w)
+    which = w if w in ("first", "last") else _ORD_LU.get(w) or _ORD_LU.get(w.replace(" ", "-"), "middle")
+    n = m.group("on1") or m.group("on2")
+    count = (int(n) if n.isdigit() else NUMBER_WORDS[_norm(n)]) if n else None
+    sw = next((m.group(g) for g in ("os1", "os2", "os3", "os4") if m.group(g)), None)
+    shape = _SHAPE_LU.get(_norm(sw)) if sw and _norm(sw) not in ("one", "ones") else None
+    return which, count, shape
+
+# %% ../../nbs/12_shapes_parse.ipynb #psscan01
 def scan(text: str) -> list[Item]:
     "The items of `text`, in order."
     items = []
     for m in MASTER.finditer(text):
-        kinds = ("marker", "bg", "relp", "rel", "mention", "verb", "color", "size", "texture", "sep")
-        kind = m.lastgroup if m.lastgroup in kinds else None
-        if kind is None:  # a named subgroup was last; find the top-level alternative that matched
-            kind = next(k for k in kinds if m.group(k) is not None)
-        t = m.group(0)
-        val = None
-        if kind == "bg":
-            val = _BG_LU[_norm(next(m.group(g) for g in ("bg1", "bg2", "bg3", "bg4", "bg5", "bg6") if m.group(g)))]
-        elif kind == "rel":
-            val = _REL_LU[_norm(t)]
-        elif kind == "relp":
-            val = _RELP_LU[_norm(t)]
-        elif kind == "mention":
-            val = _mention(m)
-        elif kind == "verb":
-            val = _VERB_LU[_norm(t)]
-        elif kind == "color":
-            val = _COLOR_LU[_norm(t)]
-        elif kind == "size":
-            val = _SIZE_LU.get(_norm(t)) or {"smaller": "small", "larger": "large", "bigger": "large"}[_norm(t)]
-        elif kind == "texture":
-            w = _norm(t)
-            val = _TEXPRE_LU.get(w) or {"stripes": "striped", "dots": "dotted", "polka dots": "dotted"}[w]
-        elif kind == "sep":
-            val = "strong" if t in ".;!?" else "weak"
-        items.append(Item(kind, m.start(), m.end(), t, val))
+        kind = m.lastgroup if m.lastgroup in KINDS else next(k for k in KINDS if m.group(k) is not None)
+        items.append(Item(kind, m.start(), m.end(), m.group(0), _decode(kind, m)))
     return items
 
 # %% ../../nbs/12_shapes_parse.ipynb #b6553475
@@ -215,50 +401,272 @@ class ParseResult:
     "What `parse` understood: the spec, where each part came from, and what it could not use."
 
     spec: SceneSpec
-    spans: dict[str, tuple[int, int]] = field(default_factory=dict)  # group id / "rel:i" / "bg" / "edit:i" -> span
-    unparsed: list[tuple[int, int, str]] = field(default_factory=list)  # spans of words it did not understand
-    problems: list[str] = field(default_factory=list)  # references it could not resolve, edits it could not apply
+    spans: dict[str, tuple[int, int]] = field(default_factory=dict)  # group id / "rel:i" / "arr:i" / "bg" / "edit:i" -> span
+    unparsed: list[tuple[int, int, str]] = field(default_factory=list)  # spans holding content words it did not use
+    problems: list[str] = field(default_factory=list)  # out-of-range counts, contradictions, unresolved references, ...
     base_text: str = ""  # the prompt without its edit clauses
-    edit_texts: list[str] = field(default_factory=list)  # the text of each edit, in order
+    edit_texts: list[str] = field(default_factory=list)  # the text of each edit clause, in order
+    edit_groups: list[list[int]] = field(default_factory=list)  # the edits (indices into spec.edits) each edit clause made
+    notes: list[str] = field(default_factory=list)  # approximations: 'light blue' read as blue, 'the upper half' as the top third
+    coverage: float = 0.0  # share of the prompt's content words inside phrases it used (`content_words`)
 
 
-EDIT_START_VERBS = {"recolor", "remove", "move"}  # a sentence opening with one of these is an edit even without a marker
+EDIT_START_VERBS = {"recolor", "remove", "move", "swap", "replace"}  # a clause opening with one of these edits what exists
 
 MAX_GROUPS = 32  # more groups than this in one prompt are reported and ignored
 
+MAX_COUNT = 12  # the most objects one group can hold
 
+REF_KINDS = ("mention", "oneref", "pron", "ordinal", "others")
+
+MODIFIER_KINDS = ("rel", "relp", "around", "region", "arr", "order", "even", "rowplace")
+
+
+@dataclass
+class _Ref:
+    "What a reference resolved to."
+
+    gids: list[str]
+    each: bool = False  # 'each star', 'all the circles': relations hold member by member
+    new: bool = False  # it introduced the group(s)
+
+# %% ../../nbs/12_shapes_parse.ipynb #psstate1
 class _State:
+    "What the parser knows while reading: the base spec, spans, problems, notes, the items it used, and who was mentioned when."
+
     def __init__(self):
         self.spec = SceneSpec()
         self.n = 0
-        self.spans = {}
-        self.problems = []
+        self.spans: dict[str, tuple[int, int]] = {}
+        self.problems: list[str] = []
+        self.notes: list[str] = []
+        self.used: set[int] = set()  # start offsets of the items it used
+        self.history: list[tuple[int, int, list[str]]] = []  # (sentence index, position, group ids) per reference
+        self.sentence = 0
+        self.last_family: str | None = None
+        self.text = ""
 
-    def new_group(self, men: Mention, span) -> Group:
-        g = Group(
-            id=f"g{self.n}",
-            shape=men.shape,
-            color=men.color,
-            size=men.size,
-            texture=men.texture,
-            count=max(1, min(12, men.count or (2 if men.plural else 1))),
-        )
+    def use(self, *items: Item) -> None:
+        self.used.update(i.start for i in items if i is not None)
+
+    def remember(self, pos: int, gids: list[str]) -> None:
+        if gids:
+            self.history.append((self.sentence, pos, list(gids)))
+
+    def problem(self, p: str) -> None:
+        if p not in self.problems:
+            self.problems.append(p)
+
+    def new_id(self) -> str:
         self.n += 1
+        return f"g{self.n - 1}"
+
+    def new_group(self, men: Mention, text: str, span: tuple[int, int]) -> Group | None:
+        "A group for an introducing mention, its count checked: none for a count below 1, at most `MAX_COUNT` objects."
+        n = men.count if men.count is not None else (2 if men.plural else 1)
+        if men.shape is None:
+            self.problem(f"{text.strip()!r}: no shape to refer to")
+            return None
+        if n <= 0:
+            self.problem(f"count {n} in {text.strip()!r} is out of range (1-{MAX_COUNT}): nothing drawn for it")
+            return None
+        if n > MAX_COUNT:
+            self.problem(f"count {n} in {text.strip()!r} is more than one group can hold ({MAX_COUNT}): drawn as {MAX_COUNT}")
+            n = MAX_COUNT
+        if men.det in VAGUE_NUMBER_WORDS:
+            self.notes.append(f"{men.det!r} read as {n}")
+        self.notes += men.notes
+        g = Group(id=self.new_id(), shape=men.shape, color=men.color, size=men.size, texture=men.texture, count=n)
         self.spans[g.id] = span
         return g
 
-    def resolve(self, men: Mention, groups: list[Group] | None = None) -> Group | None:
-        "The existing group a definite mention refers to (the most recent match), or None."
-        cands = [
-            g
-            for g in (groups if groups is not None else self.spec.groups)
-            if g.shape == men.shape
-            and all(getattr(men, a) is None or getattr(g, a) == getattr(men, a) for a in ("color", "size", "texture"))
-        ]
-        return cands[-1] if cands else None
+# %% ../../nbs/12_shapes_parse.ipynb #psstate2
+def _matches(men: Mention, groups: list[Group]) -> list[Group]:
+    "Groups with the mention's shape and every attribute it states."
+    return [
+        g
+        for g in groups
+        if g.shape == men.shape and all(getattr(men, a) is None or getattr(g, a) == getattr(men, a) for a in ("color", "size", "texture"))
+    ]
 
 
+def _recent(st: _State, gids: list[str]) -> list[str]:
+    "`gids` ordered from the most recently mentioned to the least."
+    last = {}
+    for k, (_, _, ids) in enumerate(st.history):
+        for g in ids:
+            last[g] = k
+    return sorted(gids, key=lambda g: -last.get(g, -1))
+
+
+def _antecedent(st: _State, pos: int, plural: bool | None, spec: SceneSpec, exclude=()) -> list[str]:
+    "What a pronoun at `pos` refers to: the latest single object ('it'), the objects of the latest sentence ('them'), the latest group ('that')."
+    alive = {g.id: g for g in spec.groups}
+    events = [(s, ids) for s, p, ids in st.history if p < pos]
+    if plural is None:
+        latest = [g for _, ids in reversed(events) for g in reversed(ids) if g in alive and g not in exclude]
+        return latest[:1]
+    if not plural:
+        for _, ids in reversed(events):
+            one = [g for g in reversed(ids) if g in alive and g not in exclude and alive[g].count == 1]
+            if one:
+                return [one[0]]
+        rest = [g for _, ids in reversed(events) for g in reversed(ids) if g in alive and g not in exclude]
+        return rest[:1]
+    for s in sorted({s for s, _ in events}, reverse=True):
+        ids = list(dict.fromkeys(g for t, idl in events if t == s for g in idl if g in alive and g not in exclude))
+        if len(ids) >= 2 or any(alive[g].count > 1 for g in ids):  # 'them': with the parts split off them since
+            return list(dict.fromkeys(h for g in ids for h in spec.family(g) if h not in exclude))
+    return []
+
+# %% ../../nbs/12_shapes_parse.ipynb #pssplit1
+def split_group(spec: SceneSpec, gid: str, n: int, ordinal: str | None, new_id: str) -> tuple[SceneSpec, str]:
+    "Single `n` objects of group `gid` out as a new part of its family (with `ordinal`); the whole group when it has just `n`."
+    g = spec.group(gid)
+    if n >= g.count:
+        groups = [x.model_copy(update={"ordinal": ordinal or x.ordinal}) if x.id == gid else x for x in spec.groups]
+        return spec.model_copy(update={"groups": groups}), gid
+    part = g.model_copy(update={"id": new_id, "count": n, "of": g.of or g.id, "ordinal": ordinal})
+    groups = []
+    for x in spec.groups:
+        groups += [x.model_copy(update={"count": x.count - n}), part] if x.id == gid else [x]
+    rels = list(spec.relations)
+    rels += [r.model_copy(update={"subject": new_id}) for r in spec.relations if r.subject == gid]
+    rels += [r.model_copy(update={"object": new_id}) for r in spec.relations if r.object == gid and r.rel != "between"]
+    arrs = [a.model_copy(update={"groups": [*a.groups, new_id]}) if gid in a.groups else a for a in spec.arrangements]
+    return spec.model_copy(update={"groups": groups, "relations": rels, "arrangements": arrs}), new_id
+
+# %% ../../nbs/12_shapes_parse.ipynb #psref001
+def _family_root(st: _State, spec: SceneSpec, shape: str | None, pos: int) -> str | None:
+    "The root of the family an ordinal refers to: the latest group of `shape` with two or more objects in its family (or the pronoun's)."
+    cands = [g.id for g in spec.groups if (shape is None or g.shape == shape)]
+    if shape is None:
+        cands = _antecedent(st, pos, True, spec) or _antecedent(st, pos, False, spec)
+    roots = []
+    for gid in _recent(st, cands):
+        root = spec.group(gid).of or gid
+        if root not in roots and sum(spec.group(h).count for h in spec.family(root)) >= 2:
+            roots.append(root)
+    return roots[0] if roots else None
+
+
+def _ordinal_ref(st: _State, it: Item, spec: SceneSpec) -> tuple[SceneSpec, _Ref | None]:
+    "Resolve 'the leftmost circle', 'the middle one', 'the first two': split the family's root, or find the part already split."
+    which, n, shape = it.value
+    root = _family_root(st, spec, shape, it.start)
+    if root is None:
+        st.problem(f"{it.text!r}: there is no group of several objects to pick from")
+        return spec, None
+    fam = spec.family(root)
+    if which in ("first", "last"):
+        column = any(a.kind == "column" and root in a.groups for a in spec.arrangements)
+        which = {"first": "top" if column else "leftmost", "last": "bottom" if column else "rightmost"}[which]
+    total = sum(spec.group(h).count for h in fam)
+    if which == "middle" and total < 3:
+        st.problem(f"{it.text!r}: there is no middle one among {total}")
+        return spec, None
+    done = [h for h in fam if spec.group(h).ordinal == which]
+    if done:
+        return spec, _Ref(done)
+    spec, pid = split_group(spec, root, n or 1, which, st.new_id())
+    st.last_family = root
+    st.spans.setdefault(pid, (it.start, it.end))
+    return spec, _Ref([pid])
+
+
+def _partitive(st: _State, spec: SceneSpec, gids: list[str], n: int, it: Item) -> tuple[SceneSpec, _Ref | None]:
+    "'two of the circles', 'two of them': `n` objects split off the referred group (the root of a referred family)."
+    roots = list(dict.fromkeys(spec.group(g).of or g for g in gids))
+    big = [g for g in _recent(st, [h for r in roots for h in spec.family(r)]) if spec.group(g).count >= n and spec.group(g).ordinal is None]
+    if len(roots) != 1 or not big:
+        st.problem(f"{it.text!r}: cannot tell which {n} are meant")
+        return spec, None
+    target = roots[0] if roots[0] in big else big[0]
+    spec, pid = split_group(spec, target, n, None, st.new_id())
+    st.last_family = spec.group(pid).of or pid
+    st.spans.setdefault(pid, (it.start, it.end))
+    return spec, _Ref([pid])
+
+# %% ../../nbs/12_shapes_parse.ipynb #psref002
+def _mention_ref(st: _State, it: Item, spec: SceneSpec, introduce: bool) -> tuple[SceneSpec, _Ref | None]:
+    "Resolve a mention (or 'a red one'): a definite or quantified one to existing groups, an indefinite one to a new group."
+    men = it.value
+    if men.shape is None:  # 'a red one', 'the blue ones': the shape last mentioned
+        prev = _antecedent(st, it.start, None, spec)
+        if not prev:
+            st.problem(f"{it.text!r}: nothing to refer to")
+            return spec, None
+        topic = spec.group(prev[0])
+        men.shape, root = topic.shape, spec.group(topic.of or topic.id)
+        if not men.definite and not men.quant and (root.count > 1 or any(g.of == root.id for g in spec.groups)):
+            return _partition(st, spec, root, men, it)  # 'two squares: a red one ... and a blue one ...'
+    each = men.quant is not None
+    if men.definite or men.quant:
+        cands = _matches(men, spec.groups)
+        if men.partitive and cands:
+            return _partitive(st, spec, [g.id for g in cands], men.count or 1, it)
+        if cands:
+            ids = _recent(st, [g.id for g in cands])
+            many = men.quant or (men.plural and not [g for g in cands if g.count > 1 and g.id == ids[0]])
+            return spec, _Ref([g.id for g in cands] if many and len(cands) > 1 else ids[:1], each=each)
+    if not introduce:
+        return spec, None
+    if len(spec.groups) >= MAX_GROUPS:
+        st.problem(f"too many objects: only the first {MAX_GROUPS} groups are kept")
+        return spec, None
+    g = st.new_group(men, it.text, (it.start, it.end))
+    if g is None:
+        return spec, None
+    return spec.model_copy(update={"groups": [*spec.groups, g]}), _Ref([g.id], new=True)
+
+
+def _partition(st: _State, spec: SceneSpec, topic: Group, men: Mention, it: Item) -> tuple[SceneSpec, _Ref]:
+    "'Two big squares: a red one at the top and a blue one at the bottom': each 'one' is a part of the squares."
+    spec, pid = split_group(spec, topic.id, men.count or 1, None, st.new_id())
+    upd = {a: getattr(men, a) for a in ("color", "size", "texture") if getattr(men, a) is not None}
+    spec = spec.model_copy(update={"groups": [g.model_copy(update=upd) if g.id == pid else g for g in spec.groups]})
+    st.spans.setdefault(pid, (it.start, it.end))
+    return spec, _Ref([pid])
+
+# %% ../../nbs/12_shapes_parse.ipynb #psref003
+def _pron_ref(st: _State, it: Item, spec: SceneSpec, exclude=()) -> tuple[SceneSpec, _Ref | None]:
+    "Resolve a pronoun: it/its, they/them/their, both/all/each of them, N of them, the former, the latter (not `exclude`)."
+    t = _norm(it.text)
+    plural = t not in ("it", "its")
+    ids = _antecedent(st, it.start, plural, spec, exclude)
+    if not ids:  # 'Think of it as a flat illustration': only a problem if something needed it
+        return spec, None
+    m = re.match(r"(\S+) of them$", t)
+    if m and m.group(1) not in ("all", "both", "each", "none"):
+        n = int(m.group(1)) if m.group(1).isdigit() else NUMBER_WORDS.get(m.group(1), 1)
+        return _partitive(st, spec, ids, n, it)
+    if t in ("the former", "the latter"):
+        return spec, _Ref([ids[0] if t == "the former" else ids[-1]]) if len(ids) >= 2 else None
+    return spec, _Ref(ids, each=t.startswith(("each", "all")) or (t.startswith("both") and len(ids) == 1))
+
+
+def _others_ref(st: _State, it: Item, spec: SceneSpec) -> tuple[SceneSpec, _Ref | None]:
+    "'the others', 'the rest', 'the other two': what is left of the most recently split group."
+    root = st.last_family if st.last_family in {g.id for g in spec.groups} else None
+    if root is None:
+        st.problem(f"{it.text!r}: no group was split, so there is nothing the others could be")
+        return spec, None
+    return spec, _Ref([root])
+
+
+def _ref(st: _State, it: Item, spec: SceneSpec, introduce: bool = True, exclude=()) -> tuple[SceneSpec, _Ref | None]:
+    "Resolve one referring item against `spec` (which a split may change); a pronoun never refers to `exclude`."
+    if it.kind in ("mention", "oneref"):
+        return _mention_ref(st, it, spec, introduce)
+    if it.kind == "pron":
+        return _pron_ref(st, it, spec, exclude)
+    if it.kind == "ordinal":
+        return _ordinal_ref(st, it, spec)
+    return _others_ref(st, it, spec)
+
+# %% ../../nbs/12_shapes_parse.ipynb #6909507b
 def _split_sentences(items: list[Item]) -> list[list[Item]]:
+    "Sentences: items between strong separators; an edit marker starts a new one."
     out, cur = [], []
     for it in items:
         if it.kind == "sep" and it.value == "strong":
@@ -272,181 +680,522 @@ def _split_sentences(items: list[Item]) -> list[list[Item]]:
     out.append(cur)
     return [s for s in out if s]
 
-# %% ../../nbs/12_shapes_parse.ipynb #6909507b
-def _clauses(sent: list[Item]) -> list[list[Item]]:
-    "Split a sentence at weak separators."
-    out, cur = [], []
-    for it in sent:
-        if it.kind == "sep":
-            out.append(cur)
-            cur = []
-        else:
-            cur.append(it)
-    out.append(cur)
-    return out
+
+class _Sentence:
+    "One descriptive sentence: its clauses (split at weak separators), the references in it and who is the object of what."
+
+    def __init__(self, sent: list[Item], refs: dict[int, _Ref]):
+        self.items, self.refs = sent, refs
+        self.clauses: list[tuple[str | None, list[int]]] = []
+        sep, cur = None, []
+        for k, it in enumerate(sent):
+            if it.kind == "sep":
+                self.clauses.append((sep, cur))
+                sep, cur = it.value, []
+            else:
+                cur.append(k)
+        self.clauses.append((sep, cur))
+        self.clause_of = {k: ci for ci, (_, idx) in enumerate(self.clauses) for k in idx}
+        self.objects: set[int] = set()
+        self.plans: dict[int, tuple[list[int] | None, list[int]]] = {}
+        self.parts: dict[int, str] = {}  # clause -> the part a partition clause made
+        for k, it in enumerate(sent):
+            if it.kind in ("rel", "around"):
+                self.plans[k] = self._plan(k)
+                self.objects |= set(self.plans[k][1])
+
+    def _joined(self, a: int, b: int) -> bool:
+        "Are references `a` and `b` joined by a bare 'and' (or a comma)?"
+        between = self.items[a + 1 : b]
+        return len(between) == 1 and between[0].kind == "sep" and between[0].value in ("and", "weak")
+
+    def _plan(self, k: int) -> tuple[list[int] | None, list[int]]:
+        "(subject, objects) of relation item `k`: the closest reference before it in its clause, else (fronted) the one after its objects."
+        before = [j for j in self.clauses[self.clause_of[k]][1] if j < k and j in self.refs]
+        after = [j for j in range(k + 1, len(self.items)) if j in self.refs]
+        if not after:
+            return (before[-1:] or None), []
+        objs = [after[0]]
+        two = self.items[k].value == "between" and len(self.refs[after[0]].gids) == 1
+        if len(after) >= 2 and self._joined(after[0], after[1]) and (two or (not before and len(after) >= 3)):
+            objs.append(after[1])
+        if before:
+            return [before[-1]], objs
+        rest = [j for j in after if j not in objs]
+        return (rest[:1] or None), objs
+
+# %% ../../nbs/12_shapes_parse.ipynb #pssent02
+def _ref_only(s: _Sentence, ci: int) -> bool:
+    idx = s.clauses[ci][1]
+    return bool(idx) and all(s.items[k].kind in REF_KINDS + ("verb", "num", "arr") for k in idx) and any(k in s.refs for k in idx)
+
+
+def _coord(s: _Sentence, ci: int) -> list[int]:
+    "References of the list of reference-only clauses just before clause `ci`, when the list is joined with 'and'."
+    run, joins, c = [], [s.clauses[ci][0]], ci - 1
+    while c >= 0 and _ref_only(s, c):
+        run = [k for k in s.clauses[c][1] if k in s.refs] + run
+        joins.append(s.clauses[c][0])
+        c -= 1
+    return run if run and "and" in joins[:-1] + [s.clauses[ci][0]] else []
+
+
+def _subject(s: _Sentence, k: int, topic: list[int] | None, after: bool = True) -> list[int] | None:
+    "Who a place, arrangement or attribute at item `k` is about: the clause's subject, else the sentence's topic, else what follows."
+    ci = s.clause_of[k]
+    own = [j for j in s.clauses[ci][1] if j < k and j in s.refs and (j not in s.objects or s.items[k].kind == "region")]
+    if own:
+        first = own[-1] == next((j for j in s.clauses[ci][1] if j in s.refs), None)
+        return (_coord(s, ci) if first else []) + [own[-1]]
+    if not any(j in s.refs for j in s.clauses[ci][1] if j < k):
+        run = _coord(s, ci)
+        if run:
+            return run
+    if topic:
+        return topic
+    if after:
+        nxt = [j for j in range(k + 1, len(s.items)) if j in s.refs and j not in s.objects]
+        return nxt[:1] or None
+    return None
+
+
+def _gids(s: _Sentence, ks: list[int] | None) -> list[str]:
+    return list(dict.fromkeys(g for k in ks or [] for g in s.refs[k].gids))
+
+
+def _later_parts(st: _State, gids: list[str], pos: int) -> list[str]:
+    "`gids` and the parts split off them later in the sentence ('three hearts on the right: the top one red' puts the red one there too)."
+    return gids + [g.id for g in st.spec.groups if g.of in gids and g.id not in gids and st.spans.get(g.id, (-1,))[0] > pos]
 
 # %% ../../nbs/12_shapes_parse.ipynb #53bd079b
-def _base_sentence(st: _State, sent: list[Item]):
-    "Groups, relations and background from one descriptive sentence."
-    gid: dict[int, str] = {}
-    mentions = [i for i, it in enumerate(sent) if it.kind == "mention"]
-    groups = list(st.spec.groups)
-    for i in list(mentions):
-        men = sent[i].value
-        g = st.resolve(men, groups) if men.det == "the" else None
-        if g is None:
-            if len(groups) >= MAX_GROUPS:
-                if not any("too many objects" in p for p in st.problems):
-                    st.problems.append(f"too many objects: only the first {MAX_GROUPS} groups are kept")
-                continue
-            g = st.new_group(men, (sent[i].start, sent[i].end))
-            groups.append(g)
-        gid[i] = g.id
-    mentions = [i for i in mentions if i in gid]
-    rels = list(st.spec.relations)
-    seps = {i for i, it in enumerate(sent) if it.kind == "sep"}
+def _base_sentence(st: _State, sent: list[Item]) -> None:
+    "Groups, relations, places, arrangements, attributes and background from one descriptive sentence."
+    refs: dict[int, _Ref] = {}
+    in_clause: list[str] = []  # groups referred to earlier in the clause: not what its pronouns mean
     for k, it in enumerate(sent):
-        if it.kind not in ("rel", "relp"):
+        if it.kind == "sep":
+            in_clause = []
+        if it.kind in REF_KINDS:
+            st.spec, r = _ref(st, it, st.spec, exclude=in_clause)
+            if r is not None:
+                refs[k] = r
+                in_clause += r.gids
+                st.remember(it.start, r.gids)
+                st.use(it)
+    skip = _elided(st, sent, refs)
+    s = _Sentence(sent, refs)
+    topic, relp_seen, evens = None, {}, []
+    for ci, (_, idx) in enumerate(s.clauses):
+        own = [j for j in idx if j in refs and j not in s.objects]
+        if own:
+            topic = _coord(s, ci) + own[:1] if own[0] == next((j for j in idx if j in refs), None) else own[:1]
+        for k in idx:
+            it = sent[k]
+            if it.kind in ("rel", "around"):
+                subj, objs = s.plans[k]
+                topic = _relate(st, s, k, subj or topic, objs) or topic
+            elif it.kind == "relp":
+                topic = _relate_pronoun(st, s, k, topic, relp_seen) or topic
+            elif it.kind == "even":  # 'evenly spaced in a row': after the arrangement is known
+                evens.append((k, topic))
+            elif it.kind in ("region", "rowplace", "arr", "order"):
+                topic = _modify(st, s, k, topic) or topic
+            elif it.kind in ("color", "size", "texture") and k not in skip:
+                _predicate(st, s, k, topic)
+            elif it.kind == "bg":
+                _background(st, it)
+            elif it.kind == "num":
+                continue
+    for k, t in evens:
+        _modify(st, s, k, t)
+    if refs:
+        st.use(*[it for it in sent if it.kind in ("verb", "marker")])
+
+# %% ../../nbs/12_shapes_parse.ipynb #pselid01
+def _elided(st: _State, sent: list[Item], refs: dict[int, _Ref]) -> set[int]:
+    "'a red, a blue and a green square': each 'a <attributes>,' listed before a noun is one more object of it; returns the items used."
+    used, pending, start = set(), [], 0
+    for k in range(len(sent) + 1):
+        if k < len(sent) and sent[k].kind != "sep":
             continue
-        before = [i for i in mentions if i < k and not any(i < s < k for s in seps)]
-        after = [i for i in mentions if i > k]
+        idx = list(range(start, k))
+        start = k + 1
+        if (
+            idx
+            and all(sent[j].kind in ("color", "size", "texture") for j in idx)
+            and re.search(r"\b(?:a|an|one)\s+$", st.text[: sent[idx[0]].start], re.I)
+        ):
+            pending.append(idx)
+            continue
+        head = sent[idx[0]] if idx else None
+        if (
+            pending
+            and head is not None
+            and head.kind == "mention"
+            and not head.value.definite
+            and head.value.count in (None, 1)
+            and idx[0] in refs
+        ):
+            for p in pending:
+                attrs = " ".join(sent[j].text for j in p)
+                it = Item("mention", sent[p[0]].start, sent[p[-1]].end, "a " + attrs, _mention("a", attrs, head.value.shape))
+                st.spec, r = _mention_ref(st, it, st.spec, True)
+                if r is not None:
+                    refs[p[0]] = r
+                    st.remember(it.start, r.gids)
+                    st.use(*[sent[j] for j in p])
+                    used |= set(p)
+            st.history.sort(key=lambda h: (h[0], h[1]))
+        pending = []
+    return used
+
+# %% ../../nbs/12_shapes_parse.ipynb #psrel001
+def _add_relation(st: _State, r: Relation, span: tuple[int, int]) -> bool:
+    "Add relation `r` to the base spec (reporting a relation of a group with itself)."
+    if r.subject in (r.object, r.object2):
+        st.problem(f"relation {r.rel!r} relates a group to itself")
+        return False
+    if r not in st.spec.relations:
+        st.spec = st.spec.model_copy(update={"relations": [*st.spec.relations, r]})
+        st.spans[f"rel:{len(st.spec.relations) - 1}"] = span
+    return True
+
+
+def _relations(st: _State, it: Item, subj: list[str], objs: list[str], each: bool, span) -> bool:
+    "Relations from every subject group to the object groups (between: to the two objects, or between the members of one)."
+    rel = "next to" if it.kind == "around" else it.value
+    if rel == "between":
+        if len(objs) < 2 and st.spec.group(objs[0]).count < 2:
+            st.problem(f"{it.text!r} needs two objects to be between")
+            return False
+        o2 = objs[1] if len(objs) >= 2 else None
+        return any([_add_relation(st, Relation(subject=g, rel=rel, object=objs[0], object2=o2, each=each), span) for g in subj])
+    return any([_add_relation(st, Relation(subject=g, rel=rel, object=o, each=each), span) for g in subj for o in objs])
+
+
+def _relate(st: _State, s: _Sentence, k: int, subj_ks: list[int] | None, obj_ks: list[int]) -> list[int] | None:
+    "A relation phrase with its subject and object references (see `_Sentence._plan`); returns the subject."
+    it = s.items[k]
+    if not obj_ks or not subj_ks:  # 'room around everything' is no relation; 'near a square' with nothing near it is
         if it.kind == "rel":
-            if not after:
-                st.problems.append(f"relation {it.text!r} has no object")
-                continue
-            obj = after[0]
-            if before:
-                subj = before[-1]
-            else:
-                later = [i for i in mentions if i > obj]
-                if not later:
-                    st.problems.append(f"relation {it.text!r} has no subject")
-                    continue
-                subj = later[0]
-        else:
-            if not before:
-                st.problems.append(f"{it.text!r} has nothing to refer to")
-                continue
-            subj = before[-1]
-            prev = [i for i in mentions if i < subj]
-            if prev:
-                obj = prev[-1]
-            else:
-                prior = [g for g in groups if g.id != gid[subj]]
-                if not prior:
-                    st.problems.append(f"{it.text!r} has nothing to refer to")
-                    continue
-                r = Relation(subject=gid[subj], rel=it.value, object=prior[-1].id)
-                if r not in rels:
-                    rels.append(r)
-                    st.spans[f"rel:{len(rels) - 1}"] = (sent[subj].start, it.end)
-                continue
-        if gid[subj] == gid[obj]:
-            st.problems.append(f"relation {it.text!r} relates a group to itself")
-            continue
-        r = Relation(subject=gid[subj], rel=it.value, object=gid[obj])
-        if r not in rels:
-            rels.append(r)
-            st.spans[f"rel:{len(rels) - 1}"] = (min(sent[subj].start, it.start), max(sent[obj].end, it.end))
-    bg = st.spec.background
-    for it in sent:
-        if it.kind == "bg":
-            bg = it.value
-            st.spans["bg"] = (it.start, it.end)
-    st.spec = SceneSpec(groups=groups, relations=rels, background=bg, edits=st.spec.edits)
+            st.problem(f"relation {it.text!r} has no {'object' if not obj_ks else 'subject'}")
+        return None
+    each = it.kind == "around" or any(s.refs[j].each for j in subj_ks)
+    ks = subj_ks + obj_ks
+    span = (min(s.items[j].start for j in ks + [k]), max(s.items[j].end for j in ks + [k]))
+    if _relations(st, it, _later_parts(st, _gids(s, subj_ks), it.start), _gids(s, obj_ks), each, span):
+        st.use(it)
+    return subj_ks
+
+# %% ../../nbs/12_shapes_parse.ipynb #psrel002
+def _relate_pronoun(st: _State, s: _Sentence, k: int, topic: list[int] | None, seen: dict) -> list[int] | None:
+    "'a triangle to its right', 'Below it there are three stars': the subject relative to what the pronoun refers to."
+    it = s.items[k]
+    before = [j for j in s.clauses[s.clause_of[k]][1] if j < k and j in s.refs]
+    nxt = [j for j in range(k + 1, len(s.items)) if j in s.refs and j not in s.objects]
+    subj_ks = before[-1:] or nxt[:1] or topic
+    if not subj_ks:
+        st.problem(f"{it.text!r} has nothing to relate")
+        return None
+    subj = _gids(s, subj_ks)
+    pron = re.findall(r"\b(its|it|them|their|that|this)\b", it.text.lower())[-1]
+    pos = min(it.start, *(s.items[j].start for j in subj_ks))
+    number = True if pron in ("them", "their") else None if pron in ("that", "this") else False
+    objs = seen.get(pron) or _antecedent(st, pos, number, st.spec, exclude=subj)
+    if not objs:
+        st.problem(f"{it.text!r} has nothing to refer to")
+        return None
+    seen[pron] = objs
+    span = (min(it.start, *(s.items[j].start for j in subj_ks)), max(it.end, *(s.items[j].end for j in subj_ks)))
+    if _relations(st, it, subj, objs, any(s.refs[j].each for j in subj_ks if j in s.refs), span):
+        st.use(it)
+    return subj_ks
+
+# %% ../../nbs/12_shapes_parse.ipynb #psmod001
+def _set(st: _State, gid: str, attr: str, value, what: str) -> None:
+    "Give group `gid` an attribute (or region); stating a different one than it has is a contradiction (the first is kept)."
+    g = st.spec.group(gid)
+    old = getattr(g, attr)
+    if old is not None and old != value:
+        st.problem(f"contradiction: the {g.shape} is said to be {old} and {value} ({what}); kept {old}")
+        return
+    st.spec = st.spec.model_copy(update={"groups": [x.model_copy(update={attr: value}) if x.id == gid else x for x in st.spec.groups]})
+
+
+def _arrange(st: _State, gids: list[str], kind: str, k: int, it: Item) -> None:
+    "An arrangement of `gids`; two single objects 'next to each other' are simply next to each other."
+    if kind == "cluster" and len(gids) == 2 and all(st.spec.group(g).count == 1 for g in gids):
+        _add_relation(st, Relation(subject=gids[0], rel="next to", object=gids[1]), (it.start, it.end))
+        return
+    if sum(st.spec.group(g).count for g in gids) < 2:
+        return
+    a = Arrangement(groups=gids, kind=kind)
+    if not any(set(x.groups) == set(gids) and x.kind == kind for x in st.spec.arrangements):
+        st.spec = st.spec.model_copy(update={"arrangements": [*st.spec.arrangements, a]})
+        st.spans[f"arr:{len(st.spec.arrangements) - 1}"] = (it.start, it.end)
+
+
+def _order(st: _State, gids: list[str], it: Item) -> bool:
+    "'from left to right: A, B and C': A left of B, B left of C."
+    rel, reverse = it.value
+    if len(gids) < 2:
+        return False
+    for a, b in zip(gids, gids[1:]):
+        _add_relation(st, Relation(subject=a, rel=INVERSE[rel] if reverse else rel, object=b), (it.start, it.end))
+    return True
+
+# %% ../../nbs/12_shapes_parse.ipynb #psmod002
+def _modify(st: _State, s: _Sentence, k: int, topic: list[int] | None) -> list[int] | None:
+    "A place, an arrangement, an order or 'evenly spaced', applied to its subject; returns the subject."
+    it = s.items[k]
+    after = [j for j in range(k + 1, len(s.items)) if j in s.refs and j not in s.objects]
+    fronted = not [j for j in s.clauses[s.clause_of[k]][1] if j < k and j in s.refs]
+    if it.kind == "rowplace" or (it.kind == "arr" and re.match(r"a\s", it.text, re.I)):
+        subj = after[:1] or topic
+    elif (it.kind == "order" and fronted and after) or (it.kind == "arr" and after and not [j for j in s.refs if j < k]):
+        subj = after  # 'From left to right: A, B and C', 'Line up A, B and C'
+    else:
+        subj = _subject(s, k, topic)
+    gids = _later_parts(st, _gids(s, subj), it.start)
+    if not gids:
+        return None
+    if it.kind in ("region", "rowplace"):
+        region = it.value[0]
+        for g in gids:
+            _set(st, g, "region", region, "place")
+            st.spans[f"region:{g}"] = (it.start, it.end)
+        st.notes += [it.value[1]] if it.kind == "region" and it.value[1] else []
+        if it.kind == "rowplace":
+            _arrange(st, gids, "row" if it.value[1] == "row" else "column", k, it)
+    elif it.kind == "arr":
+        _arrange(st, gids, it.value, k, it)
+    elif it.kind == "order" and not _order(st, gids, it):
+        return None
+    elif it.kind == "even":
+        arrs = [a for a in st.spec.arrangements if set(gids) & set(a.groups) and a.kind != "cluster"]
+        if not arrs:
+            return None
+        st.spec = st.spec.model_copy(
+            update={"arrangements": [a.model_copy(update={"even": True}) if a in arrs else a for a in st.spec.arrangements]}
+        )
+    st.use(it)
+    return subj
+
+# %% ../../nbs/12_shapes_parse.ipynb #psmod003
+def _predicate(st: _State, s: _Sentence, k: int, topic: list[int] | None) -> None:
+    "'The circle is blue', 'They are small', 'one red, one green' (after 'three circles:'): a stated attribute."
+    it = s.items[k]
+    ci = s.clause_of[k]
+    idx = s.clauses[ci][1]
+    attr = {"color": "color", "size": "size", "texture": "texture"}[it.kind]
+    value = it.value[0] if it.kind == "color" else it.value
+    if it.kind == "color" and it.value[1]:
+        st.notes.append(it.value[1])
+    nums = [j for j in idx if s.items[j].kind == "num" and j < k]
+    if nums and not any(j in s.refs for j in idx) and topic and len(_gids(s, topic)) == 1:  # a partition
+        root = _gids(s, topic)[0]
+        if ci not in s.parts:
+            n = s.items[nums[0]].value
+            st.spec, s.parts[ci] = split_group(st.spec, root, n, None, st.new_id()) if st.spec.group(root).count > n else (st.spec, root)
+            st.spans.setdefault(s.parts[ci], (s.items[nums[0]].start, it.end))
+            st.use(s.items[nums[0]])
+        _set(st, s.parts[ci], attr, value, "attribute")
+        st.use(it)
+        return
+    subj = _subject(s, k, topic, after=False)
+    for g in _later_parts(st, _gids(s, subj), it.start):
+        _set(st, g, attr, value, "attribute")
+    if subj:
+        st.use(it)
+
+
+def _background(st: _State, it: Item) -> None:
+    if st.spec.background not in (None, it.value):
+        st.problem(f"two backgrounds: {st.spec.background} and {it.value}; kept {st.spec.background}")
+        return
+    st.spec = st.spec.model_copy(update={"background": it.value})
+    st.spans.setdefault("bg", (it.start, it.end))
+    st.use(it)
+
+# %% ../../nbs/12_shapes_parse.ipynb #8431315a
+def _definite(it: Item) -> bool:
+    "Does a referring item point at something that exists (the square, it, the leftmost one, two of the circles)?"
+    if it.kind in ("pron", "ordinal", "others"):
+        return True
+    return it.kind in ("mention", "oneref") and (it.value.definite or it.value.quant is not None)
+
+
+_LEAD = re.compile(r"^[\W_]*(?:(?:now|please|also|just|then|so|and|ok|okay|lastly|finally|next|afterwards|after\s+that)\b[\W_]*)*$", re.I)
+
+
+def _starts_edit(items: list[Item], lead: str = "") -> bool:
+    "Does a clause or sentence open (`lead`: the text before its first item) with an editing verb applied to something that exists?"
+    its = [i for i in items if i.kind != "marker"]
+    if not its or its[0].kind != "verb" or its[0].value not in EDIT_START_VERBS:
+        return False
+    if its[0] is items[0] and not _LEAD.match(lead):  # 'The scene is set against ...' is no edit
+        return False
+    return any(_definite(i) for i in its) or any(
+        i.kind == "bg" and re.match(r"(the\s+)?(background|backdrop)\b", i.text, re.I) for i in its
+    )
+
+
+def _edit_tail(sent: list[Item], text: str, start: int) -> int:
+    "Where the edits of a sentence (starting at offset `start`) begin: 0 for an edit sentence, len(sent) for a description, or an edit clause."
+    if sent[0].kind == "marker" or _starts_edit(sent, text[start : sent[0].start]):
+        return 0
+    for k in range(1, len(sent)):
+        if (
+            sent[k - 1].kind == "sep"
+            and sent[k - 1].value in ("and", "weak")
+            and _starts_edit(sent[k:], text[sent[k - 1].end : sent[k].start])
+        ):
+            return k
+    return len(sent)
+
+
+def _edit_clauses(sent: list[Item]) -> list[list[Item]]:
+    "An edit sentence may hold several edits joined by 'and' ('remove the star and make the square red')."
+    out, cur = [], []
+    for k, it in enumerate(sent):
+        nxt = sent[k + 1] if k + 1 < len(sent) else None
+        if it.kind == "sep" and cur and any(i.kind == "verb" for i in cur) and nxt is not None and nxt.kind in ("verb", "marker"):
+            out.append(cur)
+            cur = []
+        elif it.kind != "sep":
+            cur.append(it)
+    if cur:
+        out.append(cur)
+    return out
+
+# %% ../../nbs/12_shapes_parse.ipynb #psedit01
+def _edit_ref(st: _State, it: Item, final: SceneSpec, existing: bool) -> tuple[SceneSpec, _Ref | None, int | None]:
+    "Resolve a reference in an edit against the scene as edited so far; a split of a base group is made in the base spec too."
+    men = it.value if it.kind in ("mention", "oneref") else None
+    if men is not None and (men.partitive or (existing and not _definite(it))):  # 'delete two of the circles', 'remove a star'
+        cands = _matches(men, final.groups)
+        return final, (_Ref(_recent(st, [g.id for g in cands])[:1]) if cands else None), men.count
+    m = re.match(r"(\S+) of them$", _norm(it.text)) if it.kind == "pron" else None
+    if m and m.group(1) not in ("all", "both", "each", "none"):
+        ids = _antecedent(st, it.start, True, final)
+        return final, (_Ref(ids[:1]) if ids else None), int(m.group(1)) if m.group(1).isdigit() else NUMBER_WORDS.get(m.group(1), 1)
+    if men is not None and not _definite(it):
+        return final, None, None  # a new group: made by the edit itself
+    before = {g.id: g for g in final.groups}
+    new, r = _ref(st, it, final, introduce=False)
+    base_ids = {g.id for g in st.spec.groups}
+    for g in new.groups:  # ordinals split groups: mirror the split in the base spec
+        if g.id not in before and g.of in base_ids:
+            st.spec = split_group(st.spec, g.of, g.count, g.ordinal, g.id)[0]
+        elif g.id in before and g.ordinal != before[g.id].ordinal and g.id in base_ids:
+            st.spec = split_group(st.spec, g.id, st.spec.group(g.id).count, g.ordinal, g.id)[0]
+    return new, r, (men.count if men is not None and men.count and not men.definite else None)
+
+# %% ../../nbs/12_shapes_parse.ipynb #psedit02
+def _new_group(st: _State, it: Item, clause: list[Item]) -> Group | None:
+    "The group an 'add' edit adds, with the place its clause names ('add a red one': the shape last mentioned)."
+    if it.value.shape is None:
+        prev = _antecedent(st, it.start, None, st.spec)
+        it.value.shape = st.spec.group(prev[0]).shape if prev else None
+    g = st.new_group(it.value, it.text, (it.start, it.end))
+    region = next((i for i in clause if i.kind == "region"), None)
+    if g is not None and region is not None:
+        g = g.model_copy(update={"region": region.value[0]})
+        st.use(region)
+    return g
+
+
+def _destination(st: _State, clause: list[Item], refs: dict[int, _Ref], subject: list[str], final: SceneSpec, pos: int) -> Relation | None:
+    "Where an added or moved group goes: a relation to the reference after the relation phrase, or to a pronoun's referent."
+    k = next((j for j, i in enumerate(clause) if i.kind in ("rel", "relp", "around")), None)
+    if k is None or not subject:
+        return None
+    it = clause[k]
+    rel = "next to" if it.kind == "around" else it.value
+    if it.kind == "relp":
+        pron = re.findall(r"\b(its|it|them|their|that|this)\b", it.text.lower())[-1]
+        number = True if pron in ("them", "their") else None if pron in ("that", "this") else False
+        objs = _antecedent(st, pos, number, final, exclude=subject)
+    else:
+        objs = [g for j in sorted(refs) if j > k for g in refs[j].gids if g not in subject]
+    if not objs or (rel == "between" and len(objs) < 2 and final.group(objs[0]).count < 2):
+        return None
+    st.use(it)
+    o2 = objs[1] if rel == "between" and len(objs) >= 2 else None
+    return Relation(subject=subject[0], rel=rel, object=objs[0], object2=o2, each=it.kind == "around")
 
 # %% ../../nbs/12_shapes_parse.ipynb #d004f712
-def _edit_sentence(st: _State, sent: list[Item], final: SceneSpec) -> tuple[Edit | None, SceneSpec]:
-    "One edit from an edit clause, resolved against the scene as edited so far (`final`)."
-    its = [i for i in sent if i.kind != "marker"]
-    verbs = [i.value for i in its if i.kind == "verb"]
-    verb = verbs[0] if verbs else None
-    ments = [i for i in its if i.kind == "mention"]
-    rel = next((i for i in its if i.kind in ("rel", "relp")), None)
+def _edit_clause(st: _State, clause: list[Item], final: SceneSpec) -> tuple[list[Edit], SceneSpec]:
+    "The edits of one edit clause, resolved against the scene as edited so far (`final`)."
+    its = [i for i in clause if i.kind != "marker"]
+    refs: dict[int, _Ref] = {}
+    counts: dict[int, int | None] = {}
+    verb = next((i.value for i in its if i.kind == "verb"), None)
+    first = next((j for j, i in enumerate(its) if i.kind in REF_KINDS), None)
+    for j, it in enumerate(its):
+        if it.kind in REF_KINDS:
+            existing = j == first if verb == "replace" else j != first or verb not in (None, "add", "move")
+            final, r, n = _edit_ref(st, it, final, existing)
+            if r is not None:
+                refs[j], counts[j] = r, n
+                st.remember(it.start, r.gids)
+    edits = _edits_of(st, its, refs, counts, verb, first, final)
+    out = []
+    for e in edits:
+        new, p = apply_edit(final, e)
+        if p:
+            st.problem(p)
+            continue
+        out.append(e)
+        final = new
+    if out:
+        st.use(*[i for i in clause if i.kind in ("verb", "marker", "bg", "color", "size", "texture", "region")])
+        st.use(*[its[j] for j in refs], *([its[first]] if first is not None and out[-1].op == "add" else []))
+        if out[-1].op == "add":
+            st.remember(clause[0].start, [e.target for e in out if e.op == "add"])
+    elif any(i.kind != "marker" for i in clause):
+        st.problem("could not understand the edit " + repr(" ".join(i.text for i in clause)))
+    return out, final
+
+# %% ../../nbs/12_shapes_parse.ipynb #psedit03
+def _edits_of(st: _State, its: list[Item], refs: dict, counts: dict, verb: str | None, first: int | None, final: SceneSpec) -> list[Edit]:
+    "The edits a clause asks for (see `_edit_clause`)."
     bgs = [i for i in its if i.kind == "bg"]
-    colors = [i.value for i in its if i.kind == "color"]
-    texs = [i.value for i in its if i.kind == "texture"]
-    sizes = [i.value for i in its if i.kind == "size"]
-
-    def ref(men):
-        g = st.resolve(men, final.groups)
-        if g is None:
-            st.problems.append(f"cannot find {men.shape!r} ({men.color or 'any color'}) to edit")
-        return g
-
-    def dest(after_idx):
-        if rel is None:
-            return None
-        objs = [i for i in ments if i.start > rel.start]
-        if rel.kind == "relp":
-            prev = [i for i in ments if i.start < after_idx]
-            return prev[-2].value if len(prev) >= 2 else None
-        return objs[0].value if objs else None
-
-    e = None
+    attrs = {k: [i.value[0] if k == "color" else i.value for i in its if i.kind == k] for k in ("color", "size", "texture")}
+    region = next((i for i in its if i.kind == "region"), None)
+    target = refs.get(first).gids if first in refs else []
     if bgs:
-        e = Edit(op="background", background=bgs[-1].value)
-    elif verb == "remove" and ments:
-        men = ments[0].value
-        g = ref(men)
-        n = men.count if men.det not in (None, "the") else None  # "remove one star": only that many
-        if g:
-            e = Edit(op="remove", target=g.id, count=n if n is not None and n < g.count else None)
-    elif verb in ("add", "move") and ments:
-        men = ments[0].value
-        definite = men.det == "the"
-        if verb == "move" or definite:
-            g = ref(men)
-            o = dest(ments[0].end)
-            og = st.resolve(o, final.groups) if o else None
-            if g and og and og.id != g.id:
-                e = Edit(op="move", target=g.id, relation=Relation(subject=g.id, rel=rel.value, object=og.id))
-            elif g:
-                st.problems.append(f"move of {men.shape!r} without a destination")
-        else:
-            g = Group(
-                id=f"g{st.n}",
-                shape=men.shape,
-                color=men.color,
-                size=men.size,
-                texture=men.texture,
-                count=max(1, min(12, men.count or (2 if men.plural else 1))),
-            )
-            o = dest(ments[0].end)
-            og = st.resolve(o, final.groups) if o else None
-            st.n += 1
-            e = Edit(op="add", target=g.id, group=g, relation=Relation(subject=g.id, rel=rel.value, object=og.id) if og else None)
-            st.spans[g.id] = (ments[0].start, ments[0].end)
-    elif ments and (colors or texs or sizes):
-        g = ref(ments[0].value)
-        if g and colors:
-            e = Edit(op="recolor", target=g.id, color=colors[-1])
-        elif g and texs:
-            e = Edit(op="retexture", target=g.id, texture=texs[-1])
-        elif g:
-            e = Edit(op="resize", target=g.id, size=sizes[-1])
-    elif ments and ments[0].value.det != "the" and verb is None:
-        # "then a red circle" (an addition without a verb)
-        men = ments[0].value
-        g = Group(
-            id=f"g{st.n}",
-            shape=men.shape,
-            color=men.color,
-            size=men.size,
-            texture=men.texture,
-            count=max(1, men.count or (2 if men.plural else 1)),
-        )
-        st.n += 1
-        st.spans[g.id] = (ments[0].start, ments[0].end)
-        e = Edit(op="add", target=g.id, group=g)
-    if e is None:
-        st.problems.append("could not understand the edit " + repr(" ".join(i.text for i in sent)))
-        return None, final
-    new, p = apply_edit(final, e)
-    if p:
-        st.problems.append(p)
-        return None, final
-    return e, new
+        return [Edit(op="background", background=bgs[-1].value)]
+    if verb == "swap":
+        both = [g for j in sorted(refs) for g in refs[j].gids][:2]
+        cs = [final.group(g).color for g in both]
+        if len(both) == 2 and all(cs):
+            return [Edit(op="recolor", target=both[0], color=cs[1]), Edit(op="recolor", target=both[1], color=cs[0])]
+        return []
+    if first is not None and first not in refs and its[first].kind in ("mention", "oneref") and verb in (None, "add", "replace", "move"):
+        g = _new_group(st, its[first], its)
+        if g is None:
+            return []
+        old = [Edit(op="remove", target=h) for j in sorted(refs) if j < first for h in refs[j].gids] if verb == "replace" else []
+        return old + [Edit(op="add", target=g.id, group=g, relation=_destination(st, its, refs, [g.id], final, its[first].start))]
+    if verb == "replace" and len(refs) >= 1:
+        nxt = next((j for j, i in enumerate(its) if j > first and i.kind in ("mention", "oneref") and j not in refs), None)
+        g = _new_group(st, its[nxt], its) if nxt is not None else None
+        return [Edit(op="remove", target=h) for h in target] + ([Edit(op="add", target=g.id, group=g)] if g else [])
+    if verb == "remove":
+        n = counts.get(first)
+        targets = list(dict.fromkeys(h for j in sorted(refs) for h in refs[j].gids))
+        return [Edit(op="remove", target=h, count=n if n and n < final.group(h).count else None) for h in targets]
+    if verb in ("add", "move") and target:
+        dest = _destination(st, its, refs, target[:1], final, its[first].start)
+        if region is not None:
+            return [Edit(op="move", target=h, region=region.value[0]) for h in target]
+        if dest is not None:
+            return [Edit(op="move", target=h, relation=dest.model_copy(update={"subject": h})) for h in target]
+        st.problem(f"move of the {final.group(target[0]).shape} without a destination")
+        return []
+    ops = [("color", "recolor"), ("texture", "retexture"), ("size", "resize")]
+    return [Edit(op=op, target=h, **{a: attrs[a][-1]}) for a, op in ops if attrs[a] for h in target]
 
 # %% ../../nbs/12_shapes_parse.ipynb #4350586f
 MAX_PROMPT_CHARS = 100_000  # longer prompts are cut (and the cut is reported as unparsed)
@@ -465,72 +1214,76 @@ def parse(text: str) -> ParseResult:
         text = text[:MAX_PROMPT_CHARS]
     items = scan(text)
     st = _State()
+    st.text = text
     edits: list[Edit] = []
-    edit_spans: list[tuple[int, int]] = []
-    final = None
-    for sent in _split_sentences(items):
-        is_edit = sent[0].kind == "marker" or _imperative_edit(sent)
-        if not is_edit:
+    clauses: list[tuple[tuple[int, int], list[int]]] = []  # (span, edit indices) per edit clause
+    stops = [i.end for i in items if i.kind == "sep" and i.value == "strong"]
+    for si, sent in enumerate(_split_sentences(items)):
+        st.sentence = si
+        k = bisect.bisect_right(stops, sent[0].start)
+        cut = _edit_tail(sent, text, stops[k - 1] if k else 0)
+        if cut > 0:
             if edits:
-                st.problems.append("description after an edit: read as part of the base scene")
-            _base_sentence(st, sent)
-            continue
-        if final is None:
-            final = st.spec
-        for clause in _edit_clauses(sent):
-            e, final = _edit_sentence(st, clause, final)
-            if e is not None:
-                edits.append(e)
-                edit_spans.append((clause[0].start, clause[-1].end))
-                st.spans[f"edit:{len(edits) - 1}"] = edit_spans[-1]
-    spec = SceneSpec(groups=st.spec.groups, relations=st.spec.relations, background=st.spec.background, edits=edits)
-    covered = sorted((i.start, i.end) for i in items)
-    unparsed = _unparsed(text, covered)
-    if tail:
-        unparsed.append(tail)
-    base = _base_text(text, edit_spans)
-    return ParseResult(spec, st.spans, unparsed, st.problems, base, [text[a:b].strip() for a, b in edit_spans])
+                st.problem("description after an edit: read as part of the base scene")
+            _base_sentence(st, sent[:cut])
+        for clause in _edit_clauses(sent[cut:]) if cut < len(sent) else []:
+            final, _ = apply_edits(st.spec.model_copy(update={"edits": edits}))
+            made, _ = _edit_clause(st, clause, final)
+            if made:
+                clauses.append(((clause[0].start, clause[-1].end), list(range(len(edits), len(edits) + len(made)))))
+                edits += made
+    spec = _finish(st, edits)
+    for span, ks in clauses:
+        st.spans.update({f"edit:{k}": span for k in ks})
+    for p in spec_problems(spec):
+        st.problem(p)
+    covered = sorted((i.start, i.end) for i in items if i.start in st.used)
+    unparsed = _unparsed(text, covered) + ([tail] if tail else [])
+    return ParseResult(
+        spec,
+        st.spans,
+        unparsed,
+        st.problems,
+        _base_text(text, [c[0] for c in clauses]),
+        [text[a:b].strip() for (a, b), _ in clauses],
+        [ks for _, ks in clauses],
+        list(dict.fromkeys(st.notes)),
+        _coverage(text, covered),
+    )
 
+# %% ../../nbs/12_shapes_parse.ipynb #psfin001
+def _finish(st: _State, edits: list[Edit]) -> SceneSpec:
+    "The parsed spec, validated; what does not validate is reported and dropped, never raised."
+    s = st.spec
+    try:
+        return SceneSpec(groups=s.groups, relations=s.relations, arrangements=s.arrangements, background=s.background, edits=edits)
+    except ValueError as e:
+        st.problem(f"inconsistent reading, relations and arrangements dropped: {str(e).splitlines()[-1]}")
+        groups = [g.model_copy(update={"of": None, "ordinal": None}) for g in s.groups]
+        return SceneSpec(groups=groups, background=s.background, edits=edits)
 
-def _imperative_edit(sent: list[Item]) -> bool:
-    "A sentence without a marker is an edit when it opens with an editing verb applied to something that exists."
-    if sent[0].kind != "verb" or sent[0].value not in EDIT_START_VERBS:
-        return False
-    if any(i.kind == "mention" and i.value.det == "the" for i in sent):
-        return True
-    return any(i.kind == "bg" and re.match(r"(the\s+)?background\b", i.text, re.I) for i in sent)
-
-# %% ../../nbs/12_shapes_parse.ipynb #8431315a
-def _edit_clauses(sent: list[Item]) -> list[list[Item]]:
-    "An edit sentence may hold several edits joined by 'and' ('remove the star and make the square red')."
-    out, cur = [], []
-    for it in sent:
-        if it.kind == "sep" and cur and any(i.kind == "verb" for i in cur) and it is not sent[-1]:
-            out.append(cur)
-            cur = []
-        elif it.kind == "verb" and cur and any(i.kind == "verb" for i in cur) and any(i.kind in ("mention", "bg") for i in cur):
-            out.append(cur)
-            cur = [it]
-        elif it.kind != "sep":
-            cur.append(it)
-    if cur:
-        out.append(cur)
-    return out
+# %% ../../nbs/12_shapes_parse.ipynb #pscov001
+def _inside(a: int, b: int, covered: list[tuple[int, int]]) -> bool:
+    return any(x <= a and b <= y for x, y in covered)
 
 
 def _unparsed(text: str, covered: list[tuple[int, int]]) -> list[tuple[int, int, str]]:
-    "Spans between recognised items that hold words other than function words."
+    "Maximal spans between the phrases the parser used that hold content words (`content_words`)."
     out, pos = [], 0
     for a, b in covered + [(len(text), len(text))]:
         if a > pos:
-            chunk = text[pos:a]
-            words = [w for w in re.findall(r"[^\W\d_]+", chunk.lower()) if w not in _FUNCTION_WORDS]
+            words = [(x + pos, y + pos) for x, y in content_words(text[pos:a])]
             if words:
-                lo = pos + (len(chunk) - len(chunk.lstrip()))
-                hi = a - (len(chunk) - len(chunk.rstrip()))
+                lo, hi = words[0][0], words[-1][1]
                 out.append((lo, hi, text[lo:hi]))
         pos = max(pos, b)
     return out
+
+
+def _coverage(text: str, covered: list[tuple[int, int]]) -> float:
+    "Share of the content words of `text` inside the phrases the parser used (0 when there are none)."
+    words = content_words(text)
+    return round(sum(_inside(a, b, covered) for a, b in words) / len(words), 4) if words else 0.0
 
 
 def _base_text(text: str, edit_spans: list[tuple[int, int]]) -> str:
@@ -541,10 +1294,73 @@ def _base_text(text: str, edit_spans: list[tuple[int, int]]) -> str:
         pos = b
     out.append(text[pos:])
     s = "".join(out)
-    s = re.sub(r"\b(?:" + _alt(EDIT_MARKERS) + r")\b[,\s]*(?=[.;!?]|$)", "", s, flags=re.I)
+    s = re.sub(r"\b(?:" + _alt(EDIT_MARKERS) + r")(?:\b|(?<=,))[,\s]*(?=[.;!?]|$)", "", s, flags=re.I)
     s = re.sub(r"\s*([,;]\s*)+(?=[.!?]|$)", "", s.strip())
+    s = re.sub(r"\s*,?\s*\band\s*(?=[.!?]|$)", "", s)
     s = re.sub(r"\s{2,}", " ", s).strip(" ,;")
     return s
+
+# %% ../../nbs/12_shapes_parse.ipynb #psprob02
+def _edges(spec: SceneSpec) -> dict[str, list[tuple[str, str, str]]]:
+    "Per axis, (before, after, why) edges: relations, ordinals and disjoint regions."
+    out = {"x": [], "y": []}
+    for r in spec.relations + ordinal_relations(spec):
+        if r.rel in ("left of", "right of"):
+            a, b = (r.subject, r.object) if r.rel == "left of" else (r.object, r.subject)
+            out["x"].append((a, b, f"{r.subject} {r.rel} {r.object}"))
+        elif r.rel in ("above", "below"):
+            a, b = (r.subject, r.object) if r.rel == "above" else (r.object, r.subject)
+            out["y"].append((a, b, f"{r.subject} {r.rel} {r.object}"))
+    placed = [(g.id, region_box(g.region)) for g in spec.groups if g.region]
+    for a, ba in placed:
+        for b, bb in placed:
+            if ba[1] <= bb[0]:
+                out["x"].append((a, b, f"{a} in the {spec.group(a).region}, {b} in the {spec.group(b).region}"))
+            if ba[3] <= bb[2]:
+                out["y"].append((a, b, f"{a} in the {spec.group(a).region}, {b} in the {spec.group(b).region}"))
+    return out
+
+
+def _cycle(edges: list[tuple[str, str, str]]) -> list[str] | None:
+    "The reasons along one cycle of `edges` (a depth-first search from each node), or None."
+    nxt: dict[str, list[tuple[str, str]]] = {}
+    for a, b, why in edges:
+        nxt.setdefault(a, []).append((b, why))
+    for start in nxt:
+        parent, seen, stack = {}, {start}, [start]
+        while stack:
+            node = stack.pop()
+            for b, why in nxt.get(node, []):
+                if b == start:
+                    path, cur = [why], node
+                    while cur != start:
+                        cur, w = parent[cur]
+                        path.append(w)
+                    return path[::-1]
+                if b not in seen:
+                    seen.add(b)
+                    parent[b] = (node, why)
+                    stack.append(b)
+    return None
+
+# %% ../../nbs/12_shapes_parse.ipynb #psprob03
+def spec_problems(spec: SceneSpec) -> list[str]:
+    "What no picture can satisfy in `spec`: nothing to draw, invisible colors, contradictory positions (see above)."
+    if not spec.groups and spec.background is None and not spec.edits:
+        return ["nothing to draw: no shape, background or edit was recognised"]
+    final, out = apply_edits(spec)
+    names = {g.id: " ".join(w for w in (g.size, g.color, g.texture, g.shape) if w) for g in final.groups}
+    bg = final.background or "white"
+    for g in final.groups:
+        if g.color and not color_ok_on(g.color, bg):
+            out.append(f"a {g.color} {g.shape} cannot be seen on a {bg} background")
+        if g.ordinal == "middle" and sum(final.group(h).count for h in final.family(g.id)) < 3:
+            out.append(f"the {names[g.id]} cannot be the middle one of fewer than three")
+    for axis, edges in _edges(final).items():
+        cyc = _cycle(edges)
+        if cyc:
+            out.append("contradictory positions: " + "; ".join(re.sub(r"\bg\d+\b", lambda m: "the " + names[m.group(0)], w) for w in cyc))
+    return out
 
 # %% ../../nbs/12_shapes_parse.ipynb #4e929198
 def parse_edits(text: str, context: SceneSpec) -> tuple[list[Edit], list[str]]:
@@ -557,18 +1373,31 @@ def parse_edits(text: str, context: SceneSpec) -> tuple[list[Edit], list[str]]:
     final, edits = st.spec, []
     for sent in _split_sentences(scan(text)):
         for clause in _edit_clauses(sent):
-            if not any(i.kind in ("mention", "bg") for i in clause):
+            if not any(i.kind in REF_KINDS + ("bg",) for i in clause):
                 continue
-            e, final = _edit_sentence(st, clause, final)
-            if e is not None:
-                edits.append(e)
+            made, final = _edit_clause(st, clause, final)
+            edits += made
     if not edits and not st.problems:
         st.problems.append("no edit found in " + repr(text[:80]))
     return edits, st.problems
 
 # %% ../../nbs/12_shapes_parse.ipynb #d11c885e
 def _gkey(g: Group):
-    return (g.shape, g.color or "", g.size or "", g.texture or "", g.count)
+    return (g.shape, g.color or "", g.size or "", g.texture or "", g.count, g.region or "", g.ordinal or "", g.of is not None)
+
+
+def _canon_rel(r: Relation | None, ren: dict[str, str]) -> Relation | None:
+    "A relation with renamed groups, in its normal form."
+    if r is None or any(x is not None and x not in ren for x in (r.subject, r.object, r.object2)):
+        return r
+    s, k, o, o2 = ren[r.subject], r.rel, ren[r.object], ren.get(r.object2) if r.object2 else None
+    if k in ("right of", "below"):
+        s, k, o = o, INVERSE[k], s
+    if k == "next to" and not r.each and int(s[1:]) > int(o[1:]):
+        s, o = o, s
+    if o2 is not None and int(o[1:]) > int(o2[1:]):
+        o, o2 = o2, o
+    return Relation(subject=s, rel=k, object=o, object2=o2, each=r.each)
 
 
 def canonical(spec: SceneSpec) -> tuple[SceneSpec, dict[str, str]]:
@@ -578,30 +1407,22 @@ def canonical(spec: SceneSpec) -> tuple[SceneSpec, dict[str, str]]:
     for e in spec.edits:
         if e.op == "add" and e.group is not None and e.group.id not in ren:
             ren[e.group.id] = f"g{len(ren)}"
-
-    def rel(r: Relation | None) -> Relation | None:
-        if r is None or r.subject not in ren or r.object not in ren:
-            return r
-        s, k, o = ren[r.subject], r.rel, ren[r.object]
-        if k in ("right of", "below"):
-            s, k, o = o, INVERSE[k], s
-        if k == "next to" and int(s[1:]) > int(o[1:]):
-            s, o = o, s
-        return Relation(subject=s, rel=k, object=o)
-
-    groups = [g.model_copy(update={"id": ren[g.id]}) for g in order]
-    rels = sorted(
-        {rel(r) for r in spec.relations if rel(r) is not None}
-        if False
-        else {json.dumps(rel(r).to_dict(), sort_keys=True) for r in spec.relations}
-    )
+    groups = [g.model_copy(update={"id": ren[g.id], "of": ren.get(g.of) if g.of else None}) for g in order]
+    rels = sorted({_canon_rel(r, ren).to_json() for r in spec.relations})
+    arrs = sorted({a.model_copy(update={"groups": sorted(ren[x] for x in a.groups)}).to_json() for a in spec.arrangements})
     edits = []
     for e in spec.edits:
-        upd = {"target": ren.get(e.target, e.target) if e.target else None, "relation": rel(e.relation)}
+        upd = {"target": ren.get(e.target, e.target) if e.target else None, "relation": _canon_rel(e.relation, ren)}
         if e.group is not None:
             upd["group"] = e.group.model_copy(update={"id": ren.get(e.group.id, e.group.id)})
         edits.append(e.model_copy(update=upd))
-    out = SceneSpec(groups=groups, relations=[Relation.model_validate_json(r) for r in rels], background=spec.background, edits=edits)
+    out = SceneSpec(
+        groups=groups,
+        relations=[Relation.model_validate_json(r) for r in rels],
+        arrangements=[Arrangement.model_validate_json(a) for a in arrs],
+        background=spec.background,
+        edits=edits,
+    )
     return out, ren
 
 

@@ -38,6 +38,11 @@ from image_poser.shapes.scene import (
     Scene,
     SceneObject,
     holds,
+    holds_arrangement,
+    holds_ordinal,
+    holds_region,
+    ink_color,
+    region_box,
 )
 from .words import NUMBER_NAMES, plural
 
@@ -393,6 +398,21 @@ def _gdesc(sp: dict, count: int | None = None) -> str:
 def _count_words(n: int, noun: str) -> str:
     return f"{NUMBER_NAMES.get(n, n)} {noun}"
 
+
+def _tiebreak(sp: dict, o: SceneObject, objects: list[SceneObject], size: float = 128.0) -> float:
+    "A cost below 0.05 that prefers, among equal pairings, objects in the group's region or at its ordinal's end."
+    c = 0.0
+    if sp.get("region"):
+        x0, x1, y0, y1 = region_box(sp["region"], size)
+        c += 0.02 * float(np.hypot(o.x - (x0 + x1) / 2, o.y - (y0 + y1) / 2)) / size
+    k = sp.get("ordinal")
+    if k == "middle":
+        same = [p for p in objects if p.shape == o.shape] or [o]
+        c += 0.02 * float(np.hypot(o.x - np.mean([p.x for p in same]), o.y - np.mean([p.y for p in same]))) / size
+    elif k:
+        c += 0.02 * {"leftmost": o.x, "rightmost": size - o.x, "top": o.y, "bottom": size - o.y}[k] / size
+    return c
+
 # %% ../../nbs/16_shapes_perception.ipynb #3b4bc1b1
 def assign(groups: dict[str, dict], objects: list[SceneObject]) -> tuple[dict[str, list[SceneObject]], set[int]]:
     "Objects matched to the required groups by an optimal assignment (shape must match; color costs 2, size and texture 1)."
@@ -409,6 +429,7 @@ def assign(groups: dict[str, dict], objects: list[SceneObject]) -> tuple[dict[st
                 continue
             color = sp.get("color") not in (None, o.color)
             cost[i, j] = 2 * color + (sp.get("size") not in (None, o.size)) + (sp.get("texture") not in (None, o.texture))
+            cost[i, j] += _tiebreak(sp, o, objects)
     rows, cols = linear_sum_assignment(cost)
     for i, j in zip(rows, cols):
         if cost[i, j] < _NO:
@@ -448,14 +469,54 @@ def _check_attribute(sp, mine, ctx):
     return False, f"the {noun} {_is(len(mine))} {'/'.join(seen)}, expected {want}"
 
 
+def _missing(ctx, gids) -> str | None:
+    "Why a spatial check cannot be judged: the first listed group nothing was assigned to."
+    for g in gids:
+        if g is not None and not ctx["assigned"].get(g):
+            sp = ctx["groups"].get(g, {"shape": "object"})
+            return f"cannot judge: the {_gdesc(sp)} {_is(sp.get('count', 1))} missing"
+    return None
+
+
 def _check_relation(sp, mine, ctx):
-    a, b = ctx["assigned"].get(sp["subject"], []), ctx["assigned"].get(sp["object"], [])
+    why = _missing(ctx, [sp["subject"], sp["object"], sp.get("object2")])
+    if why:
+        return False, why
+    a, b = ctx["assigned"][sp["subject"]], ctx["assigned"][sp["object"]]
+    b2 = ctx["assigned"][sp["object2"]] if sp.get("object2") else None
     sa, sb = ctx["groups"].get(sp["subject"], {"shape": "object"}), ctx["groups"].get(sp["object"], {"shape": "object"})
-    if not (a and b):
-        gone = sa if not a else sb
-        return False, f"cannot judge: the {_gdesc(gone)} {_is(gone.get('count', 1))} missing"
-    ok = holds(sp["rel"], a, b)
-    return ok, f"the {_gdesc(sa)} {_is(sa.get('count', 1))} {'' if ok else 'not '}{sp['rel']} the {_gdesc(sb)}"
+    ok = holds(sp["rel"], a, b, each=bool(sp.get("each")), b2=b2)
+    obj = f"the {_gdesc(sb)}" + (f" and the {_gdesc(ctx['groups'].get(sp['object2'], {'shape': 'object'}))}" if b2 is not None else "")
+    return ok, f"{'each of ' if sp.get('each') else ''}the {_gdesc(sa)} {_is(sa.get('count', 1))} {'' if ok else 'not '}{sp['rel']} {obj}"
+
+# %% ../../nbs/16_shapes_perception.ipynb #pcchk004
+def _check_region(sp, mine, ctx):
+    if not mine:
+        return False, f"cannot judge: the {sp['shape']} is missing"
+    line = [o for g in sp["line"] for o in ctx["assigned"].get(g, [])] if sp.get("line") else None
+    ok = holds_region(sp["region"], mine, ctx["size"], sp.get("along"), line=line)
+    noun = plural(sp["shape"]) if len(mine) != 1 else sp["shape"]
+    return ok, f"the {noun} {_is(len(mine))} {'' if ok else 'not '}in the {sp['region']} of the picture"
+
+
+def _check_arrangement(sp, mine, ctx):
+    why = _missing(ctx, sp["groups"])
+    if why:
+        return False, why
+    objs = [o for g in sp["groups"] for o in ctx["assigned"][g]]
+    ok = holds_arrangement(sp["arrangement"], objs, bool(sp.get("even")))
+    what = sp["arrangement"] + (", evenly spaced" if sp.get("even") else "")
+    return ok, f"the {len(objs)} objects {'form' if ok else 'do not form'} a {what}"
+
+
+def _check_ordinal(sp, mine, ctx):
+    why = _missing(ctx, sp["family"])
+    if why:
+        return False, why
+    others = [o for g in sp["family"] if g != sp["group"] for o in ctx["assigned"][g]]
+    ok = holds_ordinal(sp["ordinal"], mine, others)
+    noun = plural(sp["shape"]) if len(mine) != 1 else sp["shape"]
+    return ok, f"the {noun} {_is(len(mine))} {'' if ok else 'not '}the {sp['ordinal']} of the {plural(sp['shape'])}"
 
 
 def _check_background(sp, mine, ctx):
@@ -475,17 +536,20 @@ CHECKS = {
     "size": _check_attribute,
     "texture": _check_attribute,
     "relation": _check_relation,
+    "region": _check_region,
+    "arrangement": _check_arrangement,
+    "ordinal": _check_ordinal,
     "background": _check_background,
     "absence": _check_absence,
 }
 
 # %% ../../nbs/16_shapes_perception.ipynb #pcchk003
-def check(task: Task | list[Requirement], objects: list[SceneObject], background: str | None) -> CheckResult:
+def check(task: Task | list[Requirement], objects: list[SceneObject], background: str | None, size: int = 128) -> CheckResult:
     "Judge each requirement of `task` against perceived `objects` and `background` (one function of `CHECKS` per kind of check)."
     reqs = task.requirements if isinstance(task, Task) else list(task)
     groups = {q.spec["group"]: q.spec for q in reqs if q.spec.get("check") == "presence"}
     assigned, used = assign(groups, objects)
-    ctx = {"objects": objects, "background": background, "assigned": assigned, "groups": groups}
+    ctx = {"objects": objects, "background": background, "assigned": assigned, "groups": groups, "size": size}
     out = []
     for q in reqs:
         fn = CHECKS.get(q.spec.get("check"))

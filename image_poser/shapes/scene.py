@@ -13,13 +13,15 @@ from functools import lru_cache
 from typing import Literal, get_args
 
 # %% auto #0
-__all__ = ['Shape', 'SHAPES', 'COLORS', 'Size', 'SIZES', 'RADIUS', 'Texture', 'TEXTURES', 'Rel', 'RELATIONS', 'INVERSE',
-           'PLAIN_BACKGROUNDS', 'STYLED_BACKGROUNDS', 'BACKGROUNDS', 'SKY_TOP', 'SKY_BOTTOM', 'GRID_PAPER', 'GRID_LINE',
-           'GRID_STEP', 'MIN_CONTRAST', 'POLYGONS', 'NEXT_TO_GAP', 'MARGIN', 'MIN_GAP', 'REL_MARGIN', 'STRIPE_PERIOD',
-           'STRIPE_INK', 'DOT_PERIOD', 'DOT_RADIUS', 'SCENE_KEY', 'background_colors', 'color_ok_on', 'Group',
-           'Relation', 'Edit', 'SceneSpec', 'apply_edit', 'apply_edits', 'SceneObject', 'Scene', 'spec_from_scene',
-           'box_gap', 'holds', 'fill_group', 'layout', 'ink_color', 'paint', 'with_scene', 'scene_of', 'render',
-           'render_spec']
+__all__ = ['Shape', 'SHAPES', 'COLORS', 'Size', 'SIZES', 'RADIUS', 'Texture', 'TEXTURES', 'Rel', 'RELATIONS', 'INVERSE', 'Region',
+           'REGIONS', 'Ordinal', 'ORDINALS', 'Arrange', 'ARRANGEMENTS', 'PLAIN_BACKGROUNDS', 'STYLED_BACKGROUNDS',
+           'BACKGROUNDS', 'SKY_TOP', 'SKY_BOTTOM', 'GRID_PAPER', 'GRID_LINE', 'GRID_STEP', 'MIN_CONTRAST', 'POLYGONS',
+           'NEXT_TO_GAP', 'BETWEEN_TOL', 'REGION_TOL', 'ALIGN_TOL', 'EVEN_TOL', 'MARGIN', 'MIN_GAP', 'REL_MARGIN',
+           'REGION_MARGIN', 'STRIPE_PERIOD', 'STRIPE_INK', 'DOT_PERIOD', 'DOT_RADIUS', 'SCENE_KEY', 'background_colors',
+           'color_ok_on', 'Group', 'Relation', 'Arrangement', 'Edit', 'SceneSpec', 'apply_edit', 'apply_edits',
+           'SceneObject', 'Scene', 'spec_from_scene', 'box_gap', 'holds', 'region_box', 'holds_region',
+           'holds_arrangement', 'holds_ordinal', 'fill_group', 'ordinal_relations', 'unmet', 'layout', 'ink_color',
+           'paint', 'with_scene', 'scene_of', 'render', 'render_spec']
 
 # %% ../../nbs/10_shapes_scene.ipynb #4a22b570
 import numpy as np
@@ -55,15 +57,34 @@ RADIUS: dict[str, float] = {"small": 8.0, "medium": 12.0, "large": 16.5}  # half
 Texture = Literal["solid", "striped", "dotted"]
 TEXTURES: tuple[str, ...] = get_args(Texture)
 
-Rel = Literal["left of", "right of", "above", "below", "next to"]
-RELATIONS: tuple[str, ...] = get_args(Rel)
-INVERSE: dict[str, str] = {"left of": "right of", "right of": "left of", "above": "below", "below": "above", "next to": "next to"}
+Rel = Literal["left of", "right of", "above", "below", "next to", "between"]
+RELATIONS: tuple[str, ...] = ("left of", "right of", "above", "below", "next to")  # the binary relations; "between" takes two objects
+INVERSE: dict[str, str] = {
+    "left of": "right of",
+    "right of": "left of",
+    "above": "below",
+    "below": "above",
+    "next to": "next to",
+    "between": "between",  # no inverse: kept so that code inverting any relation never fails
+}
+
+Region = Literal["top", "bottom", "left", "right", "center", "top left", "top right", "bottom left", "bottom right"]
+REGIONS: tuple[str, ...] = get_args(Region)
+
+Ordinal = Literal["leftmost", "rightmost", "top", "bottom", "middle"]
+ORDINALS: tuple[str, ...] = get_args(Ordinal)
+
+Arrange = Literal["row", "column", "cluster"]
+ARRANGEMENTS: tuple[str, ...] = get_args(Arrange)
 
 PLAIN_BACKGROUNDS: dict[str, tuple[int, int, int]] = {
     "white": (255, 255, 255),
     "black": (0, 0, 0),
     "navy": (20, 30, 85),
     "beige": (240, 228, 200),
+    "light gray": (200, 200, 200),
+    "yellow": (252, 232, 100),
+    "light blue": (180, 210, 240),
 }
 STYLED_BACKGROUNDS: tuple[str, ...] = ("sky", "grid")  # a vertical blue gradient; white graph paper with light lines
 BACKGROUNDS: tuple[str, ...] = tuple(PLAIN_BACKGROUNDS) + STYLED_BACKGROUNDS
@@ -143,7 +164,7 @@ POLYGONS: dict[str, list[tuple[float, float]]] = {
 
 # %% ../../nbs/10_shapes_scene.ipynb #185bc35c
 class Group(Record):
-    "A group of identical objects: `count` × (size, color, texture, shape)."
+    "A group of identical objects: `count` × (size, color, texture, shape), optionally in a region, optionally one part of a family."
 
     id: str  # "g0", "g1", ... unique in a spec
     shape: Shape
@@ -151,22 +172,43 @@ class Group(Record):
     size: Size | None = None
     texture: Texture | None = None
     count: int = Field(default=1, ge=1, le=12)
+    region: Region | None = None  # every member's center lies in this part of the canvas (`holds_region`)
+    of: str | None = None  # the root group of the family this part was singled out from
+    ordinal: Ordinal | None = None  # which one of its family it is (`holds_ordinal`)
 
     @model_validator(mode="after")
     def _check(self):
         if self.color is not None and self.color not in COLORS:
             raise ValueError(f"unknown color {self.color!r}")
+        if self.of == self.id:
+            raise ValueError(f"group {self.id!r} cannot be a part of itself")
         return self
 
 
 class Relation(Record):
-    "`subject` is `rel` `object` (group ids): g0 'left of' g1."
+    "`subject` is `rel` `object` (group ids): g0 'left of' g1; g0 'between' g1 and g2 (`object2`)."
 
     subject: str
     rel: Rel
     object: str
+    object2: str | None = None  # between: the second object; None: between the members of `object`
+    each: bool = False  # every member of `subject` (not the group's center) stands in the relation
+
+    @model_validator(mode="after")
+    def _check(self):
+        if self.object2 is not None and self.rel != "between":
+            raise ValueError(f"only 'between' takes a second object, not {self.rel!r}")
+        return self
 
 
+class Arrangement(Record):
+    "The members of `groups` form a row, a column or a cluster (`holds_arrangement`); rows and columns may be evenly spaced."
+
+    groups: list[str] = Field(min_length=1)
+    kind: Arrange
+    even: bool = False
+
+# %% ../../nbs/10_shapes_scene.ipynb #spec0edit
 class Edit(Record):
     "A follow-up instruction: recolor/retexture/resize/remove/move an existing group, add a new one, or change the background."
 
@@ -178,14 +220,16 @@ class Edit(Record):
     count: int | None = Field(default=None, ge=1)  # remove: how many (None: the whole group)
     group: Group | None = None  # add: the new group
     relation: Relation | None = None  # add / move: where it goes
+    region: Region | None = None  # move: the region it goes to
     background: str | None = None  # background
 
 # %% ../../nbs/10_shapes_scene.ipynb #aeb634a3
 class SceneSpec(Record):
-    "What a prompt asks for: groups, relations between them, a background, and follow-up edits."
+    "What a prompt asks for: groups, relations and arrangements of them, a background, and follow-up edits."
 
     groups: list[Group] = Field(default_factory=list)
     relations: list[Relation] = Field(default_factory=list)
+    arrangements: list[Arrangement] = Field(default_factory=list)
     background: str | None = None
     edits: list[Edit] = Field(default_factory=list)
 
@@ -197,11 +241,17 @@ class SceneSpec(Record):
         if self.background is not None and self.background not in BACKGROUNDS:
             raise ValueError(f"unknown background {self.background!r}")
         for r in self.relations:
-            for gid in (r.subject, r.object):
-                if gid not in ids:
+            for gid in (r.subject, r.object, r.object2):
+                if gid is not None and gid not in ids:
                     raise ValueError(f"relation refers to unknown group {gid!r}")
-            if r.subject == r.object:
+            if r.subject in (r.object, r.object2) or r.object == r.object2:
                 raise ValueError(f"relation of {r.subject!r} to itself")
+        for a in self.arrangements:
+            if any(gid not in ids for gid in a.groups):
+                raise ValueError(f"arrangement refers to unknown groups {a.groups}")
+        for g in self.groups:
+            if g.of is not None and (g.of not in ids or self.group(g.of).shape != g.shape or self.group(g.of).of is not None):
+                raise ValueError(f"group {g.id!r} is a part of {g.of!r}, which is not a root group of the same shape")
         return self
 
     def group(self, gid: str) -> Group:
@@ -211,29 +261,58 @@ class SceneSpec(Record):
                 return g
         raise KeyError(gid)
 
+    def family(self, gid: str) -> list[str]:
+        "Ids of the family of group `gid` (its root and the root's parts), itself included; just `[gid]` for a plain group."
+        root = self.group(gid).of or gid
+        return [g.id for g in self.groups if g.id == root or g.of == root]
+
     @property
     def n_objects(self) -> int:
         return sum(g.count for g in self.groups)
+
+# %% ../../nbs/10_shapes_scene.ipynb #edtidy01
+def _without(spec: SceneSpec, gid: str, groups: list[Group]) -> SceneSpec:
+    "`spec` with `groups` in place of its groups, minus everything that referred to group `gid`."
+    rels = [r for r in spec.relations if gid not in (r.subject, r.object, r.object2)]
+    arrs = [a.model_copy(update={"groups": [x for x in a.groups if x != gid]}) for a in spec.arrangements]
+    parts = [g for g in groups if g.of == gid]
+    new_root = parts[0].id if parts else None
+    out = []
+    for g in groups:
+        if g.of == gid:
+            g = g.model_copy(update={"of": None if g.id == new_root else new_root})
+        out.append(g)
+    fam = {g.id: sum(1 for h in out if (h.of or h.id) == (g.of or g.id)) for g in out}
+    out = [g.model_copy(update={"ordinal": None}) if g.ordinal and fam[g.id] < 2 and g.count < 2 else g for g in out]
+    return SceneSpec(groups=out, relations=rels, arrangements=[a for a in arrs if a.groups], background=spec.background, edits=spec.edits)
+
+
+def _moved(spec: SceneSpec, e: Edit) -> SceneSpec:
+    "The spec after moving group `e.target` next to another group (`e.relation`) or to a region (`e.region`)."
+    t = e.target
+    rels = [r for r in spec.relations if t not in (r.subject, r.object, r.object2)] + ([e.relation] if e.relation else [])
+    arrs = [a.model_copy(update={"groups": [x for x in a.groups if x != t]}) for a in spec.arrangements]
+    groups = [g.model_copy(update={"region": e.region, "ordinal": None}) if g.id == t else g for g in spec.groups]
+    return spec.model_copy(update={"groups": groups, "relations": rels, "arrangements": [a for a in arrs if a.groups]})
 
 # %% ../../nbs/10_shapes_scene.ipynb #bbf6a06d
 def apply_edit(spec: SceneSpec, e: Edit) -> tuple[SceneSpec, str | None]:
     "Apply one edit; returns the new spec and a problem description (None if it applied cleanly)."
     ids = [g.id for g in spec.groups]
     if e.op == "background":
-        return (
-            (spec.model_copy(update={"background": e.background}), None)
-            if e.background in BACKGROUNDS
-            else (spec, f"unknown background {e.background!r}")
-        )
+        if e.background not in BACKGROUNDS:
+            return spec, f"unknown background {e.background!r}"
+        return spec.model_copy(update={"background": e.background}), None
     if e.op == "add":
         if e.group is None:
             return spec, "add without a group"
         if e.group.id in ids:
             return spec, f"group id {e.group.id!r} already exists"
         rels = list(spec.relations)
-        if e.relation is not None and e.relation.object in ids:
-            rels.append(e.relation)
-        return SceneSpec(groups=[*spec.groups, e.group], relations=rels, background=spec.background, edits=spec.edits), None
+        r = e.relation
+        if r is not None and {r.subject, r.object, r.object2} - {None} <= set(ids) | {e.group.id}:  # either way round
+            rels.append(r)
+        return spec.model_copy(update={"groups": [*spec.groups, e.group], "relations": rels}), None
     if e.target not in ids:
         return spec, f"edit {e.op!r} refers to a missing group {e.target!r}"
     if e.op == "remove" and e.count is not None and e.count < spec.group(e.target).count:
@@ -241,20 +320,16 @@ def apply_edit(spec: SceneSpec, e: Edit) -> tuple[SceneSpec, str | None]:
             update={"groups": [g.model_copy(update={"count": g.count - e.count}) if g.id == e.target else g for g in spec.groups]}
         ), None
     if e.op == "remove":
-        return SceneSpec(
-            groups=[g for g in spec.groups if g.id != e.target],
-            relations=[r for r in spec.relations if e.target not in (r.subject, r.object)],
-            background=spec.background,
-            edits=spec.edits,
-        ), None
+        return _without(spec, e.target, [g for g in spec.groups if g.id != e.target]), None
     if e.op in ("recolor", "retexture", "resize"):
         upd = {"color": e.color} if e.op == "recolor" else {"texture": e.texture} if e.op == "retexture" else {"size": e.size}
         return spec.model_copy(update={"groups": [g.model_copy(update=upd) if g.id == e.target else g for g in spec.groups]}), None
     if e.op == "move":
-        if e.relation is None or e.relation.object not in ids or e.relation.object == e.target:
+        r = e.relation
+        bad_rel = r is not None and (r.object not in ids or e.target in (r.object, r.object2) or (r.object2 and r.object2 not in ids))
+        if (r is None and e.region is None) or bad_rel:
             return spec, "move without a valid destination"
-        rels = [r for r in spec.relations if e.target not in (r.subject, r.object)] + [e.relation]
-        return spec.model_copy(update={"relations": rels}), None
+        return _moved(spec, e), None
     return spec, f"unknown edit {e.op!r}"
 
 
@@ -326,6 +401,14 @@ def spec_from_scene(scene: Scene) -> SceneSpec:
 # %% ../../nbs/10_shapes_scene.ipynb #fa2048fa
 NEXT_TO_GAP = 16.0  # "next to": bounding boxes at most this many pixels apart
 
+BETWEEN_TOL = 16.0  # "between": at most this far from the line through the two objects
+
+REGION_TOL = 2.0  # a member's center may stick out of its region by this much
+
+ALIGN_TOL = 10.0  # row / column: the band the members' centers lie in
+
+EVEN_TOL = 0.25  # evenly spaced: gaps within this share of their mean (and at least 4 px)
+
 
 def box_gap(a: SceneObject, b: SceneObject) -> float:
     "Pixels between two objects' bounding boxes (negative when they overlap)."
@@ -334,22 +417,138 @@ def box_gap(a: SceneObject, b: SceneObject) -> float:
     return max(bx0 - ax1, ax0 - bx1, by0 - ay1, ay0 - by1)
 
 
-def holds(rel: str, a: list[SceneObject], b: list[SceneObject], margin: float = 2.0) -> bool:
-    "Does group `a` stand in relation `rel` to group `b`? (centers for directions, closest boxes for 'next to')."
-    if not a or not b:
+def _center(objs: list[SceneObject]) -> tuple[float, float]:
+    return float(np.mean([o.x for o in objs])), float(np.mean([o.y for o in objs]))
+
+
+def _dir(rel: str, p: tuple[float, float], q: tuple[float, float], margin: float) -> bool:
+    return {
+        "left of": p[0] < q[0] - margin,
+        "right of": p[0] > q[0] + margin,
+        "above": p[1] < q[1] - margin,
+        "below": p[1] > q[1] + margin,
+    }[rel]
+
+
+def _between(s: tuple[float, float], a: tuple[float, float], b: tuple[float, float], margin: float, perp: float) -> bool:
+    "Is point `s` between points `a` and `b` (along the segment, `margin` from its ends, at most `perp` from its line)?"
+    dx, dy = b[0] - a[0], b[1] - a[1]
+    length = math.hypot(dx, dy)
+    if length <= 2 * margin:
         return False
+    t = ((s[0] - a[0]) * dx + (s[1] - a[1]) * dy) / length
+    h = abs((s[0] - a[0]) * dy - (s[1] - a[1]) * dx) / length
+    return margin < t < length - margin and h <= perp
+
+
+def _extremes(objs: list[SceneObject]) -> tuple[tuple[float, float], tuple[float, float]] | None:
+    "Centers of the two members farthest apart (None for fewer than two)."
+    if len(objs) < 2:
+        return None
+    pairs = [(math.hypot(p.x - q.x, p.y - q.y), i, j) for i, p in enumerate(objs) for j, q in enumerate(objs) if i < j]
+    _, i, j = max(pairs)
+    return (objs[i].x, objs[i].y), (objs[j].x, objs[j].y)
+
+# %% ../../nbs/10_shapes_scene.ipynb #pred0002
+def holds(
+    rel: str,
+    a: list[SceneObject],
+    b: list[SceneObject],
+    margin: float = 2.0,
+    each: bool = False,  # every member of `a`, not its center
+    b2: list[SceneObject] | None = None,  # between: the second object (None: between the members of `b`)
+) -> bool:
+    "Does group `a` stand in relation `rel` to group `b` (and `b2`)? See the table above."
+    if not a or not b or (rel == "between" and b2 is not None and not b2):
+        return False
+    subj = [(o.x, o.y) for o in a] if each else [_center(a)]
+    if rel == "between":
+        ends = (_center(b), _center(b2)) if b2 is not None else _extremes(b)
+        return ends is not None and all(_between(s, *ends, margin, BETWEEN_TOL) for s in subj)
     if rel == "next to":
-        return min(box_gap(p, q) for p in a for q in b) <= NEXT_TO_GAP + margin
-    ax, ay = np.mean([o.x for o in a]), np.mean([o.y for o in a])
-    bx, by = np.mean([o.x for o in b]), np.mean([o.y for o in b])
-    return {"left of": ax < bx - margin, "right of": ax > bx + margin, "above": ay < by - margin, "below": ay > by + margin}[rel]
+        near = [min(box_gap(p, q) for q in b) <= NEXT_TO_GAP + margin for p in a]
+        return all(near) if each else any(near)
+    if each:
+        return all(_dir(rel, (p.x, p.y), (q.x, q.y), margin) for p in a for q in b)
+    return _dir(rel, subj[0], _center(b), margin)
 
 
 def _holds_strict(rel, p: SceneObject, q: SceneObject, margin: float) -> bool:
-    "Member-wise version used when placing objects: p relative to q with a clear margin."
+    "Member-wise version used when placing objects: p relative to q with a clear margin ('between' is placed separately)."
+    if rel == "between":
+        return True
     if rel == "next to":
         return box_gap(p, q) <= NEXT_TO_GAP - 4
-    return {"left of": p.x < q.x - margin, "right of": p.x > q.x + margin, "above": p.y < q.y - margin, "below": p.y > q.y + margin}[rel]
+    return _dir(rel, (p.x, p.y), (q.x, q.y), margin)
+
+# %% ../../nbs/10_shapes_scene.ipynb #pred0003
+def region_box(region: str, size: float = 128) -> tuple[float, float, float, float]:
+    "(x0, x1, y0, y1): where the centers of a region's members may lie (thirds of the canvas)."
+    t = size / 3
+    xr = (0.0, t) if "left" in region else (2 * t, size) if "right" in region else (t, 2 * t) if region == "center" else (0.0, size)
+    yr = (0.0, t) if "top" in region else (2 * t, size) if "bottom" in region else (t, 2 * t) if region == "center" else (0.0, size)
+    return xr[0], xr[1], yr[0], yr[1]
+
+
+def holds_region(
+    region: str,
+    objs: list[SceneObject],
+    size: float = 128,
+    along: str | None = None,  # 'x' for a group in a row, 'y' in a column: that axis is judged on the line's center
+    tol: float = REGION_TOL,
+    line: list[SceneObject] | None = None,  # every member of the row or column (default: `objs`)
+) -> bool:
+    "Is every member's center in `region`? For a group in a row (column), the horizontal (vertical) test is on the row's center."
+    if not objs:
+        return False
+    x0, x1, y0, y1 = region_box(region, size)
+    cx, cy = _center(line or objs)
+    xs = [cx] if along == "x" else [o.x for o in objs]
+    ys = [cy] if along == "y" else [o.y for o in objs]
+    return all(x0 - tol <= x <= x1 + tol for x in xs) and all(y0 - tol <= y <= y1 + tol for y in ys)
+
+# %% ../../nbs/10_shapes_scene.ipynb #pred0006
+def _connected(objs: list[SceneObject], gap: float) -> bool:
+    "Is the graph 'boxes at most `gap` apart' over `objs` connected?"
+    seen, todo = {0}, [0]
+    while todo:
+        i = todo.pop()
+        for j, q in enumerate(objs):
+            if j not in seen and box_gap(objs[i], q) <= gap:
+                seen.add(j)
+                todo.append(j)
+    return len(seen) == len(objs)
+
+# %% ../../nbs/10_shapes_scene.ipynb #pred0005
+def holds_arrangement(kind: str, objs: list[SceneObject], even: bool = False, tol: float = ALIGN_TOL) -> bool:
+    "Do `objs` form a row, a column (evenly spaced if `even`) or a cluster? Fewer than two objects trivially do."
+    if len(objs) < 2:
+        return True
+    if kind == "cluster":
+        return _connected(objs, NEXT_TO_GAP + 2.0)
+    across = [o.y for o in objs] if kind == "row" else [o.x for o in objs]
+    along = sorted(o.x for o in objs) if kind == "row" else sorted(o.y for o in objs)
+    if max(across) - min(across) > tol:
+        return False
+    gaps = np.diff(along)
+    if not even or len(gaps) < 2:
+        return True
+    return bool(np.abs(gaps - gaps.mean()).max() <= max(4.0, EVEN_TOL * gaps.mean()))
+
+
+def holds_ordinal(which: str, mine: list[SceneObject], others: list[SceneObject], margin: float = 2.0) -> bool:
+    "Is group `mine` the `which` one (leftmost, rightmost, top, bottom, middle) among itself and `others` (the rest of its family)?"
+    if not mine or not others:
+        return False
+    if which != "middle":
+        rel = {"leftmost": "left of", "rightmost": "right of", "top": "above", "bottom": "below"}[which]
+        return all(_dir(rel, (p.x, p.y), (q.x, q.y), margin) for p in mine for q in others)
+    if len(others) < 2:
+        return False
+    xs, ys = [o.x for o in others], [o.y for o in others]
+    axis = "x" if np.ptp(xs) >= np.ptp(ys) else "y"
+    lo, hi = (min(xs), max(xs)) if axis == "x" else (min(ys), max(ys))
+    return all(lo + margin < getattr(p, axis) < hi - margin for p in mine)
 
 # %% ../../nbs/10_shapes_scene.ipynb #2195cb09
 MARGIN = 3.0  # objects keep this far from the image border
@@ -357,6 +556,10 @@ MARGIN = 3.0  # objects keep this far from the image border
 MIN_GAP = 7.0  # and from each other, unless overlaps are allowed (perception closes gaps up to 4 px, plus anti-aliasing)
 
 REL_MARGIN = 8.0  # the margin relations are placed with
+
+REGION_MARGIN = 3.0  # members are placed with their centers this far inside their region
+
+_ORD_REL = {"leftmost": "left of", "rightmost": "right of", "top": "above", "bottom": "below"}
 
 
 def fill_group(g: Group, rng: np.random.Generator | None = None, bg: str | None = None) -> Group:
@@ -368,6 +571,203 @@ def fill_group(g: Group, rng: np.random.Generator | None = None, bg: str | None 
     size = g.size or (SIZES[int(rng.integers(3))] if rng is not None else "medium")
     return g.model_copy(update={"color": color, "size": size, "texture": g.texture or "solid"})
 
+
+def ordinal_relations(spec: SceneSpec) -> list[Relation]:
+    "The member-wise relations an ordinal implies: the leftmost circle is left of each other circle of its family."
+    out = []
+    for g in spec.groups:
+        if g.ordinal in _ORD_REL:
+            out += [Relation(subject=g.id, rel=_ORD_REL[g.ordinal], object=h, each=True) for h in spec.family(g.id) if h != g.id]
+    return out
+
+# %% ../../nbs/10_shapes_scene.ipynb #lay00002
+def unmet(spec: SceneSpec, objects: list[SceneObject], size: int = 128) -> list[str]:
+    "What a scene (objects tagged with their group ids) fails of `spec`'s relations, regions, arrangements and ordinals."
+    by = {g.id: [o for o in objects if o.group == g.id] for g in spec.groups}
+    lines = {gid: a for a in spec.arrangements if a.kind != "cluster" for gid in a.groups}
+    out = []
+    for r in spec.relations:
+        if not holds(r.rel, by[r.subject], by[r.object], each=r.each, b2=by[r.object2] if r.object2 else None):
+            out.append(f"{r.subject} {r.rel} {r.object}" + (f" and {r.object2}" if r.object2 else ""))
+    for g in spec.groups:
+        a = lines.get(g.id)
+        along = {"row": "x", "column": "y"}.get(a.kind) if a else None
+        line = [o for h in a.groups for o in by[h]] if a else None
+        if g.region and not holds_region(g.region, by[g.id], size, along, line=line):
+            out.append(f"{g.id} in the {g.region}")
+        others = [o for h in spec.family(g.id) if h != g.id for o in by[h]]
+        if g.ordinal and not holds_ordinal(g.ordinal, by[g.id], others):
+            out.append(f"{g.id} {g.ordinal}")
+    for a in spec.arrangements:
+        if not holds_arrangement(a.kind, [o for gid in a.groups for o in by[gid]], a.even):
+            out.append(f"{'+'.join(a.groups)} in a {a.kind}")
+    return out
+
+
+def _order(groups: list[Group], spec: SceneSpec) -> list[Group]:
+    "Placing order: rows and columns, then groups with a region, then the rest; anchors of 'between', 'each ... next to' and 'middle' first."
+    need = {g.id: set() for g in groups}
+    for r in spec.relations:
+        if r.rel == "between" or (r.rel == "next to" and r.each):
+            need[r.subject] |= {r.object, r.object2} - {None}
+    for g in groups:
+        if g.ordinal == "middle":
+            need[g.id] |= set(spec.family(g.id)) - {g.id}
+    lines = {x for a in spec.arrangements if a.kind != "cluster" for x in a.groups}
+    out, left = [], sorted(groups, key=lambda g: (g.id not in lines, g.region is None))  # the most constrained first
+    while left:
+        g = next((g for g in left if need[g.id] <= {x.id for x in out}), left[0])  # a cycle: fall back to spec order
+        out.append(g)
+        left.remove(g)
+    return out
+
+# %% ../../nbs/10_shapes_scene.ipynb #lay00003
+def _line_slots(a: Arrangement, groups: dict[str, Group], rng, size: int, scale: float) -> list[tuple[float, float]] | None:
+    "Slots (x, y) for the members of a row or column: a line inside every member group's region, spacing drawn at random."
+    row = a.kind == "row"
+    members = [groups[gid] for gid in a.groups]
+    n = sum(g.count for g in members)
+    r = max(RADIUS[g.size] for g in members) * scale
+    lo, hi = MARGIN * scale + r, size - MARGIN * scale - r
+    boxes = [region_box(g.region, size) for g in members if g.region]
+    m = REGION_MARGIN * scale
+    # across the line: inside every region; along it: the line's center inside every region
+    a_lo = max([lo] + [(b[2] if row else b[0]) + m for b in boxes])
+    a_hi = min([hi] + [(b[3] if row else b[1]) - m for b in boxes])
+    c_lo = max([lo] + [(b[0] if row else b[2]) + m for b in boxes])
+    c_hi = min([hi] + [(b[1] if row else b[3]) - m for b in boxes])
+    s_min = 2 * r + MIN_GAP * scale
+    room = (hi - lo) - (n - 1) * s_min
+    if a_lo > a_hi or c_lo > c_hi or room < 0:
+        return None
+    s = s_min + (rng.uniform(0, min(room / max(n - 1, 1), 14 * scale)) if n > 1 else 0.0)
+    span = (n - 1) * s
+    c_lo, c_hi = max(c_lo, lo + span / 2), min(c_hi, hi - span / 2)
+    if c_lo > c_hi:
+        return None
+    c, line = rng.uniform(c_lo, c_hi), rng.uniform(a_lo, a_hi)
+    jit = 0.0 if a.even else 1.5 * scale
+    slots = [(c - span / 2 + i * s + rng.uniform(-jit, jit), line + rng.uniform(-jit, jit)) for i in range(n)]
+    return slots if row else [(y, x) for x, y in slots]
+
+# %% ../../nbs/10_shapes_scene.ipynb #lay00011
+def _reserve(a: Arrangement, groups: dict[str, Group], slots: list, rels: list[Relation]) -> dict[str, list[tuple[float, float]]]:
+    "The free slots of each group of a line: in the order relations chain them, else an ordinal at its end; the others share the rest."
+    pool = list(slots)  # ordered along the line: first = leftmost (row) or top (column)
+    ends = {"row": ("leftmost", "rightmost"), "column": ("top", "bottom")}[a.kind]
+    first = {"row": "left of", "column": "above"}[a.kind]
+    before = {(r.subject, r.object) for r in rels if r.rel == first} | {(r.object, r.subject) for r in rels if r.rel == INVERSE[first]}
+    chain = sorted(a.groups, key=lambda g: sum((h, g) in before for h in a.groups))
+    if all((x, y) in before for x, y in zip(chain, chain[1:])) and len(chain) > 1:
+        out, k = {}, 0
+        for gid in chain:
+            out[gid], k = pool[k : k + groups[gid].count], k + groups[gid].count
+        return out
+    out = {}
+    for gid in a.groups:
+        g = groups[gid]
+        if g.ordinal in ends and len(pool) > g.count:
+            out[gid] = pool[: g.count] if g.ordinal == ends[0] else pool[-g.count :]
+        elif g.ordinal == "middle" and len(pool) > g.count + 1:
+            lo = (len(pool) - g.count) // 2
+            out[gid] = pool[lo : lo + g.count]
+        else:
+            continue
+        pool = [p for p in pool if p not in out[gid]]
+    return out | {gid: pool for gid in a.groups if gid not in out}
+
+# %% ../../nbs/10_shapes_scene.ipynb #lay00004
+def _propose(g: Group, r: float, ctx: dict, rng, size: int, scale: float) -> tuple[float, float]:
+    "A candidate center for a member of `g`: a free slot of its line, a point between its anchors, near an anchor, or anywhere in its region."
+    slots = ctx["slots"].get(g.id)
+    if slots:
+        return slots[int(rng.integers(len(slots)))]
+    lo, hi = MARGIN * scale + r, size - MARGIN * scale - r
+    x0, x1, y0, y1 = region_box(g.region, size) if g.region else (lo, hi, lo, hi)
+    m = REGION_MARGIN * scale if g.region else 0.0
+    x0, x1, y0, y1 = max(lo, x0 + m), min(hi, x1 - m), max(lo, y0 + m), min(hi, y1 - m)
+    ends = ctx["between"]
+    if ends is not None and rng.random() < 0.8:
+        (ax, ay), (bx, by) = ends
+        t, h = rng.uniform(0.3, 0.7), rng.uniform(-6, 6) * scale
+        n = math.hypot(bx - ax, by - ay) or 1.0
+        return ax + t * (bx - ax) - h * (by - ay) / n, ay + t * (by - ay) + h * (bx - ax) / n
+    near = ctx["near"]
+    if near and rng.random() < 0.8:  # a box gap of MIN_GAP .. NEXT_TO_GAP - 4 on a random side of an anchor
+        q = near[int(rng.integers(len(near)))]
+        d = q.r + r + rng.uniform(MIN_GAP, NEXT_TO_GAP - 4) * scale
+        side, off = int(rng.integers(4)), rng.uniform(-d, d)
+        return (q.x + (d if side == 0 else -d), q.y + off) if side < 2 else (q.x + off, q.y + (d if side == 2 else -d))
+    if x0 > x1 or y0 > y1:
+        return float(rng.uniform(lo, hi)), float(rng.uniform(lo, hi))
+    return float(rng.uniform(x0, x1)), float(rng.uniform(y0, y1))
+
+# %% ../../nbs/10_shapes_scene.ipynb #lay00005
+def _fits(o: SceneObject, g: Group, ctx: dict, scale: float, size: int) -> bool:
+    "Does candidate `o` (a member of `g`) meet every constraint towards what is already placed?"
+    placed, lo, hi = ctx["placed"], MARGIN * scale + o.r, size - MARGIN * scale - o.r
+    if not (lo <= o.x <= hi and lo <= o.y <= hi):
+        return False
+    if g.region and g.id not in ctx["slots"] and not holds_region(g.region, [o], size, tol=0.0):
+        return False
+    for rel, other in ctx["mine"]:
+        if not all(_holds_strict(rel, o, q, REL_MARGIN * scale) for q in placed.get(other, [])):
+            return False
+    ends = ctx["between"]
+    if ends is not None and not _between((o.x, o.y), *ends, REL_MARGIN * scale, (BETWEEN_TOL - 6) * scale):
+        return False
+    others = ctx["middle"]
+    if others and len(others) >= 2:
+        xs, ys = [q.x for q in others], [q.y for q in others]
+        ax = "x" if np.ptp(xs) >= np.ptp(ys) else "y"
+        v, vs = (o.x, xs) if ax == "x" else (o.y, ys)
+        if not (min(vs) + REL_MARGIN * scale < v < max(vs) - REL_MARGIN * scale):
+            return False
+    if any(box_gap(o, q) < (2 * RADIUS["large"] + 2 * MIN_GAP + REL_MARGIN) * scale for q in ctx["apart"]):
+        return False  # leave room for what goes between them
+    near = ctx["near"]
+    return not near or min(box_gap(o, q) for q in near) <= (NEXT_TO_GAP - 4) * scale
+
+# %% ../../nbs/10_shapes_scene.ipynb #lay00006
+def _context(g: Group, spec: SceneSpec, rels: list[Relation], placed: dict, slots: dict, cluster_of: dict) -> dict:
+    "The constraints on group `g` towards what is placed: binary relations, between-anchors, the rest of its family (middle), next-to anchors."
+    mine = [(x.rel, x.object) for x in rels if x.subject == g.id and x.object in placed and x.rel not in ("between",)]
+    mine += [(INVERSE[x.rel], x.subject) for x in rels if x.object == g.id and x.subject in placed and x.rel not in ("between",)]
+    between = None
+    for x in rels:
+        if x.subject == g.id and x.rel == "between" and x.object in placed:
+            b = placed[x.object]
+            between = (_center(b), _center(placed[x.object2])) if x.object2 in placed else _extremes(b)
+    others = [q for h in spec.family(g.id) if h != g.id for q in placed.get(h, [])] if g.ordinal == "middle" else None
+    near = [q for x in rels if x.subject == g.id and x.rel == "next to" and x.each for q in placed.get(x.object, [])]
+    near += [q for h in cluster_of.get(g.id, ()) for q in placed.get(h, [])]
+    apart = [
+        q
+        for x in rels
+        if x.rel == "between" and x.object2 and g.id in (x.object, x.object2)
+        for h in (x.object, x.object2)
+        if h != g.id
+        for q in placed.get(h, [])
+    ]
+    return {"mine": mine, "between": between, "middle": others, "near": near, "apart": apart}
+
+# %% ../../nbs/10_shapes_scene.ipynb #lay00007
+def _place_one(g: Group, r: float, ctx: dict, objs: list, rng, size: int, scale: float, candidates: int, allow_overlap: bool):
+    "One member of `g` placed by rejection sampling (None if no candidate fits); a slot it takes is no longer free."
+    for _c in range(candidates):
+        x, y = _propose(g, r, ctx, rng, size, scale)
+        o = SceneObject(g.shape, g.color, g.size, g.texture, float(x), float(y), r, g.id)
+        if not allow_overlap and any(box_gap(o, p) < MIN_GAP * scale for p in objs):
+            continue
+        if allow_overlap and any(math.hypot(o.x - p.x, o.y - p.y) < 0.8 * max(o.r, p.r) for p in objs):
+            continue
+        if _fits(o, g, ctx, scale, size):
+            slots = ctx["slots"].get(g.id)
+            if slots:
+                slots.remove((x, y))
+            return o
+    return None
+
 # %% ../../nbs/10_shapes_scene.ipynb #85e572b4
 def layout(
     spec: SceneSpec,
@@ -376,43 +776,44 @@ def layout(
     tries: int = 60,
     candidates: int = 40,
     allow_overlap: bool = False,
-    ignore_relations: bool = False,
+    ignore_relations: bool = False,  # place freely: no relations, regions, arrangements or ordinals
     fill_rng: bool = True,
 ) -> tuple[Scene, bool]:
-    "Place `spec`'s groups on a `size`×`size` canvas; returns (scene, whether every relation holds)."
+    "Place `spec`'s groups on a `size`×`size` canvas; returns (scene, whether every constraint holds)."
     bg = spec.background or "white"
-    groups = [fill_group(g, rng if fill_rng else None, bg) for g in spec.groups]
-    rels = [] if ignore_relations else spec.relations
+    if ignore_relations:
+        spec = SceneSpec(groups=[g.model_copy(update={"region": None, "of": None, "ordinal": None}) for g in spec.groups], background=bg)
+    rels = spec.relations + ordinal_relations(spec)
     scale = size / 128
     best, best_bad = None, None
     for attempt in range(tries):
+        groups = _order([fill_group(g, rng if fill_rng else None, bg) for g in spec.groups], spec)  # unstated sizes redrawn
+        by_id = {g.id: g for g in groups}
         placed: dict[str, list[SceneObject]] = {}
         objs: list[SceneObject] = []
-        bad = 0
+        slots, cluster_of, bad = {}, {}, 0
+        for a in spec.arrangements:
+            if a.kind == "cluster":
+                cluster_of.update({gid: [h for h in a.groups] for gid in a.groups})
+                continue
+            s = _line_slots(a, by_id, rng, size, scale)
+            bad += s is None
+            slots.update(_reserve(a, by_id, s, rels) if s else {})
         for g in groups:
             r = RADIUS[g.size] * scale
-            lo, hi = MARGIN * scale + r, size - MARGIN * scale - r
+            ctx = _context(g, spec, rels, placed, slots, cluster_of) | {"placed": placed, "slots": slots}
             placed[g.id] = []
-            mine = [x for x in rels if x.subject == g.id and x.object in placed] + [
-                Relation(subject=g.id, rel=INVERSE[x.rel], object=x.subject) for x in rels if x.object == g.id and x.subject in placed
-            ]
             for _ in range(g.count):
-                ok_obj = None
-                for _c in range(candidates):
-                    o = SceneObject(g.shape, g.color, g.size, g.texture, float(rng.uniform(lo, hi)), float(rng.uniform(lo, hi)), r, g.id)
-                    if not allow_overlap and any(box_gap(o, p) < MIN_GAP * scale for p in objs):
-                        continue
-                    if allow_overlap and any(math.hypot(o.x - p.x, o.y - p.y) < 0.8 * max(o.r, p.r) for p in objs):
-                        continue
-                    if all(_holds_strict(x.rel, o, q, REL_MARGIN * scale) for x in mine for q in placed[x.object]):
-                        ok_obj = o
-                        break
-                if ok_obj is None:
-                    bad += 1
-                    ok_obj = o
-                placed[g.id].append(ok_obj)
-                objs.append(ok_obj)
-        bad += sum(not holds(x.rel, placed[x.subject], placed[x.object]) for x in rels)
+                o = _place_one(g, r, ctx, objs, rng, size, scale, candidates, allow_overlap)
+                if o is None:  # best effort: a proposal, kept on the canvas
+                    xy = np.clip(_propose(g, r, ctx, rng, size, scale), MARGIN * scale + r, size - MARGIN * scale - r)
+                    o = SceneObject(g.shape, g.color, g.size, g.texture, float(xy[0]), float(xy[1]), r, g.id)
+                placed[g.id].append(o)
+                objs.append(o)
+                if g.id in cluster_of:
+                    ctx["near"] = ctx["near"] + [o]
+        bad += len(unmet(spec, objs, size))
+        bad += 0 if allow_overlap else sum(box_gap(p, q) < MIN_GAP * scale - 0.5 for i, p in enumerate(objs) for q in objs[:i])
         if best is None or bad < best_bad:
             best, best_bad = objs, bad
         if bad == 0:

@@ -1,4 +1,4 @@
-"""The shapes world's vocabulary: the words people use for its shapes, colors, sizes, textures, relations and backgrounds, and their plural forms.
+"""The shapes world's vocabulary: the words people use for its shapes, colors (and shades), sizes, textures, relations, places, arrangements and backgrounds, their plural forms, and the function and filler words that carry no requirement.
 
 Docs: https://image-poser.github.io/image_poser/shapes_words.html.md"""
 
@@ -11,8 +11,11 @@ import re
 from typing import Iterable
 
 # %% auto #0
-__all__ = ['SHAPE_WORDS', 'COLOR_WORDS', 'SIZE_WORDS', 'TEXTURE_PRE', 'TEXTURE_POST', 'BG_WORDS', 'REL_WORDS', 'REL_PRONOUN',
-           'NUMBER_WORDS', 'NUMBER_NAMES', 'EDIT_MARKERS', 'plural']
+__all__ = ['SHAPE_WORDS', 'COLOR_WORDS', 'SIZE_WORDS', 'TEXTURE_PRE', 'TEXTURE_POST', 'REL_WORDS', 'AROUND_WORDS', 'REL_PRONOUN',
+           'SHADE_WORDS', 'COLOR_APPROX', 'BG_WORDS', 'REGION_SIDE', 'REGION_CENTER', 'REGION_PART', 'CANVAS_WORDS',
+           'ARRANGE_WORDS', 'ORDER_WORDS', 'EVEN_WORDS', 'ORDINAL_WORDS', 'NUMBER_WORDS', 'BIG_NUMBER_WORDS',
+           'VAGUE_NUMBER_WORDS', 'NUMBER_NAMES', 'EDIT_MARKERS', 'FUNCTION_WORDS', 'FILLER_WORDS', 'plural',
+           'content_words']
 
 # %% ../../nbs/11_shapes_words.ipynb #c1c89f12
 from .scene import COLORS
@@ -35,35 +38,177 @@ SIZE_WORDS = {"small": ["small", "little", "tiny"], "medium": ["medium-sized", "
 
 TEXTURE_PRE = {"striped": ["striped"], "dotted": ["dotted", "polka-dotted", "spotted"], "solid": ["solid", "plain"]}
 
-TEXTURE_POST = {"striped": ["with stripes", "covered in stripes"], "dotted": ["with dots", "with polka dots", "covered in dots"]}
+TEXTURE_POST = {
+    "striped": ["with stripes", "covered in stripes", "with a striped pattern", "with a stripe pattern"],
+    "dotted": [
+        "with dots",
+        "with polka dots",
+        "covered in dots",
+        "with a dotted pattern",
+        "with a polka-dot pattern",
+        "with a dot pattern",
+    ],
+}
+
+REL_WORDS = {
+    "left of": ["to the left of", "on the left of", "left of", "on the left side of", "to the left side of"],
+    "right of": ["to the right of", "on the right of", "right of", "on the right side of", "to the right side of"],
+    "above": ["above", "over", "on top of", "on the top of", "directly above"],
+    "below": ["below", "under", "underneath", "beneath", "on the bottom of", "directly below"],
+    "next to": ["next to", "beside", "alongside", "near", "close to", "by the side of", "right next to"],
+    "between": ["between", "in between", "right between", "exactly between", "in the middle between", "halfway between"],
+}
+
+AROUND_WORDS = ["scattered around", "arranged around", "placed around", "spread around", "around", "surrounding", "encircling", "circling"]
+
+REL_PRONOUN = {
+    "left of": ["to its left", "to their left", "on its left", "on their left", "to the left of it", "to the left of them", "left of it"],
+    "right of": [
+        "to its right",
+        "to their right",
+        "on its right",
+        "on their right",
+        "to the right of it",
+        "to the right of them",
+        "right of it",
+    ],
+    "above": ["above it", "above them", "over it", "on top of it", "on top of them", "above that", "above this"],
+    "below": ["below it", "below them", "under it", "under them", "beneath it", "underneath it", "below that", "below this"],
+    "next to": ["next to it", "next to them", "beside it", "beside them", "near it", "close to it", "next to that"],
+    "between": ["between them", "in between them", "between the two of them", "exactly between them", "right between them"],
+}
+
+# %% ../../nbs/11_shapes_words.ipynb #wdshade2
+SHADE_WORDS = ["light", "dark", "pale", "bright", "deep", "vivid", "pastel", "soft", "neon", "rich", "hot", "dull", "muted", "dusty"]
+
+COLOR_APPROX = {
+    "navy": "blue",
+    "indigo": "purple",
+    "lavender": "purple",
+    "lilac": "purple",
+    "teal": "cyan",
+    "aqua": "cyan",
+    "magenta": "pink",
+    "fuchsia": "pink",
+    "rose": "pink",
+    "crimson": "red",
+    "scarlet": "red",
+    "maroon": "brown",
+    "tan": "brown",
+    "gold": "yellow",
+    "golden": "yellow",
+    "lime": "green",
+    "olive": "green",
+    "emerald": "green",
+    "silver": "gray",
+    "charcoal": "black",
+    "ivory": "white",
+}
 
 BG_WORDS = {
-    "white": ["white"],
-    "black": ["black"],
-    "navy": ["navy blue", "dark blue", "navy"],
-    "beige": ["beige", "cream"],
+    "white": ["white", "plain white", "pure white"],
+    "black": ["black", "dark", "pitch black", "pitch-black"],
+    "navy": ["navy blue", "dark blue", "navy", "deep blue", "midnight blue", "dark-blue", "navy-blue"],
+    "beige": ["beige", "cream", "ivory", "off-white", "cream-colored"],
+    "light gray": ["light gray", "light grey", "pale gray", "pale grey", "gray", "grey", "silver", "light-gray", "light-grey"],
+    "yellow": ["yellow", "pale yellow", "light yellow", "bright yellow"],
+    "light blue": ["light blue", "pale blue", "baby blue", "sky blue", "light-blue", "sky-blue", "powder blue"],
     "sky": ["sky gradient", "blue gradient", "gradient sky", "sky"],
     "grid": ["grid paper", "graph paper", "grid"],
 }
 
-REL_WORDS = {
-    "left of": ["to the left of", "on the left of", "left of"],
-    "right of": ["to the right of", "on the right of", "right of"],
-    "above": ["above", "over"],
-    "below": ["below", "under", "underneath", "beneath"],
-    "next to": ["next to", "beside", "alongside", "near"],
+# %% ../../nbs/11_shapes_words.ipynb #wdplace2
+REGION_SIDE = {"top": ["top", "upper"], "bottom": ["bottom", "lower"], "left": ["left", "left-hand"], "right": ["right", "right-hand"]}
+
+REGION_CENTER = ["center", "centre", "middle"]
+
+REGION_PART = ["corner", "side", "edge", "part", "half", "area", "portion", "third", "border", "region", "quadrant", "section"]
+
+CANVAS_WORDS = ["image", "picture", "canvas", "frame", "scene", "page", "poster", "composition", "photo", "illustration", "background"]
+
+# %% ../../nbs/11_shapes_words.ipynb #wdplace3
+ARRANGE_WORDS = {
+    "row": [
+        "in a row",
+        "in a horizontal row",
+        "in a line",
+        "in a horizontal line",
+        "in a straight line",
+        "in one row",
+        "lined up",
+        "lined up horizontally",
+        "in a single row",
+        "horizontally in a row",
+        "arranged horizontally",
+        "side to side",
+        "line up",
+        "lined up in a row",
+    ],
+    "column": [
+        "in a column",
+        "in a vertical column",
+        "in a vertical line",
+        "in a vertical row",
+        "stacked vertically",
+        "stacked",
+        "one above the other",
+        "one on top of the other",
+        "on top of each other",
+        "lined up vertically",
+        "arranged vertically",
+        "in a vertical stack",
+        "in a stack",
+    ],
+    "cluster": [
+        "next to each other",
+        "next to one another",
+        "beside each other",
+        "beside one another",
+        "side by side",
+        "close together",
+        "clustered together",
+        "grouped together",
+        "in a cluster",
+        "in a tight group",
+        "together",
+    ],
 }
 
-REL_PRONOUN = {
-    "left of": ["to its left", "to their left"],
-    "right of": ["to its right", "to their right"],
-    "above": ["above it", "above them"],
-    "below": ["below it", "below them", "under it", "under them"],
-    "next to": ["next to it", "next to them", "beside it", "beside them"],
+# %% ../../nbs/11_shapes_words.ipynb #wdplace4
+ORDER_WORDS = {
+    "from left to right": ("left of", False),
+    "left to right": ("left of", False),
+    "from right to left": ("left of", True),
+    "right to left": ("left of", True),
+    "from top to bottom": ("above", False),
+    "top to bottom": ("above", False),
+    "from bottom to top": ("above", True),
+    "bottom to top": ("above", True),
+}
+
+EVEN_WORDS = [
+    "evenly spaced",
+    "equally spaced",
+    "evenly distributed",
+    "spaced evenly",
+    "at equal distances",
+    "with equal spacing",
+    "with equal gaps",
+    "equidistant",
+    "evenly",
+]
+
+ORDINAL_WORDS = {
+    "leftmost": ["leftmost", "left-most", "far left", "left"],
+    "rightmost": ["rightmost", "right-most", "far right", "right"],
+    "top": ["topmost", "top-most", "uppermost", "highest", "top", "upper"],
+    "bottom": ["bottommost", "bottom-most", "lowermost", "lowest", "bottom", "lower"],
+    "middle": ["middle", "center", "centre", "central", "centermost", "centre-most"],
 }
 
 # %% ../../nbs/11_shapes_words.ipynb #3bff0f2c
 NUMBER_WORDS = {
+    "zero": 0,
     "one": 1,
     "two": 2,
     "three": 3,
@@ -78,15 +223,42 @@ NUMBER_WORDS = {
     "twelve": 12,
     "a single": 1,
     "a pair of": 2,
+    "a couple of": 2,
+    "a dozen": 12,
     "a": 1,
     "an": 1,
 }
 
-NUMBER_NAMES = {v: k for k, v in NUMBER_WORDS.items() if k not in ("a", "an", "a single", "a pair of")}
+# %% ../../nbs/11_shapes_words.ipynb #wdnum002
+BIG_NUMBER_WORDS = {  # counts the world cannot draw: reported, then clamped to 12
+    "thirteen": 13,
+    "fourteen": 14,
+    "fifteen": 15,
+    "sixteen": 16,
+    "seventeen": 17,
+    "eighteen": 18,
+    "nineteen": 19,
+    "twenty": 20,
+    "thirty": 30,
+    "forty": 40,
+    "fifty": 50,
+    "a hundred": 100,
+    "one hundred": 100,
+    "hundreds of": 200,
+    "a thousand": 1000,
+    "thousands of": 2000,
+    "a million": 1_000_000,
+    "millions of": 2_000_000,
+    "dozens of": 24,
+}
 
-EDIT_MARKERS = ["and then", "and afterwards", "then", "afterwards", "after that", "finally", "lastly"]
+VAGUE_NUMBER_WORDS = {"a few": 3, "several": 3, "some": 2, "many": 5, "lots of": 5, "a lot of": 5, "a bunch of": 4, "a group of": 3}
 
+NUMBER_NAMES = {v: k for k, v in NUMBER_WORDS.items() if k not in ("a", "an", "a single", "a pair of", "a couple of", "a dozen", "zero")}
 
+EDIT_MARKERS = ["and then", "and afterwards", "then", "afterwards", "after that", "finally", "lastly", "once that is done", "next,"]
+
+# %% ../../nbs/11_shapes_words.ipynb #wdnum003
 def plural(word: str) -> str:
     "English plural of a shape word."
     if word.endswith(("s", "x", "sh", "ch")):
@@ -97,10 +269,58 @@ def plural(word: str) -> str:
 
 
 def _alt(words: Iterable[str]) -> str:
-    "Regex alternation of `words`, longest first, spaces matching any whitespace."
-    return "|".join(re.escape(w).replace(r"\ ", r"\s+") for w in sorted(set(words), key=len, reverse=True))
+    "Regex alternation of `words`, longest first; a space or a hyphen between words matches any run of spaces and hyphens."
+    return "|".join(re.escape(w).replace(r"\ ", r"[\s-]+").replace(r"\-", r"[\s-]+") for w in sorted(set(words), key=len, reverse=True))
+
+
+def _norm(s: str) -> str:
+    "Lower case, single spaces, hyphens as spaces: the key of a phrase in the lookup tables."
+    return re.sub(r"[\s-]+", " ", s.strip().lower())
 
 
 def _lookup(table: dict[str, list[str]]) -> dict[str, str]:
-    "Synonym -> canonical name (lower case, single spaces)."
-    return {w: k for k, ws in table.items() for w in ws}
+    "Synonym (normalised by `_norm`) -> canonical name."
+    return {_norm(w): k for k, ws in table.items() for w in ws}
+
+# %% ../../nbs/11_shapes_words.ipynb #wdfunc02
+FUNCTION_WORDS = frozenset(
+    """a an the of and or with without there is are be been being was were should must will would could can may might to in on at
+ into onto from for by as so but if then than that this these those it its itself they them their theirs he she we you your
+ i me my our us one ones some any each every all both either neither no not nor also just only very really quite rather too
+ here where which who whom whose what when while how s re ll ve d t m don isn please want wants wanted like likes need needs
+ make makes made draw draws drawn drawing place places placed put puts show shows shown showing create creates created
+ render renders rendered depict depicts depicted depicting contain contains containing containment include includes included
+ including give gives given get gets see sees seen look looks looking sit sits sitting sat stand stands standing stood lie
+ lies lying lay rest rests resting float floats floating hover hovers hovering appear appears appearing be located locate
+ located position positioned positions set sets arrange arranged arrangement arranges keep keeps kept let use uses used add
+ image images picture pictures photo photos photograph scene scenes illustration illustrations drawing canvas frame page
+ sure ensure also plus another other others more exactly precisely directly just roughly about nearly almost
+ else nothing something anything everything everyone thing things shape shapes object objects item items element elements
+ having has have had do does did done go goes going start starts started begin begins began beginning first second now
+ next finally lastly afterwards after before then once step steps total altogether overall whole entire same different
+ can't cannot i'd i'm i'll we'd we'll you'd ok okay hi hello thanks thank yes""".split()
+)
+
+FILLER_WORDS = frozenset(
+    """composition compositions calm balanced balance crisp clean cleanly edges edge children child kid kids book books clarity
+ matters matter style styles stylish avoid text texts watermark watermarks simple simply flat mood playful tidy breathing room
+ vector graphic graphics even evenly shadowless lighting light blurry smudged printed print poster posters classroom imagine
+ minimalist minimal design designs studio studios element recognise recognize glance decorations decoration extra
+ bright saturated tones tone possible meant teach young geometry orderly deliberate consistency important feel feels
+ neat clear nice pretty beautiful lovely cute cool fun simple plain abstract modern geometric study studies diagram diagrams
+ aesthetic aesthetics vibe vibes cheerful happy elegant sharp smooth high quality detailed detail details resolution hd 4k
+ realistic cartoon cartoonish illustrated artwork art artistic digital painting drawing sketch sketches render rendering
+ colorful colourful colors colours color colour palette contrast lots no text logo logos label labels border frame framed
+ whole scene setting background backgrounds space spacing empty alone single only rest remaining remain remains
+ playful calm quiet friendly page pages look style minimalism""".split()
+)
+
+
+def content_words(text: str) -> list[tuple[int, int]]:
+    "Spans (start, end) of the content words of `text`."
+    return [(m.start(), m.end()) for m in re.finditer(r"[^\W_]+(?:'[^\W_]+)?", text) if _is_content(m.group(0))]
+
+
+def _is_content(word: str) -> bool:
+    w = word.lower().replace("'", "")
+    return w not in FUNCTION_WORDS and w not in FILLER_WORDS and word.lower() not in FUNCTION_WORDS
