@@ -41,7 +41,6 @@ from image_poser.shapes.scene import (
     holds_arrangement,
     holds_ordinal,
     holds_region,
-    ink_color,
     region_box,
 )
 from .words import NUMBER_NAMES, plural
