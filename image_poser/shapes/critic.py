@@ -45,60 +45,108 @@ def _seen_ref(objs: list[SceneObject], sp: dict) -> str:
     return f"the {colors[0]} {noun}" if len(colors) == 1 else f"the {noun}"
 
 
-_ORDER = {"background": 0, "absence": 1, "presence": 2, "count": 3, "color": 4, "texture": 5, "size": 6, "relation": 7}
+_ORDER = {
+    "background": 0,
+    "absence": 1,
+    "presence": 2,
+    "count": 3,
+    "color": 4,
+    "texture": 5,
+    "size": 6,
+    "relation": 7,
+    "region": 8,
+    "ordinal": 9,
+}
 
 # %% ../../nbs/18_shapes_critic.ipynb #b4888962
+def _where(region: str) -> str:
+    "How an edit names a region: 'the top left corner', 'the top of the picture', 'the center'."
+    if region == "center":
+        return "the center"
+    return f"the {region} corner" if " " in region else f"the {region} of the picture"
+
+
+def _fix_presence(sp: dict, mine: list, res: CheckResult, groups: dict, rels: list[dict]) -> str | None:
+    "'add two red circles left of the blue square' for a group with missing members (anchored by a relation when it can be)."
+    missing = int(sp.get("count", 1)) - len(mine)
+    if missing <= 0:
+        return None
+    anchor = ""
+    for r in rels:
+        if r["rel"] == "between" or r.get("object2"):
+            continue
+        other = r["object"] if r["subject"] == sp["group"] else r["subject"] if r["object"] == sp["group"] else None
+        if other is not None and res.assigned.get(other):
+            rel = r["rel"] if r["subject"] == sp["group"] else INVERSE[r["rel"]]
+            anchor = f" {rel} {_seen_ref(res.assigned[other], groups[other])}"
+            break
+    return f"add {_phrase(missing, sp)}{anchor}"
+
+
+def _fix_count(sp: dict, groups: dict, objects: list) -> str | None:
+    n = sum(o.shape == sp["shape"] and (sp.get("color") is None or o.color == sp["color"]) for o in objects)
+    want = int(sp["count"])
+    if n < want:
+        return f"add {_phrase(want - n, groups.get(sp.get('group'), sp))}"
+    if n > want:
+        return f"remove {_phrase(n - want, {'shape': sp['shape'], 'color': sp.get('color')})}"
+    return None
+
+# %% ../../nbs/18_shapes_critic.ipynb #sccor002
+def _fix_spatial(sp: dict, ck: str, res: CheckResult, groups: dict) -> str | None:
+    "'move the star left of the square', '... between ...', '... to the top left corner', or left of the rest of its family."
+    got = lambda g: res.assigned.get(g, [])  # noqa: E731
+    ref = lambda g: _seen_ref(got(g), groups.get(g, {"shape": got(g)[0].shape}))  # noqa: E731
+    if ck == "relation":
+        keys = [sp["subject"], sp["object"]] + ([sp["object2"]] if sp.get("object2") else [])
+        if not all(got(g) for g in keys) or sp.get("each"):
+            return None
+        return f"move {ref(sp['subject'])} {sp['rel']} {ref(sp['object'])}" + (f" and {ref(sp['object2'])}" if sp.get("object2") else "")
+    if ck == "region":
+        return f"move {ref(sp['group'])} to {_where(sp['region'])}" if got(sp["group"]) and not sp.get("line") else None
+    others = [g for g in sp["family"] if g != sp["group"] and got(g)]
+    if not got(sp["group"]) or not others:
+        return None
+    rel = {"leftmost": "left of", "rightmost": "right of", "top": "above", "bottom": "below", "middle": "between"}[sp["ordinal"]]
+    return f"move {ref(sp['group'])} {rel} {ref(others[0])}" + (f" and {ref(others[1])}" if rel == "between" and len(others) > 1 else "")
+
+# %% ../../nbs/18_shapes_critic.ipynb #sccor003
+def _fix(q, res: CheckResult, objects: list, groups: dict, rels: list[dict]) -> str | None:
+    "The corrective command for one unmet requirement (None when the critic has none: regenerating is the policy's call)."
+    sp, ck = q.spec, q.spec.get("check")
+    mine = res.assigned.get(sp.get("group"), [])
+    if ck == "background":
+        return f"change the background to {'grid paper' if sp['background'] == 'grid' else sp['background']}"
+    if ck == "absence":
+        return f"remove the {sp.get('color', '')} {sp['shape']}".replace("  ", " ")
+    if ck == "presence" and sp.get("group") in groups:
+        return _fix_presence(groups[sp["group"]], mine, res, groups, rels)
+    if ck == "count":
+        return _fix_count(sp, groups, objects)
+    if ck in ("color", "texture", "size"):
+        return f"make {_seen_ref(mine, sp)} {sp[ck]}" if mine else None
+    if ck in ("relation", "region", "ordinal"):
+        return _fix_spatial(sp, ck, res, groups)
+    return None
+
+
 def suggest(task: Task, res: CheckResult, objects: list[SceneObject]) -> list[Command]:
-    "Corrective commands for the unmet verdicts of `res`."
+    "Corrective commands for the unmet verdicts of `res` (one command per text, listing every requirement it fixes)."
     groups = {q.spec["group"]: q.spec for q in task.requirements if q.spec.get("check") == "presence"}
     rels = [q.spec for q in task.requirements if q.spec.get("check") == "relation"]
-    unmet = [(task.requirement(v.requirement), v) for v in res.verdicts if not v.satisfied]
-    unmet.sort(key=lambda qv: _ORDER.get(qv[0].spec.get("check"), 9))
-    if not objects and any(q.spec.get("check") == "presence" for q, _ in unmet):
+    unmet = [task.requirement(v.requirement) for v in res.verdicts if not v.satisfied]
+    unmet.sort(key=lambda q: _ORDER.get(q.spec.get("check"), 99))
+    if not objects and any(q.spec.get("check") == "presence" for q in unmet):
         gen = next((c for c in task.commands if c.kind == "generate"), None)
-        return [Command(text=gen.text if gen else task.prompt, kind="generate", origin="critic", requirements=[q.id for q, _ in unmet])]
-    out, seen_text = [], set()
-    for q, v in unmet:
-        sp, ck = q.spec, q.spec.get("check")
-        gid = sp.get("group")
-        mine = res.assigned.get(gid, [])
-        text = None
-        if ck == "background":
-            text = f"change the background to {'grid paper' if sp['background'] == 'grid' else sp['background']}"
-        elif ck == "absence":
-            text = f"remove the {sp.get('color', '')} {sp['shape']}".replace("  ", " ")
-        elif ck == "presence" and gid in groups:
-            g = groups[gid]
-            missing = int(g.get("count", 1)) - len(mine)
-            anchor = ""
-            for r in rels:
-                other = r["object"] if r["subject"] == gid else r["subject"] if r["object"] == gid else None
-                if other is None or not res.assigned.get(other):
-                    continue
-                rel = r["rel"] if r["subject"] == gid else INVERSE[r["rel"]]
-                anchor = f" {rel} {_seen_ref(res.assigned[other], groups[other])}"
-                break
-            if missing > 0:
-                text = f"add {_phrase(missing, g)}{anchor}"
-        elif ck == "count":
-            n = sum(o.shape == sp["shape"] and (sp.get("color") is None or o.color == sp["color"]) for o in objects)
-            want = int(sp["count"])
-            if n < want:
-                text = f"add {_phrase(want - n, groups.get(gid, sp))}"
-            elif n > want:
-                text = f"remove {_phrase(n - want, {'shape': sp['shape'], 'color': sp.get('color')})}"
-        elif ck in ("color", "texture", "size") and mine:
-            text = f"make {_seen_ref(mine, sp)} {sp[ck]}"
-        elif ck == "relation":
-            a, b = res.assigned.get(sp["subject"], []), res.assigned.get(sp["object"], [])
-            if a and b:
-                text = f"move {_seen_ref(a, groups.get(sp['subject'], {'shape': a[0].shape}))} {sp['rel']} {_seen_ref(b, groups.get(sp['object'], {'shape': b[0].shape}))}"
-        if text and text not in seen_text:
-            seen_text.add(text)
-            out.append(Command(text=text, kind="edit", origin="critic", requirements=[q.id]))
+        return [Command(text=gen.text if gen else task.prompt, kind="generate", origin="critic", requirements=[q.id for q in unmet])]
+    out: dict[str, Command] = {}
+    for q in unmet:
+        text = _fix(q, res, objects, groups, rels)
+        if text in out:
+            out[text].requirements.append(q.id)
         elif text:
-            next(c for c in out if c.text == text).requirements.append(q.id)
-    return out
+            out[text] = Command(text=text, kind="edit", origin="critic", requirements=[q.id])
+    return list(out.values())
 
 # %% ../../nbs/18_shapes_critic.ipynb #591418a7
 @dataclass
@@ -195,7 +243,7 @@ class ShapesCritic:
         rng = np.random.default_rng(int.from_bytes(h[:8], "little"))
         pc = perceive(image)
         objs = self.errors.see(pc.objects, rng, pc.size)
-        res = check(task, objs, pc.background)
+        res = check(task, objs, pc.background, size=pc.size)
         verdicts = self.errors.judge(task, res.verdicts, objs, rng)
         res = CheckResult(verdicts, res.assigned, res.unassigned)
         return Feedback.from_verdicts(

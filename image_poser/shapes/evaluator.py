@@ -10,14 +10,15 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 # %% auto #0
-__all__ = ['FIDELITY_MIN', 'group_members', 'relation_holds', 'judge', 'fidelity', 'aesthetics', 'ShapesEvaluator',
-           'critic_vs_evaluator']
+__all__ = ['FIDELITY_MIN', 'group_members', 'relation_holds', 'region_holds', 'arrangement_holds', 'ordinal_holds', 'judge',
+           'fidelity', 'aesthetics', 'ShapesEvaluator', 'critic_vs_evaluator']
 
 # %% ../../nbs/19_shapes_evaluator.ipynb #a6fe1397
 import numpy as np
 from PIL import Image
 from scipy import ndimage as ndi
 from scipy.optimize import linear_sum_assignment
+from scipy.sparse.csgraph import connected_components
 from skimage.metrics import structural_similarity
 
 # %% ../../nbs/19_shapes_evaluator.ipynb #6c898b11
@@ -26,7 +27,7 @@ from ..evaluator import Evaluation
 from ..experts import call_expert, load_registry
 from .decompose import task_from_prompt
 from .perception import perceive
-from .scene import NEXT_TO_GAP, Scene, SceneObject, render, scene_of
+from .scene import BETWEEN_TOL, NEXT_TO_GAP, Scene, SceneObject, render, scene_of
 
 # %% ../../nbs/19_shapes_evaluator.ipynb #sevgrp01
 def _mismatch(want: dict, o: SceneObject) -> float:
@@ -51,8 +52,8 @@ def group_members(reqs: list[Requirement], objects: list[SceneObject]) -> dict[s
     return members
 
 # %% ../../nbs/19_shapes_evaluator.ipynb #sevchk01
-def _center(objs: list[SceneObject]) -> tuple[float, float]:
-    return float(np.mean([o.x for o in objs])), float(np.mean([o.y for o in objs]))
+def _center(objs: list[SceneObject]) -> np.ndarray:
+    return np.array([[o.x, o.y] for o in objs], float).mean(0)
 
 
 def _gap(a: SceneObject, b: SceneObject) -> float:
@@ -60,18 +61,131 @@ def _gap(a: SceneObject, b: SceneObject) -> float:
     return max(b.x - b.r - (a.x + a.r), a.x - a.r - (b.x + b.r), b.y - b.r - (a.y + a.r), a.y - a.r - (b.y + b.r))
 
 
-def relation_holds(rel: str, a: list[SceneObject], b: list[SceneObject], margin: float = 2.0) -> bool:
-    "Does group `a` stand in relation `rel` to group `b`?"
-    if not a or not b:
+_AXIS = {"left of": (0, -1), "right of": (0, 1), "above": (1, -1), "below": (1, 1)}  # (axis, sign): subject past object
+
+
+def _past(rel: str, p: np.ndarray, q: np.ndarray, margin: float) -> bool:
+    "Is point `p` more than `margin` past point `q` in direction `rel`?"
+    axis, sign = _AXIS[rel]
+    return sign * (p[axis] - q[axis]) > margin
+
+# %% ../../nbs/19_shapes_evaluator.ipynb #sevchk04
+def _between_pts(s: np.ndarray, a: np.ndarray, b: np.ndarray, margin: float = 2.0, perp: float = BETWEEN_TOL) -> bool:
+    "Does point `s` project inside segment a-b (more than `margin` from both ends) and lie within `perp` of its line?"
+    d = b - a
+    n = float(np.linalg.norm(d))
+    if n <= 2 * margin:
         return False
+    u = d / n
+    along = float(np.dot(s - a, u))
+    off = abs(float(np.cross(u, s - a)))
+    return margin < along < n - margin and off <= perp
+
+
+def _ends(b: list[SceneObject], b2: list[SceneObject] | None) -> tuple[np.ndarray, np.ndarray] | None:
+    "The two points 'between' is judged against: two groups' centers, or the farthest-apart members of one group."
+    if b2 is not None:
+        return _center(b), _center(b2)
+    if len(b) < 2:
+        return None
+    P = np.array([[o.x, o.y] for o in b], float)
+    D = np.linalg.norm(P[:, None] - P[None], axis=2)
+    i, j = np.unravel_index(int(np.argmax(D)), D.shape)
+    return P[min(i, j)], P[max(i, j)]
+
+# %% ../../nbs/19_shapes_evaluator.ipynb #sevchk05
+def relation_holds(
+    rel: str, a: list[SceneObject], b: list[SceneObject], margin: float = 2.0, each: bool = False, b2: list[SceneObject] | None = None
+) -> bool:
+    "Does group `a` (each of its members, with `each`) stand in relation `rel` to group `b` (and `b2`, for 'between')?"
+    if not a or not b or (b2 is not None and not b2):
+        return False
+    pts = [np.array([o.x, o.y]) for o in a] if each else [_center(a)]
+    if rel == "between":
+        ends = _ends(b, b2)
+        return ends is not None and all(_between_pts(s, *ends, margin) for s in pts)
     if rel == "next to":
-        return min(_gap(p, q) for p in a for q in b) <= NEXT_TO_GAP + margin
-    (ax, ay), (bx, by) = _center(a), _center(b)
-    return {"left of": ax < bx - margin, "right of": ax > bx + margin, "above": ay < by - margin, "below": ay > by + margin}[rel]
+        near = [min(_gap(p, q) for q in b) <= NEXT_TO_GAP + margin for p in a]
+        return all(near) if each else any(near)
+    if each:
+        return all(_past(rel, np.array([p.x, p.y]), np.array([q.x, q.y]), margin) for p in a for q in b)
+    return _past(rel, pts[0], _center(b), margin)
+
+# %% ../../nbs/19_shapes_evaluator.ipynb #sevchk07
+def _span(region: str, size: float) -> tuple[tuple[float, float], tuple[float, float]]:
+    "The x and y intervals a region's members' centers lie in."
+    third = size / 3
+    ranges = {"low": (0.0, third), "mid": (third, 2 * third), "high": (2 * third, size), "any": (0.0, size)}
+    words = region.split()
+    if region == "center":
+        return ranges["mid"], ranges["mid"]
+    x = "low" if "left" in words else "high" if "right" in words else "any"
+    y = "low" if "top" in words else "high" if "bottom" in words else "any"
+    return ranges[x], ranges[y]
+
+
+def region_holds(region: str, objs: list[SceneObject], size: float = 128, along: str | None = None, line=None, tol: float = 2.0) -> bool:
+    "Are the members of `objs` in `region`? (`along` 'x'/'y': that coordinate is the center of `line`, the whole row/column.)"
+    if not objs:
+        return False
+    (x0, x1), (y0, y1) = _span(region, size)
+    c = _center(line or objs)
+    xs = np.array([c[0]] if along == "x" else [o.x for o in objs])
+    ys = np.array([c[1]] if along == "y" else [o.y for o in objs])
+    return bool(((xs >= x0 - tol) & (xs <= x1 + tol)).all() and ((ys >= y0 - tol) & (ys <= y1 + tol)).all())
+
+# %% ../../nbs/19_shapes_evaluator.ipynb #sevchk08
+def arrangement_holds(kind: str, objs: list[SceneObject], even: bool = False) -> bool:
+    "Do `objs` form a row, a column (evenly spaced if `even`) or a cluster?"
+    if len(objs) < 2:
+        return True
+    if kind == "cluster":
+        near = np.array([[_gap(p, q) <= NEXT_TO_GAP + 2.0 for q in objs] for p in objs])
+        n_comp, _ = connected_components(near, directed=False)
+        return n_comp == 1
+    P = np.array([[o.x, o.y] for o in objs], float)
+    lay, across = (0, 1) if kind == "row" else (1, 0)
+    if np.ptp(P[:, across]) > 10.0:
+        return False
+    gaps = np.diff(np.sort(P[:, lay]))
+    return not even or len(gaps) < 2 or bool(np.max(np.abs(gaps - gaps.mean())) <= max(4.0, 0.25 * gaps.mean()))
+
+
+def ordinal_holds(which: str, mine: list[SceneObject], others: list[SceneObject], margin: float = 2.0) -> bool:
+    "Is `mine` the leftmost / rightmost / top / bottom / middle one among itself and `others`?"
+    if not mine or not others:
+        return False
+    M, O = np.array([[o.x, o.y] for o in mine], float), np.array([[o.x, o.y] for o in others], float)
+    if which == "middle":
+        ax = int(np.argmax(np.ptp(O, 0))) if len(O) > 1 else None
+        return ax is not None and bool(((M[:, ax] > O[:, ax].min() + margin) & (M[:, ax] < O[:, ax].max() - margin)).all())
+    axis, sign = {"leftmost": (0, -1), "rightmost": (0, 1), "top": (1, -1), "bottom": (1, 1)}[which]
+    return bool((sign * (M[:, None, axis] - O[None, :, axis]) > margin).all())
 
 # %% ../../nbs/19_shapes_evaluator.ipynb #sevchk02
 def _like(sp: dict, objects: list[SceneObject]) -> int:
     return sum(o.shape == sp["shape"] and sp.get("color") in (None, o.color) for o in objects)
+
+
+def _spatial(sp: dict, ck: str, members: dict, scene: Scene) -> tuple[bool, str]:
+    "Relations (between and each included), regions, arrangements and ordinals."
+    get = lambda g: members.get(g, [])  # noqa: E731
+    if ck == "relation":
+        b2 = get(sp["object2"]) if sp.get("object2") else None
+        ok = relation_holds(sp["rel"], get(sp["subject"]), get(sp["object"]), each=bool(sp.get("each")), b2=b2)
+        return ok, f"{sp['subject']} {'' if ok else 'not '}{sp['rel']} {sp['object']}" + (f" and {sp['object2']}" if b2 is not None else "")
+    if ck == "region":
+        line = [o for g in sp["line"] for o in get(g)] if sp.get("line") else None
+        ok = region_holds(sp["region"], get(sp["group"]), scene.size, sp.get("along"), line)
+        return ok, f"{sp['group']} {'' if ok else 'not '}in the {sp['region']}"
+    if ck == "arrangement":
+        groups = [get(g) for g in sp["groups"]]
+        ok = all(groups) and arrangement_holds(sp["arrangement"], [o for g in groups for o in g], bool(sp.get("even")))
+        return ok, f"{'/'.join(sp['groups'])} {'' if ok else 'do not '}form a {sp['arrangement']}"
+    others = [o for g in sp["family"] if g != sp["group"] for o in get(g)]
+    missing = any(not get(g) for g in sp["family"])
+    ok = not missing and ordinal_holds(sp["ordinal"], get(sp["group"]), others)
+    return ok, f"{sp['group']} {'is' if ok else 'is not'} the {sp['ordinal']}"
 
 
 def judge(q: Requirement, members: dict[str, list[SceneObject]], scene: Scene) -> tuple[bool, str]:
@@ -86,9 +200,8 @@ def judge(q: Requirement, members: dict[str, list[SceneObject]], scene: Scene) -
     if ck in ("color", "size", "texture"):
         seen = sorted({getattr(o, ck) for o in mine})
         return bool(mine) and seen == [sp[ck]], f"{ck}: {'/'.join(seen) or 'nothing'}, asked {sp[ck]}"
-    if ck == "relation":
-        ok = relation_holds(sp["rel"], members.get(sp["subject"], []), members.get(sp["object"], []))
-        return ok, f"{sp['subject']} {'' if ok else 'not '}{sp['rel']} {sp['object']}"
+    if ck in ("relation", "region", "arrangement", "ordinal"):
+        return _spatial(sp, ck, members, scene)
     if ck == "background":
         return scene.background == sp["background"], f"background {scene.background}, asked {sp['background']}"
     if ck == "absence":

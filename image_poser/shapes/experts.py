@@ -408,74 +408,71 @@ def edit_targets(command: str, image: Image.Image) -> list[tuple[float, float, f
     return boxes
 
 # %% ../../nbs/17_shapes_experts.ipynb #8f63c92d
-SKILL_KINDS = ("presence", "count", "color", "size", "texture", "relation", "background", "edit")
+SKILL_KINDS = ("presence", "count", "color", "size", "texture", "relation", "region", "arrangement", "background", "edit")
 
 
 def _judge(task_reqs, img):
     pc = perceive(img)
-    return check(task_reqs, pc.objects, pc.background).verdicts
+    return check(task_reqs, pc.objects, pc.background, size=pc.size).verdicts
 
 # %% ../../nbs/17_shapes_experts.ipynb #95d3134b
+def _t2i_skills(ex, records: list[dict], seed: int, ok: dict, t_calls: list) -> float:
+    "Per-kind skill of a text-to-image expert (on prompts every encoder reads whole); returns its tier 3-4 full success."
+    t34 = []
+    for k, r in enumerate(records):
+        reqs = [Requirement.from_dict(q) for q in r["requirements"]]
+        t0 = time.perf_counter()
+        res = call_expert(ex, r["prompt"], seed=seed + k)
+        t_calls.append(time.perf_counter() - t0)
+        verdicts = [v.satisfied for v in _judge(reqs, res.image)] if res.ok else [False] * len(reqs)
+        if count_tokens(r["prompt"]) <= 77:
+            for q, v in zip(reqs, verdicts):
+                ok.setdefault(q.kind, []).append(v)
+        ok.setdefault("alignment", []).append(float(np.mean(verdicts)) if verdicts else 1.0)
+        if r["tier"] == 4:
+            ok.setdefault("long prompt", []).append(float(np.mean(verdicts)) if verdicts else 1.0)
+        if r["tier"] in (3, 4):
+            t34.append(all(verdicts))
+    return float(np.mean(t34)) if t34 else float("nan")
+
+# %% ../../nbs/17_shapes_experts.ipynb #seskl002
+def _editor_skills(ex, records: list[dict], seed: int, ok: dict, t_calls: list):
+    "Per-operation success of an editor on each edit clause of the records, applied to the exact picture before it, and what it preserves."
+    for k, r in enumerate(records):
+        spec = SceneSpec.model_validate(r["spec"])
+        pr = parse(r["prompt"])
+        for words, group in zip(pr.edit_texts, pr.edit_groups):  # one clause may make several edits (a swap: two recolours)
+            if not group or max(group) >= len(spec.edits):
+                continue
+            img, _ = render_spec(spec.model_copy(update={"edits": spec.edits[: group[0]]}), seed=seed + k)
+            tr = requirements(spec.model_copy(update={"edits": spec.edits[: group[-1] + 1]}))  # the checklist right after the clause
+            pre = [v.satisfied for v in _judge(tr, img)]
+            t0 = time.perf_counter()
+            res = call_expert(ex, words, img, seed=seed + k)
+            t_calls.append(time.perf_counter() - t0)
+            post = [v.satisfied for v in _judge(tr, res.image)] if res.ok else [False] * len(tr)
+            for q, a, b in zip(tr, pre, post):
+                if q.kind == "edit" and q.spec.get("edit") in group:
+                    ok.setdefault("edit", []).append(b)
+                    ok.setdefault(f"edit:{spec.edits[q.spec['edit']].op}", []).append(b)
+                elif q.kind != "edit" and a:
+                    ok.setdefault("preserve", []).append(b)
+
+# %% ../../nbs/17_shapes_experts.ipynb #seskl003
 def measure_skills(registry: Registry, records: list[dict], seed: int = 0) -> dict:
     "Skill of every expert per requirement kind on `records` (see above), plus call times."
     skills, full, times = {}, {}, {}
-    for ei, ex in enumerate(registry):
+    for ex in registry:
         ok: dict[str, list[bool]] = {}
-        t_calls = []
+        t_calls: list[float] = []
         if ex.kind == "t2i":
-            t34 = []
-            for k, r in enumerate(records):
-                reqs = [Requirement.from_dict(q) for q in r["requirements"]]
-                t0 = time.perf_counter()
-                res = call_expert(ex, r["prompt"], seed=seed + k)
-                t_calls.append(time.perf_counter() - t0)
-                if not res.ok:
-                    verdicts = [False] * len(reqs)
-                else:
-                    verdicts = [v.satisfied for v in _judge(reqs, res.image)]
-                if count_tokens(r["prompt"]) <= 77:  # per-kind skill on prompts every encoder reads whole
-                    for q, v in zip(reqs, verdicts):
-                        ok.setdefault(q.kind, []).append(v)
-                ok.setdefault("alignment", []).append(float(np.mean(verdicts)) if verdicts else 1.0)
-                if r["tier"] == 4:
-                    ok.setdefault("long prompt", []).append(float(np.mean(verdicts)) if verdicts else 1.0)
-                if r["tier"] >= 3:
-                    t34.append(all(verdicts))
-            full[ex.name] = float(np.mean(t34)) if t34 else float("nan")
+            full[ex.name] = _t2i_skills(ex, records, seed, ok, t_calls)
         else:
-            for k, r in enumerate(records):
-                spec = SceneSpec.model_validate(r["spec"])
-                if not spec.edits:
-                    continue
-                texts = parse(r["prompt"]).edit_texts
-                if len(texts) != len(spec.edits):
-                    continue
-                reqs = [Requirement.from_dict(q) for q in r["requirements"]]
-                for j, (e, words) in enumerate(zip(spec.edits, texts)):
-                    before = spec.model_copy(update={"edits": spec.edits[:j]})
-                    img, _ = render_spec(before, seed=seed + k)
-                    # judge against the checklist of the scene right after this edit
-                    target = spec.model_copy(update={"edits": spec.edits[: j + 1]})
-                    tr = requirements(target)
-                    pre = [v.satisfied for v in _judge(tr, img)]
-                    t0 = time.perf_counter()
-                    res = call_expert(ex, words, img, seed=seed + k)
-                    t_calls.append(time.perf_counter() - t0)
-                    post = [v.satisfied for v in _judge(tr, res.image)] if res.ok else [False] * len(tr)
-                    for q, a, b in zip(tr, pre, post):
-                        if q.kind == "edit" and q.spec.get("edit") == j:
-                            ok.setdefault("edit", []).append(b)
-                            ok.setdefault(f"edit:{e.op}", []).append(b)
-                        elif q.kind != "edit" and a:
-                            ok.setdefault("preserve", []).append(b)
+            _editor_skills(ex, records, seed, ok, t_calls)
         skills[ex.name] = {k: round(float(np.mean(v)), 3) for k, v in sorted(ok.items()) if v}
         times[ex.name] = round(1000 * float(np.median(t_calls)), 2) if t_calls else None
-    return {
-        "skills": skills,
-        "t2i_full_success_tier34": {k: round(v, 3) for k, v in full.items()},
-        "shapes_call_ms": times,
-        "n_records": len(records),
-    }
+    full34 = {k: round(v, 3) for k, v in full.items()}
+    return {"skills": skills, "t2i_full_success_tier34": full34, "shapes_call_ms": times, "n_records": len(records)}
 
 # %% ../../nbs/17_shapes_experts.ipynb #f5ebc74b
 def skills_markdown(res: dict, registry: Registry) -> str:
