@@ -62,20 +62,24 @@ def _fail(msg: str, code: int = 2):
 
 
 def _one_line(text: str) -> str:
-    "The message of tyro's boxed error (the rows before its first rule) on one line; argparse's 'error:' line otherwise."
-    text = re.sub(r"\x1b\[[0-9;]*m", "", text)
-    rows = []
-    for line in text.splitlines():
+    "The message of tyro's boxed error (its first section after the title) on one line; argparse's 'error:' line otherwise."
+    sections, cur = [], []
+    for line in re.sub(r"\x1b\[[0-9;]*m", "", text).splitlines():
         s = line.strip()
-        if s[:1] in "╭╰┌└":
+        if s[:1] in "╭╰┌└":  # a box's top (with its title) or bottom border
             continue
         s = s.strip("│┃|").strip()
-        if s and set(s) <= set("─━ "):
-            if rows:
-                break
-            continue
-        if s:
-            rows.append(s)
+        if s and set(s) <= set("─━-= "):  # a rule between sections
+            if cur:
+                sections.append(cur)
+            cur = []
+        elif s:
+            cur.append(s)
+    if cur:
+        sections.append(cur)
+    if len(sections) > 1 and len(sections[0]) == 1 and re.fullmatch(r"[A-Z][A-Za-z ]{0,40}", sections[0][0]):
+        sections = sections[1:]  # the title row of a box drawn without box characters
+    rows = sections[0] if sections else []
     errors = [r.split("error:", 1)[1].strip() for r in rows if "error:" in r]
     msg = " ".join(errors or rows) or "invalid arguments"
     return re.sub(r"^Error parsing [^:]*: (?=--)", "", msg)  # 'Error parsing Args: --num-envs must be ...' names the flag already

@@ -17,9 +17,9 @@ ROOT = Path(__file__).resolve().parents[1]
 # 64-pixel pictures halve the cost of an environment step (about 8 ms of CPU instead of 17)
 COMMON = ["--num-envs", "2", "--env.split", "val", "--env.horizon", "3", "--env.image-size", "64", "--no-progress"]
 RUNS = {  # small, but long enough that a kill right after the first checkpoint leaves most of the run to do
-    "ppo": ["--total-timesteps", "160", "--num-steps", "8", "--checkpoint-every", "2"],  # 10 updates, a checkpoint every 2
+    "ppo": "--total-timesteps 160 --num-steps 8 --checkpoint-every 2".split(),  # 10 updates, a checkpoint every 2
     # a replay buffer smaller than the run, so the resumed buffer must also wrap around exactly
-    "dqn": ["--total-timesteps", "400", "--learning-starts", "32", "--batch-size", "16", "--buffer-size", "300", "--checkpoint-every", "64"],
+    "dqn": "--total-timesteps 400 --learning-starts 32 --batch-size 16 --buffer-size 300 --checkpoint-every 64".split(),
 }
 
 
@@ -88,4 +88,6 @@ def test_sigkill_then_resume_equals_uninterrupted(tmp_path, algo):
     steps = [r["global_step"] for r in rb]
     assert steps == sorted(steps), "global_step jumps back in the resumed run's metrics"
     assert len(ra) == len(rb) and ra == rb, f"metrics differ: {len(ra)} rows uninterrupted, {len(rb)} resumed"
-    print(f"{algo}: killed after {t_kill:.1f} s at step {killed['global_step']}, resumed in {t_resume:.1f} s, total {time.perf_counter() - t0:.1f} s")
+    print(
+        f"{algo}: killed after {t_kill:.1f} s at step {killed['global_step']}, resumed in {t_resume:.1f} s, total {time.perf_counter() - t0:.1f} s"
+    )
