@@ -137,7 +137,7 @@ def _seed(flag: str, value: int):
 
 def _prompt(prompt: str):
     if not prompt.strip():
-        _fail("the prompt is empty: give the text of the picture, e.g. 'two red circles left of a blue square'")
+        _fail("empty prompt: give the text of the picture, e.g. 'two red circles left of a blue square'")
     if len(prompt) > MAX_PROMPT:
         _fail(f"the prompt has {len(prompt):,} characters; at most {MAX_PROMPT:,} are accepted")
 
