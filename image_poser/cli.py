@@ -7,15 +7,23 @@ Docs: https://image-poser.github.io/image_poser/cli.html.md"""
 # %% ../nbs/90_cli.ipynb #763d48f2
 from __future__ import annotations
 
+import functools
 import importlib
+import io
 import json
+import math
+import os
+import re
 import sys
+import tempfile
+from dataclasses import replace
 from pathlib import Path
 from typing import Annotated, Literal, Sequence
 
 # %% auto #0
-__all__ = ['app', 'JsonFlag', 'command', 'cmd_version', 'cmd_parse', 'cmd_render', 'cmd_data', 'cmd_bench', 'cmd_eval', 'cmd_run',
-           'cmd_train', 'cmd_experts', 'cmd_demo', 'cmd_reproduce', 'cmd_tune', 'main']
+__all__ = ['app', 'COMMANDS', 'JsonFlag', 'MAX_WORKERS', 'MAX_PROMPT', 'MAX_SIZE', 'IMAGE_SUFFIXES', 'command', 'cmd_version',
+           'cmd_parse', 'cmd_render', 'cmd_data', 'cmd_bench', 'cmd_eval', 'cmd_run', 'cmd_train', 'cmd_experts',
+           'cmd_demo', 'cmd_reproduce', 'cmd_tune', 'main']
 
 # %% ../nbs/90_cli.ipynb #ec79f654
 import tyro
@@ -25,8 +33,60 @@ from tyro.extras import SubcommandApp
 # %% ../nbs/90_cli.ipynb #9016f81c
 from . import __version__
 
+# %% ../nbs/90_cli.ipynb #cliout01
+_held: list = []  # [the real stderr, the buffer] while the parser runs
+
+
+def _hold_stderr():
+    "Keep what the parser writes to stderr, so that a parse error can be told in one line."
+    _held[:] = [sys.stderr, io.StringIO()]
+    sys.stderr = _held[1]
+
+
+def _release_stderr() -> str:
+    "Give stderr back; returns what was written to it meanwhile."
+    if not _held:
+        return ""
+    real, buf = _held
+    _held.clear()
+    if sys.stderr is buf:
+        sys.stderr = real
+    return buf.getvalue()
+
+
+def _fail(msg: str, code: int = 2):
+    "Print a one-line error (no traceback) and exit."
+    _release_stderr()
+    print(f"image-poser: error: {' '.join(str(msg).split())}", file=sys.stderr)
+    raise SystemExit(code)
+
+
+def _one_line(text: str) -> str:
+    "The message of tyro's boxed error (its first section after the title) on one line; argparse's 'error:' line otherwise."
+    sections, cur = [], []
+    for line in re.sub(r"\x1b\[[0-9;]*m", "", text).splitlines():
+        s = line.strip()
+        if s[:1] in "╭╰┌└":  # a box's top (with its title) or bottom border
+            continue
+        s = s.strip("│┃|").strip()
+        if s and set(s) <= set("─━-= "):  # a rule between sections
+            if cur:
+                sections.append(cur)
+            cur = []
+        elif s:
+            cur.append(s)
+    if cur:
+        sections.append(cur)
+    if len(sections) > 1 and len(sections[0]) == 1 and re.fullmatch(r"[A-Z][A-Za-z ]{0,40}", sections[0][0]):
+        sections = sections[1:]  # the title row of a box drawn without box characters
+    rows = sections[0] if sections else []
+    errors = [r.split("error:", 1)[1].strip() for r in rows if "error:" in r]
+    msg = " ".join(errors or rows) or "invalid arguments"
+    return re.sub(r"^Error parsing [^:]*: (?=--)", "", msg)  # 'Error parsing Args: --num-envs must be ...' names the flag already
+
 # %% ../nbs/90_cli.ipynb #06d69a27
 app = SubcommandApp()
+COMMANDS: list[str] = []  # the subcommands, in the order they are registered
 JsonFlag = Annotated[bool, tyro.conf.arg(name="json")]
 
 
@@ -37,15 +97,18 @@ def command(name: str):
         docs = {k: v for k, v in docments(f).items() if v and k != "return"}
         if docs:
             f.__doc__ = (f.__doc__ or "").rstrip() + "\n\nArgs:\n" + "\n".join(f"    {k}: {v}" for k, v in docs.items())
-        return app.command(name=name)(f)
+
+        @functools.wraps(f)
+        def run(*args, **kwargs):
+            held = _release_stderr()  # parsing is over: progress bars and logs go to the real stderr
+            if held.strip():
+                print(held, end="", file=sys.stderr)
+            return f(*args, **kwargs)
+
+        COMMANDS.append(name)
+        return app.command(name=name)(run)
 
     return deco
-
-
-def _fail(msg: str, code: int = 2):
-    "Print a one-line error (no traceback) and exit."
-    print(f"image-poser: error: {msg}", file=sys.stderr)
-    raise SystemExit(code)
 
 
 @command("version")
@@ -54,6 +117,155 @@ def cmd_version(
 ) -> None:
     "Print the installed image_poser version."
     print(json.dumps({"version": __version__}) if as_json else __version__)
+
+# %% ../nbs/90_cli.ipynb #clichk01
+MAX_WORKERS = 64  # more worker processes than this is a typo, not a plan
+MAX_PROMPT = 20_000  # characters; longer prompts are refused (the parser takes about 1 s per 100,000)
+MAX_SIZE = 1024  # `render --size` cap in pixels (a 2000-pixel picture took 412 MB)
+
+
+def _in_range(flag: str, value: int, low: int = 1, high: int | None = None, why: str = ""):
+    "Fail unless low <= value (<= high)."
+    if value < low or (high is not None and value > high):
+        what = f"at least {low}" if high is None else f"between {low} and {high}"
+        _fail(f"{flag} must be {what}{why} (got {value})")
+
+
+def _seed(flag: str, value: int):
+    _in_range(flag, value, 0, 2**32 - 1)
+
+
+def _prompt(prompt: str):
+    if not prompt.strip():
+        _fail("empty prompt: give the text of the picture, e.g. 'two red circles left of a blue square'")
+    if len(prompt) > MAX_PROMPT:
+        _fail(f"the prompt has {len(prompt):,} characters; at most {MAX_PROMPT:,} are accepted")
+
+
+def _writable_dir(flag: str, path: Path):
+    "Fail unless `path` is a folder, or can become one, that this process can write in."
+    path = Path(path)
+    if path.exists() and not path.is_dir():
+        _fail(f"{flag} {path} is a file, not a folder: choose a folder")
+    base = path.absolute()
+    while not base.exists():
+        base = base.parent
+    if not base.is_dir():
+        _fail(f"{flag} {path}: {base} is a file, so no folder can be made there")
+    try:
+        with tempfile.NamedTemporaryFile(dir=base, prefix=".image-poser-probe-"):
+            pass
+    except OSError as e:
+        _fail(f"{flag} {path}: cannot write in {base} ({e.strerror or e}); choose a folder you can write to")
+
+
+def _writable_file(flag: str, path: Path, suffixes: tuple[str, ...] = ()):
+    "Fail unless a file can be written at `path` (with one of `suffixes`, when given)."
+    path = Path(path)
+    if path.is_dir():
+        _fail(f"{flag} {path} is a folder: give a file name, e.g. {path / ('out' + (suffixes[0] if suffixes else ''))}")
+    if suffixes and path.suffix.lower() not in suffixes:
+        _fail(f"{flag} {path}: unknown file type {path.suffix or '(none)'!r}; end the name with one of {', '.join(suffixes)}")
+    _writable_dir(flag, path.parent)
+
+# %% ../nbs/90_cli.ipynb #clichk02
+def _registry(flag: str, path):
+    "The expert registry at `path` (default: the shapes world's), or a one-line failure."
+    from image_poser.experts import load_registry
+
+    try:
+        return load_registry(path)
+    except (ValueError, OSError) as e:
+        _fail(f"{flag}: {e}")
+
+
+def _split(flag: str, split: str, data_dir=None) -> int:
+    "The number of prompts in split `split`, or a one-line failure naming the splits there are."
+    from image_poser.core import find_path
+
+    d = Path(data_dir) if data_dir else find_path("data/shapes")
+    p = d / f"{split}.jsonl"
+    if not re.fullmatch(r"[\w.-]+", split) or not p.is_file():
+        known = sorted(f.stem for f in d.glob("*.jsonl")) if d.is_dir() else []
+        hint = f"choose one of {', '.join(known)}" if known else "run `image-poser data` to write the prompt splits"
+        _fail(f"{flag}: unknown split {split!r} (no {p}); {hint}")
+    with p.open(encoding="utf-8") as f:
+        return sum(1 for line in f if line.strip())
+
+# %% ../nbs/90_cli.ipynb #clichk03
+_EXPERT_KNOBS = ("expert", "generalist", "long", "layout", "default")  # knobs whose value names an expert of the registry
+
+
+def _knob_problem(key: str, value, default, registry) -> str | None:
+    "What is wrong with knob `key`=`value`, given its default value (None if nothing)."
+    number = isinstance(default, (int, float)) and not isinstance(default, bool)
+    if key in _EXPERT_KNOBS and value not in registry.names:
+        return f"{value!r} is not an expert of the registry (experts: {', '.join(registry.names)})"
+    if key == "editors" and value != "specialist" and value not in registry.names:
+        return f"{value!r} is neither 'specialist' nor an expert of the registry"
+    if number and not (isinstance(value, (int, float)) and math.isfinite(value)):
+        return f"{value!r} is not a finite number"
+    if isinstance(default, int) and number and not isinstance(value, int):
+        return f"{value!r} is not an integer"
+    if isinstance(default, str) and not isinstance(value, str):
+        return f"{value!r} is not a name"
+    return None
+
+
+def _check_baseline(spec: str, registry):
+    "Fail on a baseline spec whose knobs do not fit its policy or the registry."
+    import inspect
+
+    from image_poser.baselines import POLICIES, parse_spec
+
+    try:
+        name, knobs = parse_spec(spec)
+    except ValueError as e:
+        _fail(f"--policy {spec}: {e}")
+    if name not in POLICIES and name != "single":
+        _fail(f"--policy {spec}: unknown baseline {name!r}; known: single:<expert>, {', '.join(POLICIES)}, or a checkpoint path")
+    if name == "single":
+        t2i = [registry[i].name for i in registry.by_kind("t2i")]
+        if knobs["expert"] not in t2i:
+            _fail(f"--policy {spec}: {knobs['expert']!r} is not a text-to-image expert of the registry; choose one of {', '.join(t2i)}")
+        return
+    params = inspect.signature(POLICIES[name].__init__).parameters
+    for k, v in knobs.items():
+        problem = _knob_problem(k, v, params[k].default, registry) if k in params else None  # unknown knobs: make_policy refused them
+        if problem:
+            _fail(f"--policy {spec}: knob {k}={v!r}: {problem}")
+
+# %% ../nbs/90_cli.ipynb #clichk04
+def _fits(pol, registry, cfg, explicit_registry: bool):
+    "Fail unless checkpoint policy `pol` fits the environment it will run in (its own MDP; the registry the user named, if any)."
+    from image_poser.env import ImagePoserEnv
+
+    own = pol.env_overrides.get("registry")
+    if explicit_registry and "registry" in pol.env_overrides and _registry("--policy", own).table() != registry.table():
+        _fail(
+            f"--registry {cfg.registry} is not the registry {pol.path} was trained with ({own or 'the default'}); "
+            "a trained policy runs with its own experts: drop --registry, or evaluate a policy trained on this registry"
+        )
+    try:
+        env = ImagePoserEnv(replace(cfg, **pol.env_overrides), records=[])
+        pol.check_env(env)
+    except (ValueError, OSError) as e:
+        _fail(f"--policy {pol.path}: {e}")
+
+
+def _policy(spec: str, registry, cfg, explicit_registry: bool = False):
+    "The policy `spec` names (a baseline or a checkpoint), checked against the registry and environment; else a one-line failure."
+    from image_poser.evaluate import CheckpointPolicy, load_policy
+
+    if not (spec.endswith(".pt") or "/" in spec or Path(spec).is_dir()):  # a baseline: its knobs, before it is built
+        _check_baseline(spec, registry)
+    try:
+        pol = load_policy(spec)
+    except (ValueError, OSError) as e:
+        _fail(f"--policy {spec}: {e}")
+    if isinstance(pol, CheckpointPolicy):
+        _fits(pol, registry, cfg, explicit_registry)
+    return pol
 
 # %% ../nbs/90_cli.ipynb #5f5f953d
 @command("parse")
@@ -64,6 +276,7 @@ def cmd_parse(
     "Decompose a shapes-world prompt into its Task: the requirement checklist and the command queue."
     from image_poser.shapes.decompose import task_from_prompt
 
+    _prompt(prompt)
     try:
         task = task_from_prompt(prompt)
     except ValueError as e:
@@ -80,21 +293,28 @@ def cmd_parse(
     if task.meta.get("unparsed"):
         print("not understood:", "; ".join(task.meta["unparsed"]))
     if task.meta.get("problems"):
-        print("problems:", "; ".join(task.meta["problems"]))
+        print("problems:", "; ".join(map(str, task.meta["problems"])))
+
+
+IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".webp", ".bmp", ".tif", ".tiff")
 
 
 @command("render")
 def cmd_render(
     prompt: tyro.conf.Positional[str],  # the prompt to draw
-    output: Annotated[Path, tyro.conf.arg(aliases=["-o"])] = Path("out.png"),  # where to write the PNG
+    output: Annotated[Path, tyro.conf.arg(aliases=["-o"])] = Path("out.png"),  # where to write the picture (.png, .jpg, .webp, ...)
     seed: int = 0,  # layout seed
-    size: int = 128,  # image side in pixels
+    size: int = 128,  # image side in pixels (16 to 1024)
     before_edits: bool = False,  # draw the scene before its follow-up edits
 ) -> None:
     "Render the exact picture a shapes-world prompt describes."
     from image_poser.shapes.parse import parse as parse_prompt
     from image_poser.shapes.scene import render_spec
 
+    _prompt(prompt)
+    _in_range("--size", size, 16, MAX_SIZE)
+    _seed("--seed", seed)
+    _writable_file("--output", output, IMAGE_SUFFIXES)
     try:
         res = parse_prompt(prompt)
     except ValueError as e:
@@ -117,6 +337,9 @@ def cmd_data(
     "Write the shapes-world prompt splits (disjoint, deterministic: the same bytes on every run)."
     from image_poser.shapes.data import write_splits
 
+    for flag, v in (("--train", train), ("--val", val), ("--test", test)):
+        _in_range(flag, v, 0, 100_000)
+    _writable_dir("--out-dir", out_dir)
     paths = write_splits(out_dir, {"test": test, "val": val, "train": train})
     for s, p in paths.items():
         print(f"{s}: {p}")
@@ -134,6 +357,10 @@ def cmd_bench(
     "Measure a part of the system and print the numbers."
     from image_poser import bench
 
+    _seed("--seed", seed)
+    if what == "experts":
+        _registry("--config", config)
+        _writable_file("--report", report, (".md",))
     if what == "world":
         res = bench.bench_world(n_roundtrip=1000 if quick else 10_000, n_scenes=200 if quick else 1000, seed=seed)
     elif what == "experts":
@@ -146,16 +373,37 @@ def cmd_bench(
         res = bench.bench_env(n_steps=600 if quick else 2000, seed=seed)
     print(json.dumps(res, indent=None if as_json else 2))
 
+# %% ../nbs/90_cli.ipynb #clieval1
+def _no_wall_times(summary: dict) -> dict:
+    "A summary without its wall-time entries (they differ from run to run; the per-episode CSV keeps them)."
+    return {k: v for k, v in summary.items() if "wall_time" not in k}
+
+
+def _eval_checks(split: str, n: int, seeds: tuple, workers: int, oracle_n: int | None, out_dir: Path, cfg):
+    "The arguments of `eval` that need no model or registry, checked before anything runs."
+    available = _split("--split", split, cfg.data_dir)
+    _in_range("--n", n, 1, available, f" (the {split} split has {available} prompts)")
+    if oracle_n is not None:
+        _in_range("--oracle-n", oracle_n, 1, available, f" (the {split} split has {available} prompts)")
+    if not seeds:
+        _fail("--seeds needs at least one seed, e.g. --seeds 0 1 2")
+    for s in seeds:
+        _seed("--seeds", s)
+    if len(set(seeds)) < len(seeds):
+        _fail(f"--seeds {' '.join(map(str, seeds))} repeats a seed: each seed is one more episode per prompt")
+    _in_range("--workers", workers, 1, MAX_WORKERS)
+    _writable_dir("--out-dir", out_dir)
+
 # %% ../nbs/90_cli.ipynb #1da26214
 @command("eval")
 def cmd_eval(
-    policy: str = "baseline:fixed",  # 'baseline:NAME' (single:<expert>, random, fixed, threshold, greedy, oracle) or 'baselines' for all
+    policy: str = "baseline:fixed",  # 'baseline:NAME' (single:<expert>, random, fixed, threshold, greedy, oracle), 'baselines' for all, or a checkpoint
     split: str = "test",  # prompt split
     n: int = 300,  # prompts (the first n of the split)
     seeds: tuple[int, ...] = (0, 1, 2),  # one episode per prompt and seed
-    as_json: JsonFlag = False,  # print the summary JSON (for 'baselines': all summaries)
+    as_json: JsonFlag = False,  # print the summary JSON (for 'baselines': all summaries); the same bytes for the same arguments
     out_dir: Path = Path("paper/results"),  # where CSV, JSON, markdown and galleries go
-    workers: int = 1,  # worker processes
+    workers: int = 1,  # worker processes (results do not depend on it)
     oracle_n: int | None = None,  # with 'baselines': prompts for the (slow) oracle; default n
     registry: Path | None = None,  # expert registry (default configs/experts/shapes.toml)
     table_only: bool = False,  # with 'baselines': only rebuild baselines.md from the JSON summaries already in out_dir
@@ -163,32 +411,27 @@ def cmd_eval(
     "Evaluate a policy on a split with the independent Evaluator; writes results under paper/results/."
     from image_poser.baselines import baseline_names
     from image_poser.env import EnvConfig
-    from image_poser.evaluate import evaluate, gallery, results_table, write_results
-    from image_poser.experts import load_registry
+    from image_poser.evaluate import CheckpointPolicy, evaluate, gallery, results_table, write_results
     from image_poser.shapes.data import load_split
 
     cfg = EnvConfig(registry=str(registry) if registry else None)
-    from image_poser.evaluate import load_policy
-
-    names = baseline_names(load_registry(registry)) if policy == "baselines" else [policy]
-    for name in names:
-        try:
-            load_policy(name)
-        except (ValueError, FileNotFoundError) as e:
-            _fail(str(e))
+    _eval_checks(split, n, seeds, workers, oracle_n, out_dir, cfg)
+    reg = _registry("--registry", registry)
+    names = baseline_names(reg) if policy == "baselines" else [policy]
+    policies = {name: _policy(name, reg, cfg, explicit_registry=registry is not None) for name in names}
+    labels = {name: pol.name if isinstance(pol, CheckpointPolicy) else name.split("baseline:", 1)[-1] for name, pol in policies.items()}
     summaries = {}
     if table_only:
-        for name in names:
-            label = name.split("baseline:", 1)[-1]
+        for label in labels.values():
             f = out_dir / f"{label.replace(':', '_')}.json"
             if not f.exists():
                 _fail(f"{f} not found: evaluate {label} first")
             summaries[label] = {k: v for k, v in json.loads(f.read_text()).items() if k != "method"}
-        names = []  # only the table is rebuilt
-    for name in names:
+        labels = {}  # only the table is rebuilt
+    for name, label in labels.items():
         m = oracle_n if (name.endswith("oracle") and oracle_n) else n
         rows, summ = evaluate(name, split, m, tuple(seeds), cfg, workers=workers)
-        label = load_policy(name).name if name.endswith(".pt") or Path(name).is_dir() else name.split("baseline:", 1)[-1]
+        summ = _no_wall_times(summ)
         write_results(label, rows, summ, out_dir)
         summaries[label] = summ
         gallery(name, load_split(split, cfg.data_dir, n=3), out_dir / f"gallery_{label.replace(':', '_')}.png", cfg)
@@ -204,26 +447,48 @@ def cmd_eval(
             "Evaluator scores, means with bootstrap 95 % CIs. Generated by `image-poser eval --policy baselines`.\n\n" + table + "\n"
         )
         (out_dir / "baselines.json").write_text(json.dumps(summaries, indent=1))
-    print(json.dumps(summaries if len(names) > 1 else next(iter(summaries.values())), indent=None) if as_json else table)
+    print(json.dumps(summaries if len(summaries) > 1 else next(iter(summaries.values())), indent=None) if as_json else table)
 
 # %% ../nbs/90_cli.ipynb #3dac388a
+def _prompt_problems(prompt: str, env) -> list[str]:
+    "What the environment's decomposer finds wrong with `prompt` (its `problems`, or nothing to draw)."
+    try:
+        task = env.decomposer.decompose(prompt)
+    except ValueError as e:
+        return [str(e)]
+    problems = [str(p) for p in task.meta.get("problems") or []]
+    if not task.requirements:
+        unread = "; ".join(map(str, task.meta.get("unparsed") or []))
+        problems.append(
+            "nothing to draw: no shape, colour or background was understood" + (f" (not understood: {unread})" if unread else "")
+        )
+    return problems
+
+
 @command("run")
 def cmd_run(
     prompt: tyro.conf.Positional[str],  # the prompt
     policy: str = "baseline:greedy",  # a baseline ('baseline:NAME') or a checkpoint (file or run folder)
     output: Annotated[Path, tyro.conf.arg(aliases=["-o"])] = Path("runs/prompt"),  # output folder
     seed: int = 0,
+    force: bool = False,  # run a prompt even when the decomposer reports problems with it
 ) -> None:
     "Run a policy on one prompt: writes final.png, trajectory.json and strip.png (every step with its command, expert and feedback)."
+    from image_poser.env import EnvConfig, ImagePoserEnv
     from image_poser.evaluate import run_prompt
 
-    try:
-        res = run_prompt(prompt, policy, output, seed)
-    except (ValueError, FileNotFoundError) as e:
-        _fail(str(e))
+    _prompt(prompt)
+    _seed("--seed", seed)
+    _writable_dir("--output", output)
+    cfg = EnvConfig()
+    pol = _policy(policy, _registry("the default registry", cfg.registry), cfg)
+    problems = _prompt_problems(prompt, ImagePoserEnv(replace(cfg, **pol.env_overrides), records=[]))
+    if problems and not force:
+        _fail(f"the prompt has problems: {'; '.join(problems)} (fix the prompt, or run it anyway with --force)")
+    res = run_prompt(prompt, policy, output, seed)
     print(json.dumps(res, indent=1))
 
-
+# %% ../nbs/90_cli.ipynb #clitrn01
 @command("train")
 def cmd_train(
     algo: Literal["ppo", "dqn"] = "ppo",  # the algorithm; its own flags follow (see `image-poser train --algo ppo --help`)
@@ -232,11 +497,31 @@ def cmd_train(
     _train(algo, [])
 
 
+def _algo(rest: list[str]) -> tuple[str, list[str]]:
+    "The value of `--algo` (default ppo) and the other arguments."
+    for i, a in enumerate(rest):
+        if a == "--algo" or a.startswith("--algo="):
+            value = a.split("=", 1)[1] if "=" in a else (rest[i + 1] if i + 1 < len(rest) else "")
+            if value not in ("ppo", "dqn"):
+                _fail(f"--algo must be ppo or dqn, got {value!r}")
+            return value, rest[:i] + rest[i + (1 if "=" in a else 2) :]
+    return "ppo", rest
+
+
 def _train(algo: str, rest: list[str]):
+    "Parse the algorithm's own `Args` (checked in its `__post_init__`), check the paths, train."
     mod = importlib.import_module(f"image_poser.{algo}")
+    _hold_stderr()
     args = tyro.cli(
         mod.Args, args=rest, prog=f"image-poser train --algo {algo}", description=f"Train {algo.upper()} on the Image-POSER MDP."
     )
+    held = _release_stderr()
+    if held.strip():
+        print(held, end="", file=sys.stderr)
+    _writable_dir("--run-dir", Path(args.run_dir))
+    _registry("--env.registry", args.env.registry)
+    if args.env.stack is None:
+        _split("--env.split", args.env.split, args.env.data_dir)
     run = mod.train(args)
     print(f"run folder: {run} (metrics.jsonl, checkpoint.pt)")
 
@@ -248,12 +533,7 @@ def cmd_experts(
     as_json: JsonFlag = False,  # print the table as JSON
 ) -> None:
     "List the experts of a registry (action ids, kinds, costs, token limits)."
-    from image_poser.experts import load_registry
-
-    try:
-        reg = load_registry(config)
-    except (FileNotFoundError, ValueError) as e:
-        _fail(str(e))
+    reg = _registry("--config", config)
     print(json.dumps(reg.table(), indent=1) if as_json else reg.markdown())
 
 # %% ../nbs/90_cli.ipynb #d2c5676b
@@ -266,6 +546,9 @@ def cmd_demo(
     "The main job on the embedded shapes world: data splits; decompose, render and check test prompts; compare policies."
     from image_poser.demo import run_demo
 
+    _in_range("--n", n, 1, 100)
+    _in_range("--n-eval", n_eval, 1, 500)
+    _writable_dir("--out-dir", out_dir)
     run_demo(out_dir, n, n_eval=n_eval)
 
 # %% ../nbs/90_cli.ipynb #204dfd46
@@ -279,15 +562,15 @@ def cmd_reproduce(
     report_only: bool = False,  # only rewrite README.md from the JSON results a finished run left in --out
 ) -> None:
     "Regenerate the report: train PPO and DQN, evaluate them next to every baseline, run the ablations, draw the figures, write README.md."
-    from dataclasses import replace
-
     from image_poser.reproduce import PROFILES, reproduce
 
     p = PROFILES["quick" if quick else profile]
     if workers is not None:
-        if workers < 1:
-            _fail("--workers must be at least 1")
+        _in_range("--workers", workers, 1, MAX_WORKERS)
         p = replace(p, workers=workers)
+    for flag, path in (("--out", out), ("--run-dir", run_dir)):
+        if path is not None:
+            _writable_dir(flag, path)
     try:
         reproduce(p, out, run_dir, report_only=report_only)
     except FileNotFoundError as e:
@@ -310,8 +593,13 @@ def cmd_tune(
     "Tune heuristics or PPO on the validation split; prints each candidate's scores and the choice."
     from image_poser.tune import PPO_SPACE, TuneBudget, tune_heuristics, tune_ppo
 
-    if min(stage1_n, stage2_n, max_candidates, finalists, steps, workers) < 1:
-        _fail("--stage1-n, --stage2-n, --max-candidates, --finalists, --steps and --workers must be at least 1")
+    for flag, v in (("--stage1-n", stage1_n), ("--stage2-n", stage2_n), ("--max-candidates", max_candidates), ("--finalists", finalists)):
+        _in_range(flag, v, 1)
+    _in_range("--steps", steps, 1)
+    _in_range("--workers", workers, 1, MAX_WORKERS)
+    _writable_dir("--out", out)
+    if what == "ppo":
+        _writable_dir("--run-dir", run_dir)
     unknown = set(families) - {"fixed", "router", "threshold", "greedy"}
     if unknown:
         _fail(f"unknown heuristic families {sorted(unknown)}; choose among fixed, router, threshold, greedy")
@@ -324,26 +612,44 @@ def cmd_tune(
     print(json.dumps(res.get("chosen") if what == "heuristics" else res["chosen_overrides"], indent=1))
 
 # %% ../nbs/90_cli.ipynb #d6181463
-def main(args: Sequence[str] | None = None) -> None:
-    "Entry point of the `image-poser` console script."
-    argv = list(sys.argv[1:] if args is None else args)
-    if argv[:1] == ["train"]:  # `train --algo X` hands every other flag to that algorithm's own Args
-        rest = argv[1:]
-        algo = "ppo"
-        for i, a in enumerate(rest):
-            if a.startswith("--algo"):
-                algo = a.split("=", 1)[1] if "=" in a else (rest[i + 1] if i + 1 < len(rest) else "")
-                rest = rest[:i] + rest[i + (1 if "=" in a else 2) :]
-                break
-        if algo not in ("ppo", "dqn"):
-            _fail(f"--algo must be ppo or dqn, got {algo!r}")
+def _dispatch(argv: list[str]):
+    "`train --algo X` hands every other flag to that algorithm's own Args; the rest is tyro's subcommand app."
+    if argv[:1] == ["train"]:
+        algo, rest = _algo(argv[1:])
         return _train(algo, rest)
+    _hold_stderr()
     app.cli(
         prog="image-poser",
         description="Image-POSER: RL orchestration of image experts for long compositional prompts.",
-        args=args,
+        args=argv,
         sort_subcommands=False,
     )
+
+
+def main(args: Sequence[str] | None = None) -> None:
+    "Entry point of the `image-poser` console script: bad input ends in one line on stderr and exit status 2, never a traceback."
+    argv = list(sys.argv[1:] if args is None else args)
+    try:
+        _dispatch(argv)
+    except SystemExit as e:
+        held = _release_stderr()
+        if e.code not in (0, None) and held.strip():  # the parser refused the command line: its message, on one line
+            hint = f"image-poser {argv[0]} --help" if argv[:1] and argv[0] in COMMANDS else "image-poser --help"
+            if argv[:1] == ["train"]:
+                hint = f"image-poser train --algo {_algo(argv[1:])[0]} --help"
+            print(f"image-poser: error: {_one_line(held)} (see `{hint}`)", file=sys.stderr)
+            raise SystemExit(2) from None
+        print(held, end="", file=sys.stderr)
+        raise
+    except KeyboardInterrupt:
+        _release_stderr()
+        print("image-poser: interrupted", file=sys.stderr)
+        raise SystemExit(130) from None
+    except (ValueError, OSError) as e:  # bad input found late (a file, a checkpoint, a registry): one line, no traceback
+        _release_stderr()
+        if os.environ.get("IMAGE_POSER_DEBUG"):
+            raise
+        _fail(str(e) or type(e).__name__)
 
 # %% ../nbs/90_cli.ipynb #636b08e4
 if __name__ == "__main__" and "__file__" in globals():

@@ -1,4 +1,4 @@
-"""The paper's algorithm as a single file: a DQN with a 3-layer MLP Q-network over the expert actions, a replay buffer, a target network, ε-greedy exploration, and action masking; the same conventions as `ppo` (tyro `Args`, JSONL metrics, optional wandb, checkpoints, `--resume`).
+"""The paper's algorithm as a single file: a DQN with a 3-layer MLP Q-network over the expert actions, a replay buffer, a target network, ε-greedy exploration, and action masking; the same conventions as `ppo` (tyro `Args` checked up front, JSONL metrics, optional wandb, checkpoints, an exact `--resume` that keeps the replay buffer).
 
 Docs: https://image-poser.github.io/image_poser/dqn.html.md"""
 
@@ -8,15 +8,19 @@ Docs: https://image-poser.github.io/image_poser/dqn.html.md"""
 from __future__ import annotations
 
 import json
+import math
 import os
 import random
+import re
 import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 # %% auto #0
-__all__ = ['CHECKPOINT_FORMAT', 'Args', 'QNetwork', 'linear_schedule', 'ReplayBuffer', 'save_checkpoint', 'load_checkpoint',
-           'load_agent', 'select_actions', 'store', 'td_update', 'soft_update', 'train']
+__all__ = ['REPLAY_FIELDS', 'CHECKPOINT_FORMAT', 'Args', 'check_env_config', 'check_args', 'QNetwork', 'linear_schedule',
+           'ReplayBuffer', 'checkpoint_seed', 'restart_episodes', 'rng_state', 'set_rng_state', 'save_replay',
+           'load_replay', 'save_checkpoint', 'load_checkpoint', 'check_resume', 'load_agent', 'MetricsLog',
+           'select_actions', 'store', 'td_update', 'soft_update', 'train']
 
 # %% ../nbs/65_dqn.ipynb #1a1e92a9
 import numpy as np
@@ -58,12 +62,63 @@ class Args:
     )
     run_dir: str = "runs"  # where run folders go
     checkpoint_every: int = 2000  # write a checkpoint every this many steps (and at the end)
-    resume: bool = False  # continue from runs/<run>/checkpoint.pt (the replay buffer restarts empty)
+    resume: bool = False  # continue exactly from runs/<run>/checkpoint.pt and its replay buffer
     progress: bool = True  # show a progress bar
+
+    def __post_init__(self):
+        check_args(self)  # a bad value fails here, naming its flag (below), for Python callers and the CLI alike
 
     @property
     def run_name(self) -> str:
         return f"{self.exp_name}-{self.seed}"
+
+# %% ../nbs/65_dqn.ipynb #dqnchk01
+def _require(ok: bool, flag: str, what: str, value):
+    "Raise a one-line `ValueError` that names the flag (`--batch-size`) and what its value must be."
+    if not ok:
+        raise ValueError(f"--{flag.replace('_', '-')} must be {what} (got {value!r})")
+
+
+def _is_int(v, low: int = 1) -> bool:
+    return isinstance(v, int) and not isinstance(v, bool) and v >= low
+
+
+def _is_num(v, low: float = -math.inf, high: float = math.inf) -> bool:
+    return isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v) and low <= v <= high
+
+
+def check_env_config(env: EnvConfig):
+    "Refuse environment settings no episode can run with, naming `--env.FIELD`."
+    for k in ("horizon", "max_attempts", "max_queue", "text_dim", "max_expert_failures"):
+        _require(_is_int(getattr(env, k)), f"env.{k}", "an integer of at least 1", getattr(env, k))
+    for k in ("reorder", "seed_offset"):
+        _require(_is_int(getattr(env, k), 0), f"env.{k}", "an integer of at least 0", getattr(env, k))
+    for k in ("cost_weight", "failure_penalty", "success_bonus", "quality_weight"):
+        _require(_is_num(getattr(env, k)), f"env.{k}", "a finite number", getattr(env, k))
+    _require(_is_num(env.fidelity_min, 0, 1), "env.fidelity_min", "a number in [0, 1]", env.fidelity_min)
+    _require(_is_num(env.critic_error_scale, 0), "env.critic_error_scale", "a finite number of at least 0", env.critic_error_scale)
+    _require(_is_int(env.image_size, 16) and env.image_size <= 1024, "env.image_size", "an integer in [16, 1024]", env.image_size)
+    _require(env.obs_mode in ("full", "paper"), "env.obs_mode", "'full' or 'paper'", env.obs_mode)
+    _require(env.initial_command in ("decomposed", "prompt"), "env.initial_command", "'decomposed' or 'prompt'", env.initial_command)
+    _require(bool(re.fullmatch(r"[\w.-]+", env.split or "")), "env.split", "a split name such as train, val or test", env.split)
+
+
+def check_args(a: Args):
+    "Refuse every value `train` cannot run with (a `ValueError` naming the flag and what it must be)."
+    counts = ("total_timesteps", "num_envs", "buffer_size", "target_network_frequency", "batch_size", "train_frequency", "hidden")
+    for k in counts + ("checkpoint_every",):
+        _require(_is_int(getattr(a, k)), k, "an integer of at least 1", getattr(a, k))
+    _require(_is_int(a.learning_starts, 0), "learning_starts", "an integer of at least 0", a.learning_starts)
+    _require(_is_int(a.seed, 0) and a.seed < 2**32, "seed", "an integer in [0, 2**32)", a.seed)
+    _require(_is_num(a.learning_rate) and a.learning_rate > 0, "learning_rate", "a finite number above 0", a.learning_rate)
+    _require(_is_num(a.tau, 0, 1) and a.tau > 0, "tau", "a number in (0, 1]", a.tau)
+    for k in ("gamma", "start_e", "end_e", "exploration_fraction"):
+        _require(_is_num(getattr(a, k), 0, 1), k, "a number in [0, 1]", getattr(a, k))
+    _require(a.batch_size <= a.buffer_size, "batch_size", f"at most --buffer-size ({a.buffer_size})", a.batch_size)
+    _require(bool(re.fullmatch(r"[\w.-]+", a.exp_name)) and a.exp_name.strip(".") != "", "exp_name", "a plain folder name", a.exp_name)
+    _require(a.wandb_mode in (None, "online", "offline", "disabled"), "wandb_mode", "online, offline or disabled", a.wandb_mode)
+    _require(isinstance(a.run_dir, str) and a.run_dir.strip() != "", "run_dir", "a folder", a.run_dir)
+    check_env_config(a.env)
 
 # %% ../nbs/65_dqn.ipynb #a6f93731
 class QNetwork(nn.Module):
@@ -117,11 +172,85 @@ class ReplayBuffer:
 
         return t(self.obs), t(self.actions), t(self.rewards), t(self.next_obs), t(self.next_mask), t(self.dones)
 
+# %% ../nbs/65_dqn.ipynb #dqnck001
+def checkpoint_seed(seed: int, step: int) -> int:
+    "The seed every environment restarts from at the checkpoint of `step` (the same for an uninterrupted and a resumed run)."
+    return int(np.random.SeedSequence([seed, step]).generate_state(1)[0])
+
+
+def restart_episodes(envs, seed: int, step: int) -> tuple:
+    "Cut the episodes in progress and start new ones from `checkpoint_seed(seed, step)`: (observations, info)."
+    return envs.reset(seed=checkpoint_seed(seed, step))
+
+
+def rng_state(envs) -> dict:
+    "Every random state of the process and the environments: torch's, numpy's global, Python's, each environment's and action space's."
+    name, keys, pos, has_gauss, gauss = np.random.get_state()
+    return {
+        "torch": torch.get_rng_state(),
+        "numpy": json.dumps([name, keys.tolist(), int(pos), int(has_gauss), float(gauss)]),
+        "python": json.dumps(random.getstate()),
+        "envs": json.dumps([g.bit_generator.state for g in envs.get_attr("np_random")]),
+        "action_spaces": json.dumps([sp.np_random.bit_generator.state for sp in envs.get_attr("action_space")]),
+        "vector_action_space": json.dumps(envs.action_space.np_random.bit_generator.state),
+    }
+
+
+def set_rng_state(envs, state: dict):
+    "Restore what `rng_state` saved (through `get_attr`/`set_attr`, so asynchronous environments too)."
+    torch.set_rng_state(state["torch"])
+    name, keys, pos, has_gauss, gauss = json.loads(state["numpy"])
+    np.random.set_state((name, np.array(keys, dtype=np.uint32), pos, has_gauss, gauss))
+    version, internal, gauss_next = json.loads(state["python"])
+    random.setstate((version, tuple(internal), gauss_next))
+    gens = list(envs.get_attr("np_random"))
+    for g, st in zip(gens, json.loads(state["envs"])):
+        g.bit_generator.state = st
+    envs.set_attr("np_random", gens)
+    action_spaces = list(envs.get_attr("action_space"))
+    for sp, st in zip(action_spaces, json.loads(state["action_spaces"])):
+        sp.np_random.bit_generator.state = st
+    envs.set_attr("action_space", action_spaces)
+    envs.action_space.np_random.bit_generator.state = json.loads(state["vector_action_space"])
+
+# %% ../nbs/65_dqn.ipynb #dqnck002
+REPLAY_FIELDS = ("obs", "actions", "rewards", "next_obs", "next_mask", "dones")
+
+
+def save_replay(rb: ReplayBuffer, path) -> Path:
+    "Write the filled part of the buffer as tensors, with its position and sampling generator, atomically."
+    path, n = Path(path), len(rb)
+    state = {"size": rb.size, "pos": rb.pos, "full": rb.full, "rng": json.dumps(rb.rng.bit_generator.state)}
+    state |= {k: torch.from_numpy(getattr(rb, k)[:n].copy()) for k in REPLAY_FIELDS}
+    tmp = path.with_suffix(".tmp")
+    torch.save(state, tmp)
+    os.replace(tmp, path)
+    return path
+
+
+def load_replay(rb: ReplayBuffer, path):
+    "Fill `rb` from `save_replay`'s file (`weights_only=True`); a clear error when it is missing, unreadable or of another shape."
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"the checkpoint's replay buffer {path} is missing: the run cannot be resumed exactly; start a new run")
+    try:
+        st = torch.load(path, map_location="cpu", weights_only=True)
+        n = st["obs"].shape[0]
+        assert st["size"] == rb.size and n == (rb.size if st["full"] else st["pos"])
+        for k in REPLAY_FIELDS:
+            getattr(rb, k)[:n] = st[k].numpy()
+        rb.pos, rb.full = st["pos"], st["full"]
+        rb.rng.bit_generator.state = json.loads(st["rng"])
+    except Exception as e:
+        raise ValueError(f"{path} is not a replay buffer of this run ({type(e).__name__}: {str(e)[:120]})") from None
+
 # %% ../nbs/65_dqn.ipynb #7030589c
-CHECKPOINT_FORMAT = 1
+CHECKPOINT_FORMAT = 2  # 2: random states, loop counters, metrics row count, replay buffer file; format 1 loads for evaluation only
+_CHECKPOINT_KEYS = {"format", "algo", "model", "args", "obs_dim", "n_actions", "global_step"}
 
 
-def save_checkpoint(path, q, target, optimizer, global_step: int, args, obs_dim: int, n_actions: int):
+def save_checkpoint(path, q, target, optimizer, global_step: int, args, obs_dim: int, n_actions: int, **resume):
+    "Write a checkpoint atomically; `resume` holds what an exact resume needs (random states, counters, the buffer's file name)."
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     state = {
@@ -134,35 +263,63 @@ def save_checkpoint(path, q, target, optimizer, global_step: int, args, obs_dim:
         "args": json.dumps(asdict(args)),
         "obs_dim": obs_dim,
         "n_actions": n_actions,
-        "torch_rng": torch.get_rng_state(),
     }
     tmp = path.with_suffix(".tmp")
-    torch.save(state, tmp)
+    torch.save(state | resume, tmp)
     os.replace(tmp, path)
 
 
 def load_checkpoint(path, obs_dim: int | None = None, n_actions: int | None = None) -> dict:
     "Read a checkpoint with `weights_only=True`; clear errors for missing, corrupted or mismatched files."
     path = Path(path)
-    if not path.exists():
+    if not path.is_file():
         raise FileNotFoundError(f"no checkpoint at {path}")
     try:
         ck = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as e:
         raise ValueError(f"{path} is not a readable checkpoint ({type(e).__name__}: {str(e)[:120]})") from None
-    if not isinstance(ck, dict) or ck.get("format") != CHECKPOINT_FORMAT:
-        raise ValueError(f"{path}: unknown checkpoint format")
+    if not isinstance(ck, dict) or ck.get("format") not in (1, CHECKPOINT_FORMAT) or not _CHECKPOINT_KEYS <= set(ck):
+        raise ValueError(f"{path}: unknown checkpoint format (not written by image_poser's ppo or dqn)")
     if obs_dim is not None and (ck["obs_dim"], ck["n_actions"]) != (obs_dim, n_actions):
         raise ValueError(
             f"{path}: checkpoint is for observations of {ck['obs_dim']} and {ck['n_actions']} actions, "
-            f"but the environment has {obs_dim} and {n_actions}"
+            f"but the environment has {obs_dim} and {n_actions} (another registry or obs_mode?)"
         )
     return ck
+
+# %% ../nbs/65_dqn.ipynb #dqnck003
+_NOT_THE_RUN = ("resume", "progress", "track", "wandb_mode", "wandb_project_name", "run_dir")  # flags a resumed run may change
+
+
+def _flat(d: dict, prefix: str = "") -> dict:
+    "{'env.horizon': 6, ...} from nested dicts."
+    out = {}
+    for k, v in d.items():
+        if isinstance(v, dict):
+            out |= _flat(v, f"{prefix}{k}.")
+        else:
+            out[prefix + k] = v
+    return out
+
+
+def check_resume(ck: dict, args: Args, path):
+    "Refuse, with the reason, a checkpoint this run cannot continue exactly: another algorithm, an old format, other arguments."
+    if ck["algo"] != "dqn":
+        raise ValueError(f"{path} is a {ck['algo']} checkpoint: resume it with `--algo {ck['algo']}`, or choose another --exp-name")
+    if ck["format"] < 2:
+        raise ValueError(f"{path} was written before checkpoints kept their random states and replay buffer: start a new run")
+    saved, now = _flat(json.loads(ck["args"])), _flat(json.loads(json.dumps(asdict(args))))
+    diff = [k for k in sorted(saved.keys() | now.keys()) if k.split(".")[0] not in _NOT_THE_RUN and saved.get(k) != now.get(k)]
+    if diff:
+        shown = "; ".join(f"--{k.replace('_', '-')} {saved.get(k)!r} there, {now.get(k)!r} now" for k in diff[:4])
+        raise ValueError(f"{path} was trained with other arguments ({shown}): resume with that run's flags, or start a new run")
 
 
 def load_agent(path) -> tuple[QNetwork, dict]:
     "A trained Q-network (and its run's args) from a checkpoint."
     ck = load_checkpoint(path)
+    if ck["algo"] != "dqn":
+        raise ValueError(f"{path} is a {ck['algo']} checkpoint, not a DQN one")
     args = json.loads(ck["args"])
     q = QNetwork(ck["obs_dim"], ck["n_actions"], args.get("hidden", 128))
     q.load_state_dict(ck["model"])
@@ -176,32 +333,63 @@ def _log(f, step: int, **metrics):
     f.flush()
 
 
+class MetricsLog:
+    "`metrics.jsonl`, counting its rows: a checkpoint records the count, and a resumed run keeps exactly that many rows."
+
+    def __init__(self, path, keep: int | None = None):
+        self.path = Path(path)
+        rows = self.path.read_text().splitlines(keepends=True)[:keep] if keep is not None and self.path.exists() else []
+        if keep is not None and len(rows) < keep:
+            print(f"warning: {self.path} has {len(rows)} of the {keep} rows the checkpoint counted (the others are lost)")
+        tmp = self.path.with_suffix(".tmp")
+        tmp.write_text("".join(rows))
+        os.replace(tmp, self.path)
+        self.rows = len(rows)
+        self.f = open(self.path, "a")
+
+    def write(self, text: str):
+        self.f.write(text)
+        self.rows += text.count("\n")
+
+    def flush(self):
+        self.f.flush()
+
+    def close(self):
+        self.f.close()
+
+# %% ../nbs/65_dqn.ipynb #dqntrn04
 def _setup(args: Args):
-    "Seeding, the run folder, the environments, the Q-network, its target and optimiser (resumed if asked)."
+    "Seeding, the run folder, the environments, the Q-network, its target and optimiser; with `--resume`, the checkpoint they continue from."
     run = Path(args.run_dir) / args.run_name
+    ck_path, ck = run / "checkpoint.pt", None
+    if args.resume and ck_path.exists():
+        ck = load_checkpoint(ck_path)
+        check_resume(ck, args, ck_path)  # before any environment starts
+    elif args.resume:
+        print(f"no checkpoint at {ck_path} yet: starting from the beginning")
     run.mkdir(parents=True, exist_ok=True)
     random.seed(args.seed)
     np.random.seed(args.seed)
     torch.manual_seed(args.seed)
     torch.set_num_threads(1)
-    envs = make_vector_env(args.num_envs, args.env)
+    envs = make_vector_env(args.num_envs, args.env, seed=args.seed)
+    envs.action_space.seed(args.seed)
     obs_dim = envs.single_observation_space.shape[0]
     n_actions = int(envs.single_action_space.n)
     q = QNetwork(obs_dim, n_actions, args.hidden)
     target = QNetwork(obs_dim, n_actions, args.hidden)
     optimizer = optim.Adam(q.parameters(), lr=args.learning_rate)
     target.load_state_dict(q.state_dict())
-    global_step = 0
-    ck_path = run / "checkpoint.pt"
-    if args.resume and ck_path.exists():
-        ck = load_checkpoint(ck_path, obs_dim, n_actions)
+    if ck is not None:
+        try:
+            load_checkpoint(ck_path, obs_dim, n_actions)  # the observation size and action count match this environment
+        except ValueError:
+            envs.close()
+            raise
         q.load_state_dict(ck["model"])
         target.load_state_dict(ck["target"])
         optimizer.load_state_dict(ck["optimizer"])
-        global_step = ck["global_step"]
-        torch.set_rng_state(ck["torch_rng"])
-        print(f"resumed from {ck_path} at step {global_step}")
-    return run, envs, q, target, optimizer, obs_dim, n_actions, global_step
+    return run, envs, q, target, optimizer, obs_dim, n_actions, ck
 
 
 def _tracker(args: Args, run: Path):
@@ -262,17 +450,42 @@ def soft_update(target: QNetwork, q: QNetwork, tau: float):
     for tp, qp in zip(target.parameters(), q.parameters()):
         tp.data.copy_(tau * qp.data + (1.0 - tau) * tp.data)
 
+# %% ../nbs/65_dqn.ipynb #dqntrn05
+def _start(envs, args: Args, ck: dict | None, run: Path, rb: ReplayBuffer) -> tuple:
+    "(observations, info, ε-greedy generator, loop counters): fresh, or a checkpoint's with its buffer, episodes and random states."
+    if ck is None:
+        obs, info = envs.reset(seed=args.seed)
+        return obs, info, np.random.default_rng(args.seed), {"global_step": 0, "n_updates": 0, "next_ck": args.checkpoint_every}
+    load_replay(rb, run / ck["replay"])
+    obs, info = restart_episodes(envs, args.seed, ck["global_step"])
+    set_rng_state(envs, ck["rng"])
+    rng = np.random.default_rng()
+    rng.bit_generator.state = json.loads(ck["rng"]["actions"])
+    print(f"resumed from {run / 'checkpoint.pt'} at step {ck['global_step']} ({len(rb)} transitions in the replay buffer)")
+    return obs, info, rng, {k: ck[k] for k in ("global_step", "n_updates", "next_ck")}
+
+
+def _checkpoint(run: Path, q, target, optimizer, rb: ReplayBuffer, envs, rng, loop: dict, args: Args, dims: tuple, metrics):
+    "Save the replay buffer, then the checkpoint that names it, then delete older buffers: a kill at any moment leaves a matching pair."
+    replay = f"replay-{loop['global_step']}.pt"
+    save_replay(rb, run / replay)
+    states = rng_state(envs) | {"actions": json.dumps(rng.bit_generator.state)}
+    resume = {"rng": states, "metrics_rows": metrics.rows, "replay": replay, "n_updates": loop["n_updates"], "next_ck": loop["next_ck"]}
+    save_checkpoint(run / "checkpoint.pt", q, target, optimizer, loop["global_step"], args, *dims, **resume)
+    for old in run.glob("replay-*.pt"):
+        if old.name != replay:
+            old.unlink()
+
 # %% ../nbs/65_dqn.ipynb #dqntrn03
 def train(args: Args) -> Path:
     "Train the DQN; returns the run folder."
-    run, envs, q, target, optimizer, obs_dim, n_actions, global_step = _setup(args)
-    ck_path = run / "checkpoint.pt"
+    run, envs, q, target, optimizer, obs_dim, n_actions, ck = _setup(args)
     wb = _tracker(args, run)
-    metrics = open(run / "metrics.jsonl", "a" if args.resume else "w")
+    metrics = MetricsLog(run / "metrics.jsonl", keep=ck["metrics_rows"] if ck else None)
     (run / "args.json").write_text(json.dumps(asdict(args), indent=1))
     rb = ReplayBuffer(args.buffer_size, obs_dim, n_actions, args.seed)
-    rng = np.random.default_rng(args.seed + global_step)
-    obs, info = envs.reset(seed=args.seed + global_step)
+    obs, info, rng, loop = _start(envs, args, ck, run, rb)
+    global_step, n_updates, next_ck = loop["global_step"], loop["n_updates"], loop["next_ck"]
     mask = np.stack(info["action_mask"]).astype(bool)
     bar = None
     if args.progress:
@@ -280,8 +493,6 @@ def train(args: Args) -> Path:
 
         bar = tqdm(total=args.total_timesteps, initial=global_step, desc=args.run_name, unit="step")
     t0, step0 = time.time(), global_step
-    next_ck = (global_step // args.checkpoint_every + 1) * args.checkpoint_every
-    n_updates = 0
     while global_step < args.total_timesteps:
         # ALGO LOGIC: put action logic here
         eps = linear_schedule(args.start_e, args.end_e, args.exploration_fraction * args.total_timesteps, global_step)
@@ -307,10 +518,14 @@ def train(args: Args) -> Path:
                     wb.log(logs, step=global_step)
         if global_step % args.target_network_frequency < args.num_envs:
             soft_update(target, q, args.tau)
-        if global_step >= next_ck:
-            save_checkpoint(ck_path, q, target, optimizer, global_step, args, obs_dim, n_actions)
-            next_ck += args.checkpoint_every
-    save_checkpoint(ck_path, q, target, optimizer, global_step, args, obs_dim, n_actions)
+        if global_step >= next_ck or global_step >= args.total_timesteps:  # every checkpoint_every steps, and at the end
+            if global_step >= next_ck:
+                next_ck += args.checkpoint_every
+            if global_step < args.total_timesteps:  # new episodes from a seed a resumed run can reproduce (see above)
+                obs, info = restart_episodes(envs, args.seed, global_step)
+                mask = np.stack(info["action_mask"]).astype(bool)
+            loop = {"global_step": global_step, "n_updates": n_updates, "next_ck": next_ck}
+            _checkpoint(run, q, target, optimizer, rb, envs, rng, loop, args, (obs_dim, n_actions), metrics)
     envs.close()
     metrics.close()
     if bar:

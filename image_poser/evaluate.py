@@ -170,33 +170,48 @@ class CheckpointPolicy(Policy):
         import torch
 
         self.path = Path(path) / "checkpoint.pt" if Path(path).is_dir() else Path(path)
-        if not self.path.exists():
+        if not self.path.is_file():
             raise FileNotFoundError(f"no checkpoint at {self.path}")
         try:
-            algo = torch.load(self.path, map_location="cpu", weights_only=True).get("algo")
+            ck = torch.load(self.path, map_location="cpu", weights_only=True)
         except Exception as e:
             raise ValueError(f"{self.path} is not a readable checkpoint ({type(e).__name__})") from None
+        algo = ck.get("algo") if isinstance(ck, dict) else None
         if algo == "ppo":
             from image_poser.ppo import load_agent
         elif algo == "dqn":
             from image_poser.dqn import load_agent
         else:
-            raise ValueError(f"{self.path}: unknown algorithm {algo!r}")
+            raise ValueError(f"{self.path}: not a PPO or DQN checkpoint (algorithm {algo!r})")
         self.agent, args = load_agent(self.path)
+        self.obs_dim, self.n_actions = ck["obs_dim"], ck["n_actions"]
         self.name = f"{algo}:{self.path.parent.name}"
         env = (
             args["env"] if "env" in args else {k: args[k] for k in _LEGACY_ENV_ARGS if k in args}
         )  # checkpoints before EnvConfig was nested
         self.env_overrides = {k: v for k, v in env.items() if k not in ("split", "data_dir")}  # the MDP it was trained in
 
+    def check_env(self, env):
+        "Refuse an environment whose observations or actions are not those the agent was trained on."
+        obs_dim, n_actions = env.observation_space.shape[0], int(env.action_space.n)
+        if (obs_dim, n_actions) != (self.obs_dim, self.n_actions):
+            raise ValueError(
+                f"{self.path} was trained on observations of {self.obs_dim} numbers and {self.n_actions} actions, but this "
+                f"environment has {obs_dim} and {n_actions} (another registry, obs_mode or reorder setting)"
+            )
+
+    def reset(self, env, seed: int | None = None):
+        self.check_env(env)
+        super().reset(env, seed)
+
     def act(self, obs, info):
         return self.agent.act(obs, info)
 
 
 def load_policy(spec: str, seed: int = 0) -> Policy:
-    "A baseline ('baseline:NAME' or 'NAME') or a trained agent (a checkpoint file or run folder)."
+    "A baseline ('baseline:NAME' or 'NAME') or a trained agent (a path: a checkpoint file, or a run folder holding checkpoint.pt)."
     p = Path(spec)
-    if spec.endswith(".pt") or (p.is_dir() and (p / "checkpoint.pt").exists()):
+    if spec.endswith(".pt") or "/" in spec or (p.is_dir() and (p / "checkpoint.pt").exists()):  # baseline specs hold no '/
         return CheckpointPolicy(p)
     return make_policy(spec, seed=seed)
 
@@ -340,7 +355,8 @@ def write_results(name: str, rows: list[dict], summary: dict, out_dir: str | Pat
         for r in rows:
             vals = [r.get(c, "") for c in cols]
             w.writerow([round(v, 5) if isinstance(v, float) else v for v in vals] + [" ".join(r["experts"])])
-    (out / f"{safe}.json").write_text(json.dumps({"method": name, **summary}, indent=1))
+    timeless = {k: v for k, v in summary.items() if "wall_time" not in k}  # wall times differ from run to run: CSV only, never the JSON
+    (out / f"{safe}.json").write_text(json.dumps({"method": name, **timeless}, indent=1))
     return {"csv": out / f"{safe}.csv", "json": out / f"{safe}.json"}
 
 

@@ -8,15 +8,19 @@ Docs: https://image-poser.github.io/image_poser/ppo.html.md"""
 from __future__ import annotations
 
 import json
+import math
 import os
 import random
+import re
 import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 # %% auto #0
-__all__ = ['CHECKPOINT_FORMAT', 'Args', 'layer_init', 'Agent', 'save_checkpoint', 'load_checkpoint', 'load_agent', 'Rollout',
-           'collect_rollout', 'compute_gae', 'ppo_loss', 'update_policy', 'train']
+__all__ = ['CHECKPOINT_FORMAT', 'Args', 'check_env_config', 'check_args', 'layer_init', 'Agent', 'checkpoint_seed',
+           'restart_episodes', 'rng_state', 'set_rng_state', 'save_checkpoint', 'load_checkpoint', 'check_resume',
+           'load_agent', 'MetricsLog', 'Rollout', 'collect_rollout', 'compute_gae', 'ppo_loss', 'update_policy',
+           'train']
 
 # %% ../nbs/60_ppo.ipynb #e5235143
 import numpy as np
@@ -64,6 +68,9 @@ class Args:
     resume: bool = False  # continue from runs/<run>/checkpoint.pt
     progress: bool = True  # show a progress bar
 
+    def __post_init__(self):
+        check_args(self)  # a bad value fails here, naming its flag (below), for Python callers and the CLI alike
+
     @property
     def batch_size(self) -> int:
         return self.num_envs * self.num_steps
@@ -79,6 +86,57 @@ class Args:
     @property
     def run_name(self) -> str:
         return f"{self.exp_name}-{self.seed}"
+
+# %% ../nbs/60_ppo.ipynb #ppochk01
+def _require(ok: bool, flag: str, what: str, value):
+    "Raise a one-line `ValueError` that names the flag (`--num-envs`) and what its value must be."
+    if not ok:
+        raise ValueError(f"--{flag.replace('_', '-')} must be {what} (got {value!r})")
+
+
+def _is_int(v, low: int = 1) -> bool:
+    return isinstance(v, int) and not isinstance(v, bool) and v >= low
+
+
+def _is_num(v, low: float = -math.inf, high: float = math.inf) -> bool:
+    return isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v) and low <= v <= high
+
+
+def check_env_config(env: EnvConfig):
+    "Refuse environment settings no episode can run with, naming `--env.FIELD`."
+    for k in ("horizon", "max_attempts", "max_queue", "text_dim", "max_expert_failures"):
+        _require(_is_int(getattr(env, k)), f"env.{k}", "an integer of at least 1", getattr(env, k))
+    for k in ("reorder", "seed_offset"):
+        _require(_is_int(getattr(env, k), 0), f"env.{k}", "an integer of at least 0", getattr(env, k))
+    for k in ("cost_weight", "failure_penalty", "success_bonus", "quality_weight"):
+        _require(_is_num(getattr(env, k)), f"env.{k}", "a finite number", getattr(env, k))
+    _require(_is_num(env.fidelity_min, 0, 1), "env.fidelity_min", "a number in [0, 1]", env.fidelity_min)
+    _require(_is_num(env.critic_error_scale, 0), "env.critic_error_scale", "a finite number of at least 0", env.critic_error_scale)
+    _require(_is_int(env.image_size, 16) and env.image_size <= 1024, "env.image_size", "an integer in [16, 1024]", env.image_size)
+    _require(env.obs_mode in ("full", "paper"), "env.obs_mode", "'full' or 'paper'", env.obs_mode)
+    _require(env.initial_command in ("decomposed", "prompt"), "env.initial_command", "'decomposed' or 'prompt'", env.initial_command)
+    _require(bool(re.fullmatch(r"[\w.-]+", env.split or "")), "env.split", "a split name such as train, val or test", env.split)
+
+
+def check_args(a: Args):
+    "Refuse every value `train` cannot run with (a `ValueError` naming the flag and what it must be)."
+    for k in ("total_timesteps", "num_envs", "num_steps", "num_minibatches", "update_epochs", "hidden", "checkpoint_every"):
+        _require(_is_int(getattr(a, k)), k, "an integer of at least 1", getattr(a, k))
+    _require(_is_int(a.seed, 0) and a.seed < 2**32, "seed", "an integer in [0, 2**32)", a.seed)
+    for k in ("learning_rate", "clip_coef", "max_grad_norm"):
+        _require(_is_num(getattr(a, k)) and getattr(a, k) > 0, k, "a finite number above 0", getattr(a, k))
+    for k in ("ent_coef", "vf_coef"):
+        _require(_is_num(getattr(a, k), 0), k, "a finite number of at least 0", getattr(a, k))
+    for k in ("gamma", "gae_lambda"):
+        _require(_is_num(getattr(a, k), 0, 1), k, "a number in [0, 1]", getattr(a, k))
+    _require(
+        a.target_kl is None or (_is_num(a.target_kl) and a.target_kl > 0), "target_kl", "a finite number above 0, or None", a.target_kl
+    )
+    _require(a.num_minibatches <= a.batch_size, "num_minibatches", f"at most num_envs x num_steps = {a.batch_size}", a.num_minibatches)
+    _require(bool(re.fullmatch(r"[\w.-]+", a.exp_name)) and a.exp_name.strip(".") != "", "exp_name", "a plain folder name", a.exp_name)
+    _require(a.wandb_mode in (None, "online", "offline", "disabled"), "wandb_mode", "online, offline or disabled", a.wandb_mode)
+    _require(isinstance(a.run_dir, str) and a.run_dir.strip() != "", "run_dir", "a folder", a.run_dir)
+    check_env_config(a.env)
 
 # %% ../nbs/60_ppo.ipynb #6a87d2fd
 def layer_init(layer, std=np.sqrt(2), bias_const=0.0):
@@ -125,11 +183,55 @@ class Agent(nn.Module):
             logits = self.actor(x).masked_fill(~m, -1e8)
             return int(logits.argmax(-1)) if deterministic else int(Categorical(logits=logits).sample())
 
+# %% ../nbs/60_ppo.ipynb #ppock001
+def checkpoint_seed(seed: int, iteration: int) -> int:
+    "The seed every environment restarts from at checkpoint `iteration` (the same for an uninterrupted and a resumed run)."
+    return int(np.random.SeedSequence([seed, iteration]).generate_state(1)[0])
+
+
+def restart_episodes(envs, seed: int, iteration: int) -> tuple:
+    "Cut the episodes in progress and start new ones from `checkpoint_seed(seed, iteration)`: (observations, info)."
+    return envs.reset(seed=checkpoint_seed(seed, iteration))
+
+
+def rng_state(envs) -> dict:
+    "Every random state the rest of a run draws from: torch's, numpy's global, Python's, each environment's and action space's."
+    name, keys, pos, has_gauss, gauss = np.random.get_state()
+    return {
+        "torch": torch.get_rng_state(),
+        "numpy": json.dumps([name, keys.tolist(), int(pos), int(has_gauss), float(gauss)]),
+        "python": json.dumps(random.getstate()),
+        "envs": json.dumps([g.bit_generator.state for g in envs.get_attr("np_random")]),
+        "action_spaces": json.dumps([sp.np_random.bit_generator.state for sp in envs.get_attr("action_space")]),
+        "vector_action_space": json.dumps(envs.action_space.np_random.bit_generator.state),
+    }
+
+
+def set_rng_state(envs, state: dict):
+    "Restore what `rng_state` saved (through `get_attr`/`set_attr`, so asynchronous environments too)."
+    torch.set_rng_state(state["torch"])
+    name, keys, pos, has_gauss, gauss = json.loads(state["numpy"])
+    np.random.set_state((name, np.array(keys, dtype=np.uint32), pos, has_gauss, gauss))
+    version, internal, gauss_next = json.loads(state["python"])
+    random.setstate((version, tuple(internal), gauss_next))
+    gens = list(envs.get_attr("np_random"))
+    for g, st in zip(gens, json.loads(state["envs"])):
+        g.bit_generator.state = st
+    envs.set_attr("np_random", gens)
+    action_spaces = list(envs.get_attr("action_space"))
+    for sp, st in zip(action_spaces, json.loads(state["action_spaces"])):
+        sp.np_random.bit_generator.state = st
+    envs.set_attr("action_space", action_spaces)
+    envs.action_space.np_random.bit_generator.state = json.loads(state["vector_action_space"])
+
 # %% ../nbs/60_ppo.ipynb #38c7e6da
-CHECKPOINT_FORMAT = 1
+CHECKPOINT_FORMAT = 2  # 2: every random state and the metrics row count; format 1 still loads (evaluation), but cannot be resumed
+_CHECKPOINT_KEYS = {"format", "algo", "model", "args", "obs_dim", "n_actions", "global_step"}
 
 
-def save_checkpoint(path, agent, optimizer, iteration: int, global_step: int, args, obs_dim: int, n_actions: int):
+def save_checkpoint(
+    path, agent, optimizer, iteration: int, global_step: int, args, obs_dim: int, n_actions: int, rng=None, metrics_rows=None
+):
     "Write a checkpoint atomically (a crash mid-write never corrupts the previous one)."
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
@@ -143,9 +245,8 @@ def save_checkpoint(path, agent, optimizer, iteration: int, global_step: int, ar
         "args": json.dumps(asdict(args)),
         "obs_dim": obs_dim,
         "n_actions": n_actions,
-        "torch_rng": torch.get_rng_state(),
-        "numpy_rng": json.dumps(np.random.get_state()[1].tolist()),
-        "python_rng": json.dumps(random.getstate()[1]),
+        "rng": rng or {},
+        "metrics_rows": metrics_rows,
     }
     tmp = path.with_suffix(".tmp")
     torch.save(state, tmp)
@@ -155,14 +256,14 @@ def save_checkpoint(path, agent, optimizer, iteration: int, global_step: int, ar
 def load_checkpoint(path, obs_dim: int | None = None, n_actions: int | None = None) -> dict:
     "Read a checkpoint with `weights_only=True`; clear errors for missing, corrupted or mismatched files."
     path = Path(path)
-    if not path.exists():
+    if not path.is_file():
         raise FileNotFoundError(f"no checkpoint at {path}")
     try:
         ck = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as e:
         raise ValueError(f"{path} is not a readable checkpoint ({type(e).__name__}: {str(e)[:120]})") from None
-    if not isinstance(ck, dict) or ck.get("format") != CHECKPOINT_FORMAT:
-        raise ValueError(f"{path}: unknown checkpoint format")
+    if not isinstance(ck, dict) or ck.get("format") not in (1, CHECKPOINT_FORMAT) or not _CHECKPOINT_KEYS <= set(ck):
+        raise ValueError(f"{path}: unknown checkpoint format (not written by image_poser's ppo or dqn)")
     if obs_dim is not None and (ck["obs_dim"], ck["n_actions"]) != (obs_dim, n_actions):
         raise ValueError(
             f"{path}: checkpoint is for observations of {ck['obs_dim']} and {ck['n_actions']} actions, "
@@ -170,10 +271,39 @@ def load_checkpoint(path, obs_dim: int | None = None, n_actions: int | None = No
         )
     return ck
 
+# %% ../nbs/60_ppo.ipynb #ppock002
+_NOT_THE_RUN = ("resume", "progress", "track", "wandb_mode", "wandb_project_name", "run_dir")  # flags a resumed run may change
+
+
+def _flat(d: dict, prefix: str = "") -> dict:
+    "{'env.horizon': 6, ...} from nested dicts."
+    out = {}
+    for k, v in d.items():
+        if isinstance(v, dict):
+            out |= _flat(v, f"{prefix}{k}.")
+        else:
+            out[prefix + k] = v
+    return out
+
+
+def check_resume(ck: dict, args: Args, path):
+    "Refuse, with the reason, a checkpoint this run cannot continue exactly: another algorithm, an old format, other arguments."
+    if ck["algo"] != "ppo":
+        raise ValueError(f"{path} is a {ck['algo']} checkpoint: resume it with `--algo {ck['algo']}`, or choose another --exp-name")
+    if ck["format"] < 2:
+        raise ValueError(f"{path} was written before checkpoints kept their random states and cannot be resumed exactly: start a new run")
+    saved, now = _flat(json.loads(ck["args"])), _flat(json.loads(json.dumps(asdict(args))))
+    diff = [k for k in sorted(saved.keys() | now.keys()) if k.split(".")[0] not in _NOT_THE_RUN and saved.get(k) != now.get(k)]
+    if diff:
+        shown = "; ".join(f"--{k.replace('_', '-')} {saved.get(k)!r} there, {now.get(k)!r} now" for k in diff[:4])
+        raise ValueError(f"{path} was trained with other arguments ({shown}): resume with that run's flags, or start a new run")
+
 
 def load_agent(path) -> tuple[Agent, dict]:
     "A trained agent (and its run's args) from a checkpoint."
     ck = load_checkpoint(path)
+    if ck["algo"] != "ppo":
+        raise ValueError(f"{path} is a {ck['algo']} checkpoint, not a PPO one")
     args = json.loads(ck["args"])
     agent = Agent(ck["obs_dim"], ck["n_actions"], args.get("hidden", 128))
     agent.load_state_dict(ck["model"])
@@ -186,6 +316,31 @@ def _log(f, step: int, **metrics):
     row = {"global_step": step, **{k: (float(v) if v is not None else None) for k, v in metrics.items()}}
     f.write(json.dumps(row) + "\n")
     f.flush()
+
+
+class MetricsLog:
+    "`metrics.jsonl`, counting its rows: a checkpoint records the count, and a resumed run keeps exactly that many rows."
+
+    def __init__(self, path, keep: int | None = None):
+        self.path = Path(path)
+        rows = self.path.read_text().splitlines(keepends=True)[:keep] if keep is not None and self.path.exists() else []
+        if keep is not None and len(rows) < keep:
+            print(f"warning: {self.path} has {len(rows)} of the {keep} rows the checkpoint counted (the others are lost)")
+        tmp = self.path.with_suffix(".tmp")
+        tmp.write_text("".join(rows))
+        os.replace(tmp, self.path)
+        self.rows = len(rows)
+        self.f = open(self.path, "a")
+
+    def write(self, text: str):
+        self.f.write(text)
+        self.rows += text.count("\n")
+
+    def flush(self):
+        self.f.flush()
+
+    def close(self):
+        self.f.close()
 
 
 @dataclass
@@ -358,8 +513,14 @@ def update_policy(
 
 # %% ../nbs/60_ppo.ipynb #ppotrn01
 def _setup(args: Args):
-    "Seeding, the run folder, the environments, the agent and its optimiser, resumed from a checkpoint if asked."
+    "Seeding, the run folder, the environments, the agent and its optimiser; with `--resume`, the checkpoint they continue from."
     run = Path(args.run_dir) / args.run_name
+    ck_path, ck = run / "checkpoint.pt", None
+    if args.resume and ck_path.exists():
+        ck = load_checkpoint(ck_path)
+        check_resume(ck, args, ck_path)  # before any environment starts
+    elif args.resume:
+        print(f"no checkpoint at {ck_path} yet: starting from the beginning")
     run.mkdir(parents=True, exist_ok=True)
     random.seed(args.seed)
     np.random.seed(args.seed)
@@ -367,20 +528,48 @@ def _setup(args: Args):
     torch.backends.cudnn.deterministic = args.torch_deterministic
     torch.set_num_threads(1)
     envs = make_vector_env(args.num_envs, args.env, asynchronous=args.async_envs, seed=args.seed)
+    envs.action_space.seed(args.seed)
     obs_dim = envs.single_observation_space.shape[0]
     n_actions = int(envs.single_action_space.n)
     agent = Agent(obs_dim, n_actions, args.hidden)
     optimizer = optim.Adam(agent.parameters(), lr=args.learning_rate, eps=1e-5)
-    start, global_step = 1, 0
-    ck_path = run / "checkpoint.pt"
-    if args.resume and ck_path.exists():
-        ck = load_checkpoint(ck_path, obs_dim, n_actions)
+    if ck is not None:
+        try:
+            load_checkpoint(ck_path, obs_dim, n_actions)  # the observation size and action count match this environment
+        except ValueError:
+            envs.close()
+            raise
         agent.load_state_dict(ck["model"])
         optimizer.load_state_dict(ck["optimizer"])
+    return run, envs, agent, optimizer, obs_dim, n_actions, ck
+
+
+def _start(envs, args: Args, ck: dict | None, run: Path) -> tuple[dict, int]:
+    "The loop state and first iteration: fresh episodes from `seed`, or a checkpoint's (episodes restarted as the uninterrupted run restarted them, every random state restored)."
+    if ck is None:
+        next_obs, info = envs.reset(seed=args.seed)
+        start, global_step = 1, 0
+    else:
+        next_obs, info = restart_episodes(envs, args.seed, ck["iteration"])
+        set_rng_state(envs, ck["rng"])
         start, global_step = ck["iteration"] + 1, ck["global_step"]
-        torch.set_rng_state(ck["torch_rng"])
-        print(f"resumed from {ck_path} at iteration {ck['iteration']} (step {global_step})")
-    return run, envs, agent, optimizer, obs_dim, n_actions, start, global_step
+        print(f"resumed from {run / 'checkpoint.pt'} at iteration {ck['iteration']} (step {global_step})")
+    state = {
+        "next_obs": _as_obs(next_obs),
+        "next_mask": _as_mask(info),
+        "next_done": torch.zeros(args.num_envs),
+        "global_step": global_step,
+    }
+    return state, start
+
+# %% ../nbs/60_ppo.ipynb #ppotrn03
+def _checkpoint(run: Path, envs, agent, optimizer, iteration: int, state: dict, args: Args, obs_dim: int, n_actions: int, metrics):
+    "At a checkpoint iteration: restart the episodes (not after the last iteration), then save everything a resumed run needs."
+    if iteration < args.num_iterations:
+        next_obs, info = restart_episodes(envs, args.seed, iteration)
+        state.update(next_obs=_as_obs(next_obs), next_mask=_as_mask(info), next_done=torch.zeros(args.num_envs))
+    ck_args = (iteration, state["global_step"], args, obs_dim, n_actions)
+    save_checkpoint(run / "checkpoint.pt", agent, optimizer, *ck_args, rng=rng_state(envs), metrics_rows=metrics.rows)
 
 
 def _tracker(args: Args, run: Path):
@@ -395,24 +584,18 @@ def _tracker(args: Args, run: Path):
 # %% ../nbs/60_ppo.ipynb #ppotrn02
 def train(args: Args) -> Path:
     "Train PPO; returns the run folder (metrics.jsonl, checkpoint.pt)."
-    run, envs, agent, optimizer, obs_dim, n_actions, start, global_step = _setup(args)
+    run, envs, agent, optimizer, obs_dim, n_actions, ck = _setup(args)
     wb = _tracker(args, run)
-    metrics = open(run / "metrics.jsonl", "a" if args.resume else "w")
+    metrics = MetricsLog(run / "metrics.jsonl", keep=ck["metrics_rows"] if ck else None)
     (run / "args.json").write_text(json.dumps(asdict(args), indent=1))
     buf = Rollout.zeros(args.num_steps, args.num_envs, obs_dim, n_actions)
-    next_obs, info = envs.reset(seed=args.seed + 1000 * (start - 1))  # resumed runs continue on fresh episodes
-    state = {
-        "next_obs": _as_obs(next_obs),
-        "next_mask": _as_mask(info),
-        "next_done": torch.zeros(args.num_envs),
-        "global_step": global_step,
-    }
+    state, start = _start(envs, args, ck, run)
     bar = None
     if args.progress:
         from tqdm.auto import tqdm
 
         bar = tqdm(total=args.num_iterations, initial=start - 1, desc=args.run_name, unit="update")
-    t0, step0 = time.time(), global_step
+    t0, step0 = time.time(), state["global_step"]
     for iteration in range(start, args.num_iterations + 1):
         if args.anneal_lr:
             optimizer.param_groups[0]["lr"] = (1.0 - (iteration - 1.0) / args.num_iterations) * args.learning_rate
@@ -439,7 +622,7 @@ def train(args: Args) -> Path:
             bar.update(1)
             bar.set_postfix(sps=sps)
         if iteration % args.checkpoint_every == 0 or iteration == args.num_iterations:
-            save_checkpoint(run / "checkpoint.pt", agent, optimizer, iteration, state["global_step"], args, obs_dim, n_actions)
+            _checkpoint(run, envs, agent, optimizer, iteration, state, args, obs_dim, n_actions, metrics)
     envs.close()
     metrics.close()
     if bar:
