@@ -7,9 +7,13 @@ Docs: https://image-poser.github.io/image_poser/baselines.html.md"""
 # %% ../nbs/50_baselines.ipynb #c5ebf037
 from __future__ import annotations
 
+import inspect
+import math
+
 # %% auto #0
-__all__ = ['EDITOR_FOR', 'POLICIES', 'Policy', 'SingleExpert', 'RandomPolicy', 'editor_names', 'FixedPipeline', 'Router',
-           'ThresholdLoop', 'GreedyLookahead', 'OracleSearch', 'parse_spec', 'make_policy', 'baseline_names']
+__all__ = ['EDITOR_FOR', 'POLICIES', 'EXPERT_KNOBS', 'Policy', 'SingleExpert', 'RandomPolicy', 'editor_names', 'FixedPipeline',
+           'Router', 'ThresholdLoop', 'GreedyLookahead', 'OracleSearch', 'parse_spec', 'make_policy', 'baseline_names',
+           'spec_problem']
 
 # %% ../nbs/50_baselines.ipynb #58c70fa0
 import numpy as np
@@ -327,3 +331,44 @@ def baseline_names(registry) -> list[str]:
     "Every baseline for a registry with its default knobs: one single-expert baseline per text-to-image expert, then the others."
     singles = [f"single:{registry[i].name}" for i in registry.by_kind("t2i")]
     return singles + ["random", "fixed", "router", "threshold", "greedy", "oracle"]
+
+# %% ../nbs/50_baselines.ipynb #blchk001
+EXPERT_KNOBS = ("expert", "generalist", "long", "layout", "default")  # knobs whose value names an expert of the registry
+
+
+def _knob_problem(key: str, value, default, registry) -> str | None:
+    "What is wrong with knob `key`=`value`, given its default value (None if nothing)."
+    number = isinstance(default, (int, float)) and not isinstance(default, bool)
+    if key in EXPERT_KNOBS and value not in registry.names:
+        return f"{value!r} is not an expert of the registry (experts: {', '.join(registry.names)})"
+    if key == "editors" and value != "specialist" and value not in registry.names:
+        return f"{value!r} is neither 'specialist' nor an expert of the registry"
+    if number and not (isinstance(value, (int, float)) and math.isfinite(value)):
+        return f"{value!r} is not a finite number"
+    if isinstance(default, int) and number and not isinstance(value, int):
+        return f"{value!r} is not an integer"
+    if isinstance(default, str) and not isinstance(value, str):
+        return f"{value!r} is not a name"
+    return None
+
+# %% ../nbs/50_baselines.ipynb #blchk002
+def spec_problem(spec: str, registry) -> str | None:
+    "What is wrong with a baseline spec for `registry` (unknown name, a knob of the wrong type, an expert it lacks), or None."
+    try:
+        name, knobs = parse_spec(spec)
+    except ValueError as e:
+        return str(e)
+    if name not in POLICIES and name != "single":
+        return f"unknown baseline {name!r}; known: single:<expert>, {', '.join(POLICIES)}, or a checkpoint path"
+    if name == "single":
+        t2i = [registry[i].name for i in registry.by_kind("t2i")]
+        ok = knobs["expert"] in t2i
+        return None if ok else f"{knobs['expert']!r} is not a text-to-image expert of the registry; choose one of {', '.join(t2i)}"
+    params = inspect.signature(POLICIES[name].__init__).parameters
+    for k, v in knobs.items():
+        if k not in params:
+            return f"unknown knob {k!r} for {name} (knobs: {', '.join(p for p in params if p != 'self')})"
+        problem = _knob_problem(k, v, params[k].default, registry)
+        if problem:
+            return f"knob {k}={v!r}: {problem}"
+    return None

@@ -11,7 +11,6 @@ import functools
 import importlib
 import io
 import json
-import math
 import os
 import re
 import sys
@@ -193,47 +192,13 @@ def _split(flag: str, split: str, data_dir=None) -> int:
         return sum(1 for line in f if line.strip())
 
 # %% ../nbs/90_cli.ipynb #clichk03
-_EXPERT_KNOBS = ("expert", "generalist", "long", "layout", "default")  # knobs whose value names an expert of the registry
-
-
-def _knob_problem(key: str, value, default, registry) -> str | None:
-    "What is wrong with knob `key`=`value`, given its default value (None if nothing)."
-    number = isinstance(default, (int, float)) and not isinstance(default, bool)
-    if key in _EXPERT_KNOBS and value not in registry.names:
-        return f"{value!r} is not an expert of the registry (experts: {', '.join(registry.names)})"
-    if key == "editors" and value != "specialist" and value not in registry.names:
-        return f"{value!r} is neither 'specialist' nor an expert of the registry"
-    if number and not (isinstance(value, (int, float)) and math.isfinite(value)):
-        return f"{value!r} is not a finite number"
-    if isinstance(default, int) and number and not isinstance(value, int):
-        return f"{value!r} is not an integer"
-    if isinstance(default, str) and not isinstance(value, str):
-        return f"{value!r} is not a name"
-    return None
-
-
 def _check_baseline(spec: str, registry):
-    "Fail on a baseline spec whose knobs do not fit its policy or the registry."
-    import inspect
+    "Fail on a baseline spec whose name or knobs do not fit its policy or the registry."
+    from image_poser.baselines import spec_problem
 
-    from image_poser.baselines import POLICIES, parse_spec
-
-    try:
-        name, knobs = parse_spec(spec)
-    except ValueError as e:
-        _fail(f"--policy {spec}: {e}")
-    if name not in POLICIES and name != "single":
-        _fail(f"--policy {spec}: unknown baseline {name!r}; known: single:<expert>, {', '.join(POLICIES)}, or a checkpoint path")
-    if name == "single":
-        t2i = [registry[i].name for i in registry.by_kind("t2i")]
-        if knobs["expert"] not in t2i:
-            _fail(f"--policy {spec}: {knobs['expert']!r} is not a text-to-image expert of the registry; choose one of {', '.join(t2i)}")
-        return
-    params = inspect.signature(POLICIES[name].__init__).parameters
-    for k, v in knobs.items():
-        problem = _knob_problem(k, v, params[k].default, registry) if k in params else None  # unknown knobs: make_policy refused them
-        if problem:
-            _fail(f"--policy {spec}: knob {k}={v!r}: {problem}")
+    problem = spec_problem(spec, registry)
+    if problem:
+        _fail(f"--policy {spec}: {problem}")
 
 # %% ../nbs/90_cli.ipynb #clichk04
 def _fits(pol, registry, cfg, explicit_registry: bool):

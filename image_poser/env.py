@@ -7,14 +7,15 @@ Docs: https://image-poser.github.io/image_poser/env.html.md"""
 # %% ../nbs/40_env.ipynb #ce48cc69
 from __future__ import annotations
 
+import math
 import re
 import zlib
 from dataclasses import dataclass, replace
 from typing import Literal
 
 # %% auto #0
-__all__ = ['STOP', 'HashingEncoder', 'EnvConfig', 'ObsPart', 'obs_layout', 'obs_table', 'ImagePoserEnv', 'valid_actions',
-           'make_env', 'make_vector_env']
+__all__ = ['STOP', 'HashingEncoder', 'require', 'is_int', 'is_num', 'EnvConfig', 'check_env_config', 'ObsPart', 'obs_layout',
+           'obs_table', 'ImagePoserEnv', 'valid_actions', 'make_env', 'make_vector_env']
 
 # %% ../nbs/40_env.ipynb #4f75f6e3
 import gymnasium as gym
@@ -58,6 +59,22 @@ class HashingEncoder:
         n = np.linalg.norm(v)
         return v / n if n > 0 else v
 
+# %% ../nbs/40_env.ipynb #envchk01
+def require(ok: bool, flag: str, what: str, value):
+    "Raise a one-line `ValueError` that names the flag (`--env.horizon`) and what its value must be."
+    if not ok:
+        raise ValueError(f"--{flag.replace('_', '-')} must be {what} (got {value!r})")
+
+
+def is_int(v, low: int = 1) -> bool:
+    "An int (not a bool) of at least `low`."
+    return isinstance(v, int) and not isinstance(v, bool) and v >= low
+
+
+def is_num(v, low: float = -math.inf, high: float = math.inf) -> bool:
+    "A finite number (not a bool) in [low, high]."
+    return isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v) and low <= v <= high
+
 # %% ../nbs/40_env.ipynb #1ec4830f
 @dataclass
 class EnvConfig:
@@ -84,6 +101,25 @@ class EnvConfig:
     image_size: int = 128  # side of the pictures experts must return
     seed_offset: int = 0  # added to every episode's expert seed
     stack: str | None = None  # a stack (configs/stacks/<name>.toml or a path): its registry, critic, decomposer and prompts
+
+    def __post_init__(self):
+        check_env_config(self)
+
+# %% ../nbs/40_env.ipynb #envchk02
+def check_env_config(env: EnvConfig):
+    "Refuse settings no episode can run with (a one-line `ValueError` naming `--env.FIELD`); `EnvConfig` calls it on creation."
+    for k in ("horizon", "max_attempts", "max_queue", "text_dim", "max_expert_failures"):
+        require(is_int(getattr(env, k)), f"env.{k}", "an integer of at least 1", getattr(env, k))
+    for k in ("reorder", "seed_offset"):
+        require(is_int(getattr(env, k), 0), f"env.{k}", "an integer of at least 0", getattr(env, k))
+    for k in ("cost_weight", "failure_penalty", "success_bonus", "quality_weight"):
+        require(is_num(getattr(env, k)), f"env.{k}", "a finite number", getattr(env, k))
+    require(is_num(env.fidelity_min, 0, 1), "env.fidelity_min", "a number in [0, 1]", env.fidelity_min)
+    require(is_num(env.critic_error_scale, 0), "env.critic_error_scale", "a finite number of at least 0", env.critic_error_scale)
+    require(is_int(env.image_size, 16) and env.image_size <= 1024, "env.image_size", "an integer in [16, 1024]", env.image_size)
+    require(env.obs_mode in ("full", "paper"), "env.obs_mode", "'full' or 'paper'", env.obs_mode)
+    require(env.initial_command in ("decomposed", "prompt"), "env.initial_command", "'decomposed' or 'prompt'", env.initial_command)
+    require(bool(re.fullmatch(r"[\w.-]+", env.split or "")), "env.split", "a split name such as train, val or test", env.split)
 
 # %% ../nbs/40_env.ipynb #obslay01
 @dataclass(frozen=True)

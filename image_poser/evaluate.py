@@ -26,7 +26,7 @@ __all__ = ['METRICS', 'episode_seed', 'evaluation_task', 'run_episode', 'bootstr
 import numpy as np
 
 # %% ../nbs/55_evaluate.ipynb #ae402ca2
-from .baselines import Policy, make_policy
+from .baselines import Policy, make_policy, spec_problem
 from .core import REQUIREMENT_KINDS, Requirement, Task
 from .env import EnvConfig, ImagePoserEnv
 from .shapes.data import load_split
@@ -230,6 +230,9 @@ def run_jobs(policy: str, config: EnvConfig, records: list[dict], jobs: list[tup
     "The rows of episodes `jobs` = (record index, seed) of `policy` (a baseline name or a checkpoint); each row depends on its job only."
     pol = load_policy(policy)
     env = ImagePoserEnv(replace(config, **pol.env_overrides), records=records)
+    problem = None if isinstance(pol, CheckpointPolicy) else spec_problem(policy, env.registry)
+    if problem:
+        raise ValueError(f"{policy}: {problem}")
     judge = judge_for(config, evaluator)
     return [run_episode(env, pol, records[i], s, evaluator=judge) for i, s in jobs]
 

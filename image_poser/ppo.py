@@ -8,7 +8,6 @@ Docs: https://image-poser.github.io/image_poser/ppo.html.md"""
 from __future__ import annotations
 
 import json
-import math
 import os
 import random
 import re
@@ -17,10 +16,9 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 # %% auto #0
-__all__ = ['CHECKPOINT_FORMAT', 'Args', 'check_env_config', 'check_args', 'layer_init', 'Agent', 'checkpoint_seed',
-           'restart_episodes', 'rng_state', 'set_rng_state', 'save_checkpoint', 'load_checkpoint', 'check_resume',
-           'load_agent', 'MetricsLog', 'Rollout', 'collect_rollout', 'compute_gae', 'ppo_loss', 'update_policy',
-           'train']
+__all__ = ['CHECKPOINT_FORMAT', 'Args', 'check_args', 'layer_init', 'Agent', 'checkpoint_seed', 'restart_episodes', 'rng_state',
+           'set_rng_state', 'save_checkpoint', 'load_checkpoint', 'check_resume', 'load_agent', 'MetricsLog', 'Rollout',
+           'collect_rollout', 'compute_gae', 'ppo_loss', 'update_policy', 'train']
 
 # %% ../nbs/60_ppo.ipynb #e5235143
 import numpy as np
@@ -30,7 +28,10 @@ import torch.optim as optim
 from torch.distributions.categorical import Categorical
 
 # %% ../nbs/60_ppo.ipynb #0cb97c4c
-from .env import EnvConfig, make_vector_env
+from .env import EnvConfig, check_env_config, make_vector_env
+from .env import is_int as _is_int
+from .env import is_num as _is_num
+from .env import require as _require
 
 # %% ../nbs/60_ppo.ipynb #c99e31e6
 @dataclass
@@ -88,36 +89,6 @@ class Args:
         return f"{self.exp_name}-{self.seed}"
 
 # %% ../nbs/60_ppo.ipynb #ppochk01
-def _require(ok: bool, flag: str, what: str, value):
-    "Raise a one-line `ValueError` that names the flag (`--num-envs`) and what its value must be."
-    if not ok:
-        raise ValueError(f"--{flag.replace('_', '-')} must be {what} (got {value!r})")
-
-
-def _is_int(v, low: int = 1) -> bool:
-    return isinstance(v, int) and not isinstance(v, bool) and v >= low
-
-
-def _is_num(v, low: float = -math.inf, high: float = math.inf) -> bool:
-    return isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v) and low <= v <= high
-
-
-def check_env_config(env: EnvConfig):
-    "Refuse environment settings no episode can run with, naming `--env.FIELD`."
-    for k in ("horizon", "max_attempts", "max_queue", "text_dim", "max_expert_failures"):
-        _require(_is_int(getattr(env, k)), f"env.{k}", "an integer of at least 1", getattr(env, k))
-    for k in ("reorder", "seed_offset"):
-        _require(_is_int(getattr(env, k), 0), f"env.{k}", "an integer of at least 0", getattr(env, k))
-    for k in ("cost_weight", "failure_penalty", "success_bonus", "quality_weight"):
-        _require(_is_num(getattr(env, k)), f"env.{k}", "a finite number", getattr(env, k))
-    _require(_is_num(env.fidelity_min, 0, 1), "env.fidelity_min", "a number in [0, 1]", env.fidelity_min)
-    _require(_is_num(env.critic_error_scale, 0), "env.critic_error_scale", "a finite number of at least 0", env.critic_error_scale)
-    _require(_is_int(env.image_size, 16) and env.image_size <= 1024, "env.image_size", "an integer in [16, 1024]", env.image_size)
-    _require(env.obs_mode in ("full", "paper"), "env.obs_mode", "'full' or 'paper'", env.obs_mode)
-    _require(env.initial_command in ("decomposed", "prompt"), "env.initial_command", "'decomposed' or 'prompt'", env.initial_command)
-    _require(bool(re.fullmatch(r"[\w.-]+", env.split or "")), "env.split", "a split name such as train, val or test", env.split)
-
-
 def check_args(a: Args):
     "Refuse every value `train` cannot run with (a `ValueError` naming the flag and what it must be)."
     for k in ("total_timesteps", "num_envs", "num_steps", "num_minibatches", "update_epochs", "hidden", "checkpoint_every"):

@@ -155,12 +155,13 @@ def ordinal_holds(which: str, mine: list[SceneObject], others: list[SceneObject]
     "Is `mine` the leftmost / rightmost / top / bottom / middle one among itself and `others`?"
     if not mine or not others:
         return False
-    M, O = np.array([[o.x, o.y] for o in mine], float), np.array([[o.x, o.y] for o in others], float)
+    me = np.array([[o.x, o.y] for o in mine], float)
+    rest = np.array([[o.x, o.y] for o in others], float)
     if which == "middle":
-        ax = int(np.argmax(np.ptp(O, 0))) if len(O) > 1 else None
-        return ax is not None and bool(((M[:, ax] > O[:, ax].min() + margin) & (M[:, ax] < O[:, ax].max() - margin)).all())
+        ax = int(np.argmax(np.ptp(rest, 0))) if len(rest) > 1 else None
+        return ax is not None and bool(((me[:, ax] > rest[:, ax].min() + margin) & (me[:, ax] < rest[:, ax].max() - margin)).all())
     axis, sign = {"leftmost": (0, -1), "rightmost": (0, 1), "top": (1, -1), "bottom": (1, 1)}[which]
-    return bool((sign * (M[:, None, axis] - O[None, :, axis]) > margin).all())
+    return bool((sign * (me[:, None, axis] - rest[None, :, axis]) > margin).all())
 
 # %% ../../nbs/19_shapes_evaluator.ipynb #sevchk02
 def _like(sp: dict, objects: list[SceneObject]) -> int:
