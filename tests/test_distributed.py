@@ -12,16 +12,16 @@ import pytest
 
 ray = pytest.importorskip("ray")
 
-import torch  # noqa: E402
+import torch
 
-from image_poser import distributed as dist  # noqa: E402
-from image_poser.env import EnvConfig, ImagePoserEnv, make_vector_env  # noqa: E402
-from image_poser.evaluate import load_policy, run_episode, run_jobs  # noqa: E402
-from image_poser.experts import Registry, call_expert, load_registry  # noqa: E402
-from image_poser.reproduce import run_jobs as run_train_jobs  # noqa: E402
-from image_poser.shapes.critic import ErrorModel, ShapesCritic  # noqa: E402
-from image_poser.shapes.data import load_split  # noqa: E402
-from image_poser.shapes.decompose import task_from_prompt  # noqa: E402
+from image_poser import distributed as dist
+from image_poser.env import EnvConfig, ImagePoserEnv, make_vector_env
+from image_poser.evaluate import load_policy, run_episode, run_jobs
+from image_poser.experts import Registry, call_expert
+from image_poser.reproduce import run_jobs as run_train_jobs
+from image_poser.shapes.critic import ErrorModel, ShapesCritic
+from image_poser.shapes.data import load_split
+from image_poser.shapes.decompose import task_from_prompt
 
 pytestmark = [pytest.mark.ray, pytest.mark.timeout(300)]
 ray.cloudpickle.register_pickle_by_value(sys.modules[__name__])  # Ray's workers cannot import this test module: ship its classes by value
