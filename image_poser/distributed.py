@@ -21,7 +21,7 @@ __all__ = ['LATENCY_S', 'DEFAULT_LATENCY_S', 'HOST_KEYS', 'require_ray', 'init_r
            'wait_results', 'RemoteExpert', 'check_capacity', 'remote_registry', 'release', 'RemoteError', 'Remote',
            'host', 'RemoteCritic', 'remote_critic', 'run_windowed', 'evaluate_ray', 'comparable', 'CrashingExpert',
            'CrashOnce', 'EnvWorker', 'RayVectorEnv', 'make_ray_vector_env', 'rollout', 'same_rollouts', 'run_jobs_ray',
-           'bench_distributed']
+           'makespan', 'bench_distributed']
 
 # %% ../nbs/72_distributed.ipynb #dst00005
 try:
@@ -285,10 +285,9 @@ class RemoteExpert:
     good_at: str
     hosts: list  # actor handles, one per replica
     timeout_s: float = 300.0  # longest wait for one call (a host's restart after a crash included)
-    start: int = 0  # the replica of the first call
 
     def __post_init__(self):
-        self._next = self.start
+        self._next = 0
 
     def __call__(self, command: str, image: Image.Image | None = None, *, seed: int = 0):
         host = self.hosts[self._next % len(self.hosts)]
@@ -296,9 +295,9 @@ class RemoteExpert:
         ref = host.call_expert.remote(command, encode_image(image), seed)
         return decode_image(_expert_result(ref, self.name, self.timeout_s))
 
-    def rotated(self, k: int) -> RemoteExpert:
-        "The same expert, its calls starting `k` replicas further."
-        return replace(self, start=self.start + k)
+    def pinned(self, k: int) -> RemoteExpert:
+        "The same expert, served by replica `k` (mod replicas) only."
+        return replace(self, hosts=[self.hosts[k % len(self.hosts)]])
 
 # %% ../nbs/72_distributed.ipynb #dst00028
 def _plans(source, allow_external: bool, wrap) -> list[tuple[str, Callable, tuple, dict]]:
@@ -464,11 +463,11 @@ def _run_chunk(policy: str, config: EnvConfig, records: list[dict], jobs: list, 
     return [run_episode(env, pol, records[i], s) for i, s in jobs]
 
 
-def _rotated(registry: Registry | None, k: int) -> Registry | None:
-    "`registry` with each remote expert's calls starting `k` replicas further."
+def _pinned(registry: Registry | None, k: int) -> Registry | None:
+    "`registry` with each remote expert pinned to its replica `k` (mod replicas)."
     if registry is None:
         return None
-    return Registry([e.rotated(k) if isinstance(e, RemoteExpert) else e for e in registry], registry.source)
+    return Registry([e.pinned(k) if isinstance(e, RemoteExpert) else e for e in registry], registry.source)
 
 
 def run_windowed(fn, args_list: list[tuple], max_in_flight: int, timeout_s: float, what: str, **options) -> list:
@@ -519,7 +518,7 @@ def evaluate_ray(
     size = chunk_size or max(1, math.ceil(len(jobs) / (4 * num_workers)))
     chunks = [jobs[i : i + size] for i in range(0, len(jobs), size)]
     recs = ray.put(records)
-    args = [(policy, config, recs, c, _rotated(registry, k), critic) for k, c in enumerate(chunks)]
+    args = [(policy, config, recs, c, _pinned(registry, k), critic) for k, c in enumerate(chunks)]
     opts = dict(num_cpus=num_cpus, num_gpus=num_gpus, max_retries=max_retries)
     parts = run_windowed(_run_chunk, args, num_workers, timeout_s, f"evaluating {policy}", **opts)
     return [row for part in parts for row in part]
@@ -698,7 +697,7 @@ def make_ray_vector_env(
     "`make_vector_env` on Ray: `n` environments with episode statistics and same-step autoreset, each in its own actor."
     thunks = []
     for i in range(n):
-        env_kw = dict(kw, registry=_rotated(registry, i)) if registry is not None else kw
+        env_kw = dict(kw, registry=_pinned(registry, i)) if registry is not None else kw
         thunks.append(make_env(config, None if seed is None else seed + i, **env_kw))
     return RayVectorEnv(thunks, num_cpus=num_cpus, timeout_s=timeout_s, address=address)
 
@@ -771,10 +770,18 @@ def _bench_registry(experts: tuple[str, ...], time_scale: float, layout: str, n:
         return Registry([Slowdown(time_scale)(e) for e in chosen])
     raise ValueError(f"layout must be 'hosts' or 'workers', got {layout!r}")
 
+
+def makespan(durations: list[float], n: int) -> float:
+    "Time `n` workers need for jobs of these durations, each job to the first free worker in order (as `run_windowed` does)."
+    free = [0.0] * n
+    for d in durations:
+        free[free.index(min(free))] += d
+    return max(free)
+
 # %% ../nbs/72_distributed.ipynb #dst00067
 def bench_distributed(
     actors: tuple[int, ...] = (1, 2, 4, 8),  # actor counts to measure (replicas per expert and episode tasks at once)
-    episodes: int = 16,  # timed episodes per measurement
+    episodes: int = 32,  # timed episodes per measurement
     time_scale: float = 0.25,  # latency multiplier (1: seconds per call like SDXL / FLUX on one GPU)
     policy: str = "baseline:fixed",  # the policy whose episodes are timed
     experts: tuple[str, ...] = ("frontier", "instruct"),  # the shapes experts to host (the registry the policy sees)
@@ -791,7 +798,7 @@ def bench_distributed(
     for n in actors:
         reg = _bench_registry(tuple(experts), time_scale, layout, n)
         run = dict(num_workers=n, registry=reg, num_cpus=0, chunk_size=1)
-        evaluate_ray(policy, cfg, recs, jobs[:n], **run)  # warm-up: workers started, imports done
+        evaluate_ray(policy, cfg, recs, jobs[:n], **run)  # warm-up: n workers started, imports done
         t0 = time.perf_counter()
         rows_by_n[n] = evaluate_ray(policy, cfg, recs, jobs, **run)
         wall = time.perf_counter() - t0
@@ -799,8 +806,10 @@ def bench_distributed(
             release(reg)
         per_n.append({"actors": n, "wall_s": round(wall, 3), "episodes_per_s": round(len(jobs) / wall, 3)})
     base = per_n[0]["episodes_per_s"]
+    durations = [r["wall_time_s"] for r in rows_by_n[actors[0]]]  # episode times, measured
     for p in per_n:
         p["speedup"] = round(p["episodes_per_s"] / base, 2)
+        p["ideal_speedup"] = round(makespan(durations, actors[0]) / makespan(durations, p["actors"]), 2)  # no overhead, same episodes
     first = comparable(rows_by_n[actors[0]])
     return {
         "layout": layout,
