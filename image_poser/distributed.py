@@ -8,6 +8,7 @@ Docs: https://image-poser.github.io/image_poser/distributed.html.md"""
 from __future__ import annotations
 
 import io
+import logging
 import math
 import os
 import time
@@ -57,8 +58,9 @@ def init_ray(address: str | None = None, **kw):
     "Connect to the Ray cluster at `address` or start a local one (`kw` go to `ray.init`); a running session is kept."
     ray = require_ray()
     if not ray.is_initialized():
-        if address is None:
+        if address is None:  # a local cluster: no dashboard, Ray's own log lines only for errors
             kw.setdefault("include_dashboard", False)
+            kw.setdefault("logging_level", logging.ERROR)
         ray.init(address=address, **kw)
     return ray
 
@@ -253,6 +255,12 @@ def _cause(e: Exception) -> Exception:
     "The exception a remote task raised, out of Ray's wrapper."
     return getattr(e, "cause", None) or e
 
+
+def _first_line(e: Exception, n: int = 200) -> str:
+    "The first line of an exception's message (Ray's run over many lines)."
+    lines = str(e).strip().splitlines()
+    return lines[0][:n] if lines else ""
+
 # %% ../nbs/72_distributed.ipynb #dst00026
 def _expert_result(ref, name: str, timeout_s: float):
     "The result of a host call, or ExpertError saying what went wrong."
@@ -267,11 +275,11 @@ def _expert_result(ref, name: str, timeout_s: float):
         cause = _cause(e)
         if isinstance(cause, ExpertError):
             raise ExpertError(name, cause.reason) from None
-        raise ExpertError(name, f"raised {type(cause).__name__} in its host: {str(cause)[:200]}") from None
+        raise ExpertError(name, f"raised {type(cause).__name__} in its host: {_first_line(cause)}") from None
     except rx.RayActorError as e:
         raise ExpertError(name, f"its host is gone ({type(e).__name__})") from None
     except rx.RayError as e:
-        raise ExpertError(name, f"ray: {type(e).__name__}: {str(e)[:200]}") from None
+        raise ExpertError(name, f"ray: {type(e).__name__}: {_first_line(e)}") from None
 
 
 @dataclass
@@ -363,7 +371,7 @@ def remote_registry(
         for h in (h for hs in hosts for h in hs):
             ray.kill(h)
         if isinstance(e, TimeoutError):
-            raise
+            raise TimeoutError(f"{e}; resources free now: {ray.available_resources()}") from None
         raise ValueError(f"an expert host did not start: {type(_cause(e)).__name__}: {str(_cause(e))[:300]}") from None
     fields = ("name", "kind", "cost", "max_tokens", "good_at")
     experts = [RemoteExpert(**{k: m[0][k] for k in fields}, hosts=hs, timeout_s=timeout_s) for m, hs in zip(metas, hosts)]
@@ -403,7 +411,7 @@ class Remote:
         except ray.exceptions.GetTimeoutError:
             raise RemoteError(f"{method}: no answer within {self.timeout_s:g} s") from None
         except ray.exceptions.RayError as e:
-            raise RemoteError(f"{method}: {type(_cause(e)).__name__}: {str(_cause(e))[:200]}") from None
+            raise RemoteError(f"{method}: {type(_cause(e)).__name__}: {_first_line(_cause(e))}") from None
 
 
 def host(

@@ -15,6 +15,7 @@ ray = pytest.importorskip("ray")
 import torch
 
 from image_poser import distributed as dist
+from image_poser import ppo
 from image_poser.env import EnvConfig, ImagePoserEnv, make_vector_env
 from image_poser.evaluate import load_policy, run_episode, run_jobs
 from image_poser.experts import Registry, call_expert
@@ -182,6 +183,22 @@ def test_ray_vector_env_steps_like_the_local_vector_env(local_ray):
     assert on_ray.call("action_masks")[0].dtype == bool
     sync.close()
     on_ray.close()
+
+
+def test_ppo_trains_the_same_on_ray_envs(local_ray, tmp_path, monkeypatch):
+    args = dict(total_timesteps=64, num_envs=2, num_steps=32, progress=False)
+    here = ppo.train(ppo.Args(**args, run_dir=str(tmp_path / "sync")))
+
+    def ray_envs(n, config=None, asynchronous=False, seed=None, **kw):
+        return dist.make_ray_vector_env(n, config, seed=seed, num_cpus=0.5, **kw)
+
+    monkeypatch.setattr(ppo, "make_vector_env", ray_envs)  # what `--ray-envs` would do: the sub-environments in actors
+    there = ppo.train(ppo.Args(**args, run_dir=str(tmp_path / "ray")))
+    wa = torch.load(here / "checkpoint.pt", weights_only=True)["model"]
+    wb = torch.load(there / "checkpoint.pt", weights_only=True)["model"]
+    assert all(torch.equal(wa[k], wb[k]) for k in wa)
+    episodes = [(run / "metrics.jsonl").read_text().count("episodic_return") for run in (here, there)]
+    assert episodes[0] == episodes[1] > 0  # the same episodes ended and were logged
 
 
 def test_run_jobs_ray_trains_the_same_weights(local_ray, tmp_path):
