@@ -1,7 +1,8 @@
 """Scale out on Ray (`image_poser.distributed`): the same rows as the local path, failures as events, recovery from dead hosts.
 
-Each test starts its own local Ray (`ray.init(num_cpus=2)`) and shuts it down. Skipped when Ray is not installed
-(`pip install -e ".[dev,ray]"`; `.ci/run` installs the extra).
+The tests share one local Ray (`ray.init(num_cpus=2)`), started for this file and shut down after it: a Ray start takes
+10-14 s on a loaded 2-core machine, so one per test (9 tests) put the file at 3:54. Tests release the actors they start.
+Skipped when Ray is not installed (`pip install -e ".[dev,ray]"`; `.ci/run` installs the extra).
 """
 
 import sys
@@ -47,7 +48,7 @@ replicas = 2
 """
 
 
-@pytest.fixture
+@pytest.fixture(scope="module")
 def local_ray():
     ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False)
     try:
