@@ -790,7 +790,7 @@ def makespan(durations: list[float], n: int) -> float:
 def bench_distributed(
     actors: tuple[int, ...] = (1, 2, 4, 8),  # actor counts to measure (replicas per expert and episode tasks at once)
     episodes: int = 32,  # timed episodes per measurement
-    time_scale: float = 0.5,  # latency multiplier (1: seconds per call like SDXL / FLUX on one GPU)
+    time_scale: float = 0.25,  # latency multiplier (1: seconds per call like SDXL / FLUX on one GPU)
     policy: str = "baseline:fixed",  # the policy whose episodes are timed
     experts: tuple[str, ...] = ("frontier", "instruct"),  # the shapes experts to host (the registry the policy sees)
     layout: str = "hosts",  # "hosts": experts in replicated host actors; "workers": each episode task holds its own experts
