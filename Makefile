@@ -17,7 +17,7 @@ $(STAMP): pyproject.toml
 	@if [ -x $(BIN)/python ] && [ "$$(cat $(STAMP) 2>/dev/null)" = "$(PYPROJECT_HASH)" ]; then touch $(STAMP); else \
 	  set -e; test -x $(BIN)/python || $(PYTHON) -m venv $(VENV); \
 	  $(BIN)/python -m pip install -q --upgrade pip; \
-	  $(BIN)/python -m pip install -q -e ".[dev]"; \
+	  $(BIN)/python -m pip install -q -e ".[dev,ray]"; \
 	  echo "$(PYPROJECT_HASH)" > $(STAMP); fi
 
 install: $(STAMP)

@@ -312,7 +312,7 @@ def cmd_data(
 
 @command("bench")
 def cmd_bench(
-    what: tyro.conf.Positional[Literal["world", "experts", "critic", "trainer", "env"]],  # which benchmark
+    what: tyro.conf.Positional[Literal["world", "experts", "critic", "trainer", "env", "distributed"]],  # which benchmark
     as_json: JsonFlag = False,  # print one JSON object
     quick: bool = False,  # smaller samples (about 1 minute instead of several)
     seed: int = 0,
@@ -336,7 +336,20 @@ def cmd_bench(
         res = bench.bench_critic(n_mutations=2000, n_val=100 if quick else 300, n_test=200 if quick else 500, seed=seed)
     elif what == "env":
         res = bench.bench_env(n_steps=600 if quick else 2000, seed=seed)
+    elif what == "distributed":
+        res = _bench_distributed(quick)
     print(json.dumps(res, indent=None if as_json else 2))
+
+
+def _bench_distributed(quick: bool) -> dict:
+    "Episodes per second with 1, 2, 4 (8) Ray actors hosting slow simulated experts (notebook `distributed`)."
+    from importlib.util import find_spec
+
+    if find_spec("ray") is None:
+        _fail("bench distributed needs Ray: pip install 'image_poser[ray]'")
+    from image_poser.distributed import bench_distributed
+
+    return bench_distributed(actors=(1, 2, 4) if quick else (1, 2, 4, 8), episodes=8 if quick else 32, time_scale=0.1 if quick else 0.25)
 
 # %% ../nbs/90_cli.ipynb #clieval1
 def _no_wall_times(summary: dict) -> dict:
@@ -359,6 +372,29 @@ def _eval_checks(split: str, n: int, seeds: tuple, workers: int, oracle_n: int |
     _in_range("--workers", workers, 1, MAX_WORKERS)
     _writable_dir("--out-dir", out_dir)
 
+# %% ../nbs/90_cli.ipynb #clisrc01
+def _source_checks(prompts: str | None, evaluator: str | None, stack: str | None, backend: str, address: str | None):
+    "The prompt set, judge, stack and backend of `eval`, checked before anything runs."
+    from image_poser.stack import load_stack, parse_spec
+
+    if address is not None and backend != "ray":
+        _fail("--address needs --backend ray")
+    try:
+        if prompts is not None:
+            from image_poser.benchmarks import parse_prompt_spec
+
+            parse_prompt_spec(prompts)
+        if evaluator is not None:
+            parse_spec("evaluator", evaluator)
+        if stack is not None:
+            load_stack(stack)
+    except (ValueError, OSError) as e:
+        _fail(str(e))
+    from importlib.util import find_spec
+
+    if backend == "ray" and find_spec("ray") is None:
+        _fail("--backend ray needs Ray: pip install 'image_poser[ray]'")
+
 # %% ../nbs/90_cli.ipynb #1da26214
 @command("eval")
 def cmd_eval(
@@ -372,15 +408,21 @@ def cmd_eval(
     oracle_n: int | None = None,  # with 'baselines': prompts for the (slow) oracle; default n
     registry: Path | None = None,  # expert registry (default configs/experts/shapes.toml)
     table_only: bool = False,  # with 'baselines': only rebuild baselines.md from the JSON summaries already in out_dir
+    prompts: str | None = None,  # another prompt set instead of the split: geneval:FILE, t2i-compbench:DIR, dpg:FILE, longbench:FILE
+    evaluator: str | None = None,  # the judge: shapes, vqa:vlm:PATH, vqa:http:URL#MODEL (default: the stack's, else shapes)
+    stack: str | None = None,  # a stack (configs/stacks/<name>.toml or a path): its experts, critic, decomposer and evaluator
+    backend: Literal["local", "ray"] = "local",  # worker processes here, or Ray tasks (pip install 'image_poser[ray]')
+    address: str | None = None,  # with --backend ray: 'auto', 'ray://HEAD:10001' (default: a local Ray)
 ) -> None:
-    "Evaluate a policy on a split with the independent Evaluator; writes results under paper/results/."
+    "Evaluate a policy on a split (or a benchmark's prompts) with the independent Evaluator; writes results under paper/results/."
     from image_poser.baselines import baseline_names
     from image_poser.env import EnvConfig
     from image_poser.evaluate import CheckpointPolicy, evaluate, gallery, results_table, write_results
     from image_poser.shapes.data import load_split
 
-    cfg = EnvConfig(registry=str(registry) if registry else None)
+    cfg = EnvConfig(registry=str(registry) if registry else None, stack=stack)
     _eval_checks(split, n, seeds, workers, oracle_n, out_dir, cfg)
+    _source_checks(prompts, evaluator, stack, backend, address)
     reg = _registry("--registry", registry)
     names = baseline_names(reg) if policy == "baselines" else [policy]
     policies = {name: _policy(name, reg, cfg, explicit_registry=registry is not None) for name in names}
@@ -395,11 +437,13 @@ def cmd_eval(
         labels = {}  # only the table is rebuilt
     for name, label in labels.items():
         m = oracle_n if (name.endswith("oracle") and oracle_n) else n
-        rows, summ = evaluate(name, split, m, tuple(seeds), cfg, workers=workers)
+        kw = dict(workers=workers, evaluator=evaluator, prompts=prompts, backend=backend, address=address)
+        rows, summ = evaluate(name, split, m, tuple(seeds), cfg, **kw)
         summ = _no_wall_times(summ)
         write_results(label, rows, summ, out_dir)
         summaries[label] = summ
-        gallery(name, load_split(split, cfg.data_dir, n=3), out_dir / f"gallery_{label.replace(':', '_')}.png", cfg)
+        if prompts is None:
+            gallery(name, load_split(split, cfg.data_dir, n=3), out_dir / f"gallery_{label.replace(':', '_')}.png", cfg)
         if not as_json:
             print(
                 f"{label}: alignment {summ['alignment']['mean']:.3f}, full success {summ['full_success']['mean']:.3f}, cost {summ['cost']['mean']:.2f}",
@@ -525,6 +569,8 @@ def cmd_reproduce(
     run_dir: Path | None = None,  # training runs (default runs/reproduce-<profile>/; finished identical runs are reused)
     workers: int | None = None,  # parallel processes (default: the profile's, 2)
     report_only: bool = False,  # only rewrite README.md from the JSON results a finished run left in --out
+    backend: Literal["local", "ray"] = "local",  # training runs and test evaluations as local processes or Ray tasks
+    address: str | None = None,  # with --backend ray: 'auto', 'ray://HEAD:10001' (default: a local Ray)
 ) -> None:
     "Regenerate the report: train PPO and DQN, evaluate them next to every baseline, run the ablations, draw the figures, write README.md."
     from image_poser.reproduce import PROFILES, reproduce
@@ -536,8 +582,9 @@ def cmd_reproduce(
     for flag, path in (("--out", out), ("--run-dir", run_dir)):
         if path is not None:
             _writable_dir(flag, path)
+    _source_checks(None, None, None, backend, address)
     try:
-        reproduce(p, out, run_dir, report_only=report_only)
+        reproduce(replace(p, backend=backend, address=address), out, run_dir, report_only=report_only)
     except FileNotFoundError as e:
         _fail(str(e))
 

@@ -17,12 +17,12 @@ from pathlib import Path
 from typing import Any, Callable
 
 # %% auto #0
-__all__ = ['LATENCY_S', 'DEFAULT_LATENCY_S', 'HOST_KEYS', 'require_ray', 'init_ray', 'encode_image', 'decode_image', 'SlowExpert',
-           'Slowdown', 'registry_entries', 'split_entry', 'build_expert', 'Host', 'ExpertHost', 'start_host',
-           'wait_results', 'RemoteExpert', 'check_capacity', 'remote_registry', 'release', 'RemoteError', 'Remote',
-           'host', 'RemoteCritic', 'remote_critic', 'run_windowed', 'evaluate_ray', 'comparable', 'CrashingExpert',
-           'CrashOnce', 'EnvWorker', 'RayVectorEnv', 'make_ray_vector_env', 'rollout', 'same_rollouts', 'run_jobs_ray',
-           'makespan', 'bench_distributed']
+__all__ = ['LATENCY_S', 'DEFAULT_LATENCY_S', 'HOST_KEYS', 'require_ray', 'init_ray', 'WirePicture', 'encode_image',
+           'decode_image', 'SlowExpert', 'Slowdown', 'registry_entries', 'split_entry', 'build_expert', 'Host',
+           'ExpertHost', 'start_host', 'wait_results', 'RemoteExpert', 'check_capacity', 'remote_registry', 'release',
+           'RemoteError', 'Remote', 'host', 'RemoteCritic', 'remote_critic', 'run_windowed', 'evaluate_ray',
+           'comparable', 'CrashingExpert', 'CrashOnce', 'EnvWorker', 'RayVectorEnv', 'make_ray_vector_env', 'rollout',
+           'same_rollouts', 'run_jobs_ray', 'makespan', 'bench_distributed']
 
 # %% ../nbs/72_distributed.ipynb #dst00005
 try:
@@ -75,21 +75,30 @@ def _remote(obj):
     return _REMOTE[obj]
 
 # %% ../nbs/72_distributed.ipynb #dst00013
-def encode_image(img: Image.Image | np.ndarray | None) -> bytes | np.ndarray | None:
-    "A picture as PNG bytes (arrays and None unchanged)."
+@dataclass
+class WirePicture:
+    "A picture crossing a process boundary: PNG bytes, plus what it carries under `image_poser.*` keys (the shapes world's truth)."
+
+    png: bytes
+    info: dict
+
+
+def encode_image(img: Image.Image | np.ndarray | None) -> WirePicture | np.ndarray | None:
+    "A picture as PNG bytes with its `image_poser.*` metadata (arrays and None unchanged)."
     if not isinstance(img, Image.Image):
         return img
     buf = io.BytesIO()
     img.save(buf, format="PNG")
-    return buf.getvalue()
+    return WirePicture(buf.getvalue(), {k: v for k, v in img.info.items() if str(k).startswith("image_poser.")})
 
 
-def decode_image(data: bytes | np.ndarray | None) -> Image.Image | np.ndarray | None:
-    "The picture `encode_image` wrote (arrays and None unchanged)."
-    if not isinstance(data, bytes):
+def decode_image(data: WirePicture | bytes | np.ndarray | None) -> Image.Image | np.ndarray | None:
+    "The picture `encode_image` wrote, its metadata restored (plain PNG bytes are read too; arrays and None unchanged)."
+    if not isinstance(data, (WirePicture, bytes)):
         return data
-    img = Image.open(io.BytesIO(data))
+    img = Image.open(io.BytesIO(data.png if isinstance(data, WirePicture) else data))
     img.load()
+    img.info.update(data.info if isinstance(data, WirePicture) else {})
     return img
 
 # %% ../nbs/72_distributed.ipynb #dst00016
@@ -745,14 +754,14 @@ _RESOURCE_KEYS = ("num_cpus", "num_gpus", "memory", "resources")
 
 
 def run_jobs_ray(
-    jobs: list[tuple[str, dict]],  # training jobs, as `reproduce.run_jobs` takes them
+    jobs: list[tuple[str, dict]],  # training jobs, as `tune.run_jobs` takes them
     resources: dict | list[dict] | None = None,  # Ray resources per job: one dict for all, or one per job (default {"num_cpus": 1})
     address: str | None = None,
     max_retries: int = 1,  # retrains of a job whose worker died
     timeout_s: float = 7 * 24 * 3600.0,  # fail when no job finishes for this long
 ) -> list[dict]:
-    "`reproduce.run_jobs` with each job a Ray task holding its declared resources; the same return value."
-    from image_poser.reproduce import train_job
+    "`tune.run_jobs` with each job a Ray task holding its declared resources; the same return value."
+    from image_poser.tune import train_job
 
     init_ray(address)
     per_job = resources if isinstance(resources, list) else [resources or {"num_cpus": 1}] * len(jobs)

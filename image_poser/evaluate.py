@@ -16,6 +16,7 @@ import zlib
 from concurrent.futures import ProcessPoolExecutor, as_completed
 from dataclasses import replace
 from pathlib import Path
+from typing import Literal
 
 # %% auto #0
 __all__ = ['METRICS', 'episode_seed', 'evaluation_task', 'run_episode', 'bootstrap_ci', 'cell_means', 'cluster_ci', 'paired_ci',
@@ -294,12 +295,14 @@ def evaluate(
     records: list[dict] | None = None,
     evaluator: str | None = None,
     prompts: str | None = None,
+    backend: Literal["local", "ray"] = "local",
+    address: str | None = None,
 ) -> tuple[list[dict], dict]:
     """Run `policy` (a baseline name or a checkpoint) on the first `n` prompts of `split` (or of the prompt set `prompts`, e.g.
     `geneval:FILE`) for every seed, scored by `evaluator` (a spec; default: the stack's, else the shapes world's); returns (rows, summary)."""
     cfg = replace(config or EnvConfig(), split=split)
     recs = records if records is not None else _records(prompts, split, cfg, n)
-    return evaluate_many([policy], recs, seeds, cfg, workers, evaluator)[policy]
+    return evaluate_many([policy], recs, seeds, cfg, workers, evaluator, backend=backend, address=address)[policy]
 
 # %% ../nbs/55_evaluate.ipynb #evmany01
 def _pool_map(args: list[tuple], workers: int, desc: str | None = None) -> list:
@@ -331,19 +334,35 @@ def evaluate_many(
     workers: int = 1,
     evaluator: str | None = None,
     desc: str | None = None,
+    backend: Literal["local", "ray"] = "local",
+    address: str | None = None,
 ) -> dict[str, tuple[list[dict], dict]]:
-    "policy -> (rows, summary) of several policies on the same records and seeds, sharing one pool of workers."
+    """policy -> (rows, summary) of several policies on the same records and seeds, sharing one pool of local workers, or as Ray
+    tasks (`backend="ray"`, on the cluster at `address`, default a local one; notebook `distributed`). Same rows either way."""
     cfg = config or EnvConfig()
     jobs = [(i, s) for s in seeds for i in range(len(records))]
+    if backend == "ray":
+        return {p: _summarized(_ray_rows(p, cfg, records, jobs, workers, evaluator, address)) for p in policies}
     k = max(1, workers)
     args = [(p, cfg, records, jobs[j::k], evaluator) for p in policies for j in range(k) if jobs[j::k]]
     parts = _pool_map(args, workers, desc)
     out = {}
     for p in policies:
-        rows = [r for a, part in zip(args, parts) if a[0] == p for r in part]
-        rows.sort(key=lambda r: (r["seed"], str(r["id"])))
-        out[p] = (rows, summarize(rows))
+        out[p] = _summarized([r for a, part in zip(args, parts) if a[0] == p for r in part])
     return out
+
+
+def _summarized(rows: list[dict]) -> tuple[list[dict], dict]:
+    rows.sort(key=lambda r: (r["seed"], str(r["id"])))
+    return rows, summarize(rows)
+
+
+def _ray_rows(policy, cfg, records, jobs, workers, evaluator, address) -> list[dict]:
+    from image_poser.distributed import evaluate_ray
+
+    if evaluator is not None:
+        raise ValueError("backend='ray' scores with the stack's Evaluator; an evaluator spec is for the local backend")
+    return evaluate_ray(policy, cfg, records, jobs, address=address, num_workers=workers if workers > 1 else None)
 
 # %% ../nbs/55_evaluate.ipynb #8d6911a0
 def write_results(name: str, rows: list[dict], summary: dict, out_dir: str | Path = "paper/results") -> dict[str, Path]:

@@ -18,10 +18,11 @@ from pathlib import Path
 from typing import Annotated, Any, Literal, Protocol, runtime_checkable
 
 # %% auto #0
-__all__ = ['ExpertKind', 'Prob', 'Cost', 'NAME_MAX_LEN', 'CLASS_ALIASES', 'SAFE_LOAD_KWARGS', 'MAX_REGISTRY_BYTES', 'MAX_NESTING',
-           'MAX_EXPERTS', 'Expert', 'ExpertError', 'ExpertResult', 'validate_output', 'call_expert', 'count_tokens',
-           'truncate_tokens', 'ExpertEntry', 'code_loading', 'resolve_class', 'describe_errors', 'build_expert',
-           'Registry', 'nesting_depth', 'read_toml', 'load_entry', 'load_registry', 'default_registry_path']
+__all__ = ['ExpertKind', 'Prob', 'Cost', 'NAME_MAX_LEN', 'PLACEMENT_KEYS', 'CLASS_ALIASES', 'SAFE_LOAD_KWARGS',
+           'MAX_REGISTRY_BYTES', 'MAX_NESTING', 'MAX_EXPERTS', 'Expert', 'ExpertError', 'ExpertResult',
+           'validate_output', 'call_expert', 'count_tokens', 'truncate_tokens', 'ExpertEntry', 'code_loading',
+           'resolve_class', 'describe_errors', 'build_expert', 'Registry', 'nesting_depth', 'read_toml', 'load_entry',
+           'load_registry', 'default_registry_path']
 
 # %% ../nbs/01_experts.ipynb #724e6a25
 try:
@@ -156,6 +157,9 @@ NAME_MAX_LEN = 64
 _NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._+-]*")
 
 
+PLACEMENT_KEYS = ("num_cpus", "num_gpus", "replicas")  # where an expert runs on a cluster, not how it is built
+
+
 class ExpertEntry(BaseModel):
     "The fields every `[[experts]]` table shares (the rest are the expert class's own parameters)."
 
@@ -166,6 +170,10 @@ class ExpertEntry(BaseModel):
     cost: Cost | None = None  # None: the class's default
     max_tokens: Annotated[int, Field(ge=1, le=1_000_000)] | None = None
     good_at: Annotated[str, Field(max_length=500)] | None = None
+    # placement on a Ray cluster (read by `distributed.remote_registry`; ignored when the registry is used locally)
+    num_cpus: Annotated[float, Field(ge=0, le=1024, allow_inf_nan=False)] | None = None
+    num_gpus: Annotated[float, Field(ge=0, le=64, allow_inf_nan=False)] | None = None
+    replicas: Annotated[int, Field(ge=1, le=64)] | None = None
 
     @field_validator("name")
     @classmethod
@@ -380,7 +388,7 @@ def load_entry(ent: dict, where: str, allow_external: bool = False):
         cls = resolve_class(entry.class_, allow_external)
     except ValueError as e:
         raise ValueError(f"{where}: field 'class': {e}") from None
-    expert = build_expert(cls, {k: v for k, v in ent.items() if k != "class"}, where)
+    expert = build_expert(cls, {k: v for k, v in ent.items() if k not in ("class", *PLACEMENT_KEYS)}, where)
     if not isinstance(expert, Expert) or getattr(expert, "kind", None) not in ("t2i", "i2i"):
         raise ValueError(f"{where}: {cls.__name__} is not an Expert (name, kind 't2i' or 'i2i', cost, max_tokens, good_at, __call__)")
     return expert

@@ -58,6 +58,8 @@ class Profile:
     gallery_n: int = 3  # prompts per trajectory gallery
     ablation_groups: tuple[str, ...] = ()  # the ablation groups to run (empty: all)
     workers: int = 2  # parallel processes (one core each)
+    backend: str = "local"  # "ray": training runs and test evaluations as Ray tasks (tuning stays local)
+    address: str | None = None  # the Ray cluster (default: a local one)
 
 # %% ../nbs/75_reproduce.ipynb #ac8c33b1
 PROFILES = {
@@ -226,7 +228,10 @@ def evaluate_methods(
         group = {k: v for k, v in todo.items() if v[1] == n}
         t0 = time.perf_counter()
         specs = list(dict.fromkeys(sp for v in group.values() for sp in v[0]))
-        res = evaluate_many(specs, load_split("test", n=n), seeds, cfg, profile.workers, desc=f"{len(group)} methods x {n} prompts")
+        desc = f"{len(group)} methods x {n} prompts"
+        res = evaluate_many(
+            specs, load_split("test", n=n), seeds, cfg, profile.workers, desc=desc, backend=profile.backend, address=profile.address
+        )
         for name, (sp, _, stamp) in group.items():
             rows[name] = _pool_rows(sp, res)
             summaries[name] = summarize(rows[name])
@@ -648,11 +653,20 @@ def plot_ablations(abl: dict[str, dict], path: str | Path) -> Path:
     return path
 
 # %% ../nbs/75_reproduce.ipynb #rpmain01
+def _train_all(jobs: list, p: Profile) -> list[dict]:
+    "Training jobs as local processes, or as Ray tasks of one CPU each (notebook `distributed`)."
+    if p.backend == "ray":
+        from image_poser.distributed import run_jobs_ray
+
+        return run_jobs_ray(jobs, {"num_cpus": 1}, address=p.address)
+    return run_jobs(jobs, p.workers, desc="training")
+
+
 def stage_train(p: Profile, ppo_t: dict, runs: Path, log=print) -> tuple[list, list, list, list]:
     "Train (or reuse) the main runs and the ablation runs: (jobs, their runs, the ablations, their runs)."
     jobs, abl_jobs, variants = training_jobs(p, ppo_t.get("chosen_overrides", {}), runs)
     log(f"  {len(jobs)} runs and {len(abl_jobs)} ablation runs, {p.workers} at a time, in {runs}/")
-    done = run_jobs(jobs + abl_jobs, p.workers, desc="training")
+    done = _train_all(jobs + abl_jobs, p)
     for d in done:
         log(f"  {Path(d['run']).name}: {'reused' if d['reused'] else 'trained'} ({d['train_s']:.0f} s)")
     return jobs, done[: len(jobs)], variants, done[len(jobs) :]

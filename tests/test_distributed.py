@@ -20,10 +20,10 @@ from image_poser import ppo
 from image_poser.env import EnvConfig, ImagePoserEnv, make_vector_env
 from image_poser.evaluate import load_policy, run_episode, run_jobs
 from image_poser.experts import Registry, call_expert
-from image_poser.reproduce import run_jobs as run_train_jobs
 from image_poser.shapes.critic import ErrorModel, ShapesCritic
 from image_poser.shapes.data import load_split
 from image_poser.shapes.decompose import task_from_prompt
+from image_poser.tune import run_jobs as run_train_jobs
 
 pytestmark = [pytest.mark.ray, pytest.mark.timeout(300)]
 ray.cloudpickle.register_pickle_by_value(sys.modules[__name__])  # Ray's workers cannot import this test module: ship its classes by value
@@ -225,3 +225,15 @@ def test_bench_distributed_reports_a_curve_with_equal_rows(local_ray):
     with pytest.raises(ValueError, match="layout"):
         dist.bench_distributed(actors=(1,), episodes=1, layout="cluster")
     assert np.isfinite(res["calls_per_episode"])
+
+
+def test_evaluate_backend_ray_gives_the_same_summary(local_ray):
+    "`evaluate(..., backend='ray')` (what `image-poser eval --backend ray` runs): the same summary bytes as the local path."
+    import json
+
+    from image_poser.evaluate import evaluate
+
+    cfg = EnvConfig(split="val")
+    _, local = evaluate("fixed", "val", n=4, seeds=(0, 1), config=cfg)
+    _, remote = evaluate("fixed", "val", n=4, seeds=(0, 1), config=cfg, backend="ray", workers=2)
+    assert json.dumps(local) == json.dumps(remote)

@@ -5,6 +5,7 @@ The sweep writes each bad file, loads it, and asserts a plain `ValueError` (not 
 """
 
 from dataclasses import dataclass
+from pathlib import Path
 
 import pytest
 
@@ -263,3 +264,15 @@ def test_custom_pipeline_needs_trust_in_python_too():
         DiffusersExpert(name="x", model="m", load_kwargs={"custom_pipeline": "/tmp/evil"})
     with pytest.raises(ValueError, match="trust_remote_code"):
         DiffusersExpert(name="x", model="m", pipeline="inpaint", locator="os.system")
+
+
+def test_placement_keys_load_locally_and_are_validated(tmp_path):
+    "num_cpus / num_gpus / replicas place an expert on a Ray cluster; a local load ignores them, bad values are refused."
+    src = Path("configs/experts/shapes.toml").read_text()
+    p = tmp_path / "r.toml"
+    p.write_text(src.replace('name = "frontier"\n', 'name = "frontier"\nnum_gpus = 1\nnum_cpus = 2\nreplicas = 2\n', 1))
+    assert "frontier" in load_registry(p).names
+    for bad in ("replicas = 0", "num_gpus = -1", 'num_cpus = "two"'):
+        p.write_text(src.replace('name = "frontier"\n', f'name = "frontier"\n{bad}\n', 1))
+        with pytest.raises(ValueError, match="frontier"):
+            load_registry(p)
