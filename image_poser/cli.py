@@ -411,6 +411,8 @@ def cmd_eval(
     prompts: str | None = None,  # another prompt set instead of the split: geneval:FILE, t2i-compbench:DIR, dpg:FILE, longbench:FILE
     evaluator: str | None = None,  # the judge: shapes, vqa:vlm:PATH, vqa:http:URL#MODEL (default: the stack's, else shapes)
     stack: str | None = None,  # a stack (configs/stacks/<name>.toml or a path): its experts, critic, decomposer and evaluator
+    critic: str | None = None,  # shapes | vlm:PATH_OR_ID | http:BASE_URL#MODEL (default: the stack's, else shapes)
+    decomposer: str | None = None,  # grammar | rule | llm:local:PATH | llm:http:BASE_URL#MODEL (default: the stack's, else grammar)
     backend: Literal["local", "ray"] = "local",  # worker processes here, or Ray tasks (pip install 'image_poser[ray]')
     address: str | None = None,  # with --backend ray: 'auto', 'ray://HEAD:10001' (default: a local Ray)
 ) -> None:
@@ -420,7 +422,10 @@ def cmd_eval(
     from image_poser.evaluate import CheckpointPolicy, evaluate, gallery, results_table, write_results
     from image_poser.shapes.data import load_split
 
-    cfg = EnvConfig(registry=str(registry) if registry else None, stack=stack)
+    try:
+        cfg = EnvConfig(registry=str(registry) if registry else None, stack=stack, critic=critic, decomposer=decomposer)
+    except ValueError as e:
+        _fail(str(e))
     _eval_checks(split, n, seeds, workers, oracle_n, out_dir, cfg)
     _source_checks(prompts, evaluator, stack, backend, address)
     reg = _registry("--registry", registry)
@@ -466,7 +471,7 @@ def _prompt_problems(prompt: str, env) -> list[str]:
     except ValueError as e:
         return [str(e)]
     problems = [str(p) for p in task.meta.get("problems") or []]
-    if not task.requirements:
+    if not task.requirements and not any(p.startswith("nothing to draw") for p in problems):
         unread = "; ".join(map(str, task.meta.get("unparsed") or []))
         problems.append(
             "nothing to draw: no shape, colour or background was understood" + (f" (not understood: {unread})" if unread else "")
@@ -474,10 +479,24 @@ def _prompt_problems(prompt: str, env) -> list[str]:
     return problems
 
 
+def _shipped_policy() -> tuple[str, str | None]:
+    "The trained PPO checkpoint `reproduce` ships (paper/checkpoints/ppo.pt) if it fits this package, else the fixed pipeline and why."
+    from image_poser.core import find_path
+    from image_poser.env import EnvConfig, ImagePoserEnv
+    from image_poser.evaluate import CheckpointPolicy
+
+    try:
+        pol = CheckpointPolicy(find_path("paper/checkpoints/ppo.pt"))
+        pol.check_env(ImagePoserEnv(replace(EnvConfig(), **pol.env_overrides), records=[]))
+        return str(pol.path), None
+    except (FileNotFoundError, ValueError) as e:
+        return "baseline:fixed", f"no usable paper/checkpoints/ppo.pt ({e}): ran baseline:fixed"
+
+
 @command("run")
 def cmd_run(
     prompt: tyro.conf.Positional[str],  # the prompt
-    policy: str = "baseline:greedy",  # a baseline ('baseline:NAME') or a checkpoint (file or run folder)
+    policy: str | None = None,  # a checkpoint (file or run folder) or a baseline ('baseline:NAME'); default: the shipped PPO checkpoint
     output: Annotated[Path, tyro.conf.arg(aliases=["-o"])] = Path("runs/prompt"),  # output folder
     seed: int = 0,
     force: bool = False,  # run a prompt even when the decomposer reports problems with it
@@ -490,11 +509,12 @@ def cmd_run(
     _seed("--seed", seed)
     _writable_dir("--output", output)
     cfg = EnvConfig()
+    policy, note = (policy, None) if policy else _shipped_policy()
     pol = _policy(policy, _registry("the default registry", cfg.registry), cfg)
     problems = _prompt_problems(prompt, ImagePoserEnv(replace(cfg, **pol.env_overrides), records=[]))
     if problems and not force:
         _fail(f"the prompt has problems: {'; '.join(problems)} (fix the prompt, or run it anyway with --force)")
-    res = run_prompt(prompt, policy, output, seed)
+    res = run_prompt(prompt, policy, output, seed) | {"policy": policy} | ({"note": note} if note else {})
     print(json.dumps(res, indent=1))
 
 # %% ../nbs/90_cli.ipynb #clitrn01

@@ -31,7 +31,7 @@ from .experts import Registry, call_expert, count_tokens, load_registry
 from .shapes.critic import ErrorModel, ShapesCritic
 from .shapes.data import load_split
 from .shapes.decompose import GrammarDecomposer
-from .stack import build_critic, build_decomposer, build_records, build_registry, is_shapes_world, load_stack
+from .stack import build_critic, build_decomposer, build_records, build_registry, is_shapes_world, load_stack, parse_spec
 
 # %% ../nbs/40_env.ipynb #31a08bfb
 class HashingEncoder:
@@ -101,6 +101,8 @@ class EnvConfig:
     image_size: int = 128  # side of the pictures experts must return
     seed_offset: int = 0  # added to every episode's expert seed
     stack: str | None = None  # a stack (configs/stacks/<name>.toml or a path): its registry, critic, decomposer and prompts
+    critic: str | None = None  # shapes | vlm:PATH_OR_ID | http:BASE_URL#MODEL (default: the stack's, else shapes)
+    decomposer: str | None = None  # grammar | rule | llm:local:PATH | llm:http:BASE_URL#MODEL (default: the stack's, else grammar)
 
     def __post_init__(self):
         check_env_config(self)
@@ -120,6 +122,9 @@ def check_env_config(env: EnvConfig):
     require(env.obs_mode in ("full", "paper"), "env.obs_mode", "'full' or 'paper'", env.obs_mode)
     require(env.initial_command in ("decomposed", "prompt"), "env.initial_command", "'decomposed' or 'prompt'", env.initial_command)
     require(bool(re.fullmatch(r"[\w.-]+", env.split or "")), "env.split", "a split name such as train, val or test", env.split)
+    for k in ("critic", "decomposer"):
+        if getattr(env, k) is not None:
+            parse_spec(k, getattr(env, k))  # a ValueError naming the spec's problem
 
 # %% ../nbs/40_env.ipynb #obslay01
 @dataclass(frozen=True)
@@ -249,16 +254,17 @@ def obs_dim(self: ImagePoserEnv) -> int:
 
 @patch
 def _from_stack(self: ImagePoserEnv, registry, critic, decomposer, records):
-    "The stack's registry, critic, decomposer and prompts for whatever the caller did not pass (nothing without `cfg.stack`)."
-    if self.cfg.stack is None:
+    "For whatever the caller did not pass: `cfg.critic` / `cfg.decomposer` if set, else the stack's (nothing without either)."
+    s = load_stack(self.cfg.stack) if self.cfg.stack is not None else None
+    key = s.api_key_env if s is not None else None
+    if critic is None and (self.cfg.critic or s is not None):
+        critic = build_critic(self.cfg.critic or s.critic, self.cfg.critic_error_scale, 0, key)
+    if decomposer is None and (self.cfg.decomposer or s is not None):
+        decomposer = build_decomposer(self.cfg.decomposer or s.decomposer, key)
+    if s is None:
         return registry, critic, decomposer, records
-    s = load_stack(self.cfg.stack)
     if registry is None:
         registry = build_registry(s.registry)
-    if critic is None:
-        critic = build_critic(s.critic, self.cfg.critic_error_scale, 0, s.api_key_env)
-    if decomposer is None:
-        decomposer = build_decomposer(s.decomposer, s.api_key_env)
     if (
         records is None and s.prompts and not s.prompts.startswith("split:")
     ):  # the shapes splits come from `cfg.split` (never test by accident)

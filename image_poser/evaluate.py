@@ -230,7 +230,8 @@ def judge_for(config: EnvConfig, evaluator: str | None = None):
 def run_jobs(policy: str, config: EnvConfig, records: list[dict], jobs: list[tuple[int, int]], evaluator: str | None = None) -> list[dict]:
     "The rows of episodes `jobs` = (record index, seed) of `policy` (a baseline name or a checkpoint); each row depends on its job only."
     pol = load_policy(policy)
-    env = ImagePoserEnv(replace(config, **pol.env_overrides), records=records)
+    mdp = {k: v for k, v in pol.env_overrides.items() if not (k in ("critic", "decomposer") and getattr(config, k) is not None)}
+    env = ImagePoserEnv(replace(config, **mdp), records=records)  # the policy's own MDP; a critic or decomposer asked for wins
     problem = None if isinstance(pol, CheckpointPolicy) else spec_problem(policy, env.registry)
     if problem:
         raise ValueError(f"{policy}: {problem}")
