@@ -8,12 +8,12 @@ Docs: https://image-poser.github.io/image_poser/bench.html.md"""
 from __future__ import annotations
 
 import cProfile
-import io
 import json
 import os
 import pstats
 import time
 from collections import Counter
+from dataclasses import replace
 from pathlib import Path
 
 # %% auto #0
@@ -37,7 +37,7 @@ from .shapes.decompose import GrammarDecomposer, requirements, task_from_prompt
 from .shapes.evaluator import critic_vs_evaluator
 from .shapes.experts import measure_skills, skills_markdown
 from .shapes.parse import canonical
-from .shapes.perception import _f1, check, perceive, perception_scores
+from .shapes.perception import _f1, check, compiled_perception, perceive, perception_scores
 from image_poser.shapes.scene import (
     BACKGROUNDS,
     COLORS,
@@ -260,31 +260,46 @@ def _picture_ms(n: int = 50, seed: int = 0) -> dict:
     t2 = time.process_time()
     return {"render_ms": round(1000 * (t1 - t0) / n, 3), "perceive_ms": round(1000 * (t2 - t1) / n, 3)}
 
+# %% ../nbs/70_bench.ipynb #bnenv005
+def _profile_top(pr: cProfile.Profile, n_steps: int, top: int = 20) -> list[dict]:
+    "The `top` functions by own time of a profile, as {function, ms_per_step (own time), cum_ms_per_step, calls_per_step}."
+    st = pstats.Stats(pr)
+    rows = []
+    for (path, line, name), (cc, nc, tt, ct, callers) in st.stats.items():
+        where = f"{Path(path).stem}:{line}({name})" if line else name
+        rows.append(
+            {"function": where, "ms_per_step": 1000 * tt / n_steps, "cum_ms_per_step": 1000 * ct / n_steps, "calls_per_step": nc / n_steps}
+        )
+    rows.sort(key=lambda r: -r["ms_per_step"])
+    return [{k: round(v, 4) if isinstance(v, float) else v for k, v in r.items()} for r in rows[:top]]
+
 # %% ../nbs/70_bench.ipynb #bnenv004
-def bench_env(n_steps: int = 2000, config: EnvConfig | None = None, seed: int = 0, profile: bool = False, warmup: int = 200) -> dict:
-    "Steps per second of the environment with random valid actions, where the time goes, and (with `profile`) the top functions."
+def bench_env(
+    n_steps: int = 2000, config: EnvConfig | None = None, seed: int = 0, profile: bool = True, warmup: int = 200, profile_steps: int = 500
+) -> dict:
+    """Steps per second of the environment with random valid actions, where the time goes, and (with `profile`) the top
+    functions of a separate profiled run of `profile_steps` steps (so the profiler does not slow the timed run)."""
     env = ImagePoserEnv(config)
     rng = np.random.default_rng(seed)
     _random_steps(env, warmup, rng, seed)
     timer = _Timer()
     for name, attr in (("experts", "_call"), ("critic", "_critique"), ("observation", "_obs")):
         setattr(env, attr, timer.wrap(name, getattr(env, attr)))
-    pr = cProfile.Profile() if profile else None
-    if pr:
-        pr.enable()
     t0, c0 = time.perf_counter(), time.process_time()
     _random_steps(env, n_steps, rng, seed + 1)
     wall, cpu = time.perf_counter() - t0, time.process_time() - c0
-    if pr:
-        pr.disable()
     split = {k: round(1000 * v / n_steps, 3) for k, v in timer.s.items()}
     split["other"] = round(1000 * cpu / n_steps - sum(split.values()), 3)
     out = {"steps_per_s": round(n_steps / wall, 1), "steps_per_cpu_s": round(n_steps / cpu, 1), "ms_per_step": split, "n_steps": n_steps}
     out |= _picture_ms(seed=seed)
-    if pr:
-        s = io.StringIO()
-        pstats.Stats(pr, stream=s).sort_stats("tottime").print_stats(15)
-        out["profile"] = s.getvalue()
+    out["perception"] = "compiled" if compiled_perception() else "numpy"
+    if profile and profile_steps > 0:
+        pr = cProfile.Profile()
+        pr.enable()
+        _random_steps(env, profile_steps, rng, seed + 2)
+        pr.disable()
+        out["profile_steps"] = profile_steps
+        out["profile"] = _profile_top(pr, profile_steps)  # own time per step under the profiler (which slows Python code more than NumPy)
     return out
 
 # %% ../nbs/70_bench.ipynb #bnexp002
@@ -308,67 +323,86 @@ def bench_experts(
         )
     return res
 
-# %% ../nbs/70_bench.ipynb #d2ee8f9c
-def bench_trainer(total_timesteps: int = 4096, seeds: tuple[int, ...] = (1, 2), num_envs: int = 4, num_steps: int = 64) -> dict:
-    "Steps per second and final return of our PPO and SB3's PPO (same env, budget and seeds)."
+# %% ../nbs/70_bench.ipynb #bntrn001
+def _late_return(ends: list[tuple[int, float]], total: int, share: float = 0.2) -> float:
+    "Mean return of the episodes (end step, return) that ended in the last `share` of `total` steps (else the last episode's)."
+    late = [r for t, r in ends if t > (1 - share) * total]
+    if late:
+        return float(np.mean(late))
+    return float(ends[-1][1]) if ends else float("nan")
+
+
+def _ours(a: PPOArgs) -> tuple[float, float]:
+    "(steps per second, late return) of our PPO."
     import tempfile
 
+    with tempfile.TemporaryDirectory() as d:
+        a = replace(a, run_dir=d)
+        t0 = time.perf_counter()
+        run = ppo_train(a)
+        dt = time.perf_counter() - t0
+        rows = [json.loads(line) for line in (run / "metrics.jsonl").read_text().splitlines()]
+    ends = [(r["global_step"], r["charts/episodic_return"]) for r in rows if "charts/episodic_return" in r]
+    return a.num_iterations * a.batch_size / dt, _late_return(ends, a.num_iterations * a.batch_size)
+
+# %% ../nbs/70_bench.ipynb #bntrn002
+def _sb3(a: PPOArgs, masked: bool) -> tuple[float, float]:
+    "(steps per second, late return) of sb3-contrib's MaskablePPO (`masked`) or SB3's PPO with our hyper-parameters."
+    import torch
+    from sb3_contrib import MaskablePPO
     from stable_baselines3 import PPO as SB3PPO
     from stable_baselines3.common.monitor import Monitor
     from stable_baselines3.common.vec_env import DummyVecEnv
 
-    ours_sps, ours_ret, sb3_sps, sb3_ret = [], [], [], []
+    venv = DummyVecEnv([lambda: Monitor(ImagePoserEnv(a.env)) for _ in range(a.num_envs)])
+    model = (MaskablePPO if masked else SB3PPO)(
+        "MlpPolicy",
+        venv,
+        n_steps=a.num_steps,
+        batch_size=a.minibatch_size,
+        n_epochs=a.update_epochs,
+        learning_rate=(lambda left: a.learning_rate * left) if a.anneal_lr else a.learning_rate,
+        gamma=a.gamma,
+        gae_lambda=a.gae_lambda,
+        clip_range=a.clip_coef,
+        clip_range_vf=a.clip_coef if a.clip_vloss else None,
+        normalize_advantage=a.norm_adv,
+        ent_coef=a.ent_coef,
+        vf_coef=a.vf_coef,
+        max_grad_norm=a.max_grad_norm,
+        target_kl=a.target_kl,
+        policy_kwargs={"net_arch": {"pi": [a.hidden, a.hidden], "vf": [a.hidden, a.hidden]}, "activation_fn": torch.nn.Tanh},
+        seed=a.seed,
+        device="cpu",
+        verbose=0,
+    )
+    t0 = time.perf_counter()
+    model.learn(total_timesteps=a.total_timesteps)
+    dt = time.perf_counter() - t0
+    ends = []
+    for m in venv.envs:  # each environment steps once per vector step: its own step count times num_envs is the global step
+        ends += [(int(t) * a.num_envs, float(r)) for t, r in zip(np.cumsum(m.get_episode_lengths()), m.get_episode_rewards())]
+    venv.close()
+    return model.num_timesteps / dt, _late_return(sorted(ends), model.num_timesteps)
+
+# %% ../nbs/70_bench.ipynb #d2ee8f9c
+def bench_trainer(total_timesteps: int = 4096, seeds: tuple[int, ...] = (1, 2), num_envs: int = 4, num_steps: int = 64) -> dict:
+    "Steps per second and late return (episodes ending in the last 20 % of training) of our PPO, MaskablePPO and SB3's PPO."
+    runs: dict[str, list[tuple[float, float]]] = {"ours": [], "maskable": [], "sb3": []}
     for seed in seeds:
-        with tempfile.TemporaryDirectory() as d:
-            a = PPOArgs(
-                total_timesteps=total_timesteps,
-                seed=seed,
-                num_envs=num_envs,
-                num_steps=num_steps,
-                run_dir=d,
-                progress=False,
-                checkpoint_every=10**9,
-            )
-            t0 = time.perf_counter()
-            run = ppo_train(a)
-            dt = time.perf_counter() - t0
-            eps = [json.loads(line) for line in (run / "metrics.jsonl").read_text().splitlines()]
-            eps = [e["charts/episodic_return"] for e in eps if "charts/episodic_return" in e]
-            ours_sps.append(a.num_iterations * a.batch_size / dt)
-            ours_ret.append(float(np.mean(eps[-max(1, len(eps) // 4) :])))
-        # SB3 gets our hyperparameters; what differs is the implementation (SB3's PPO has no action masking: a masked action is
-        # treated as STOP by the environment) and its default network (64-64 tanh, shared optimiser)
-        venv = DummyVecEnv([lambda: Monitor(ImagePoserEnv(a.env)) for _ in range(num_envs)])
-        model = SB3PPO(
-            "MlpPolicy",
-            venv,
-            n_steps=num_steps,
-            batch_size=a.minibatch_size,
-            n_epochs=a.update_epochs,
-            learning_rate=a.learning_rate,
-            gamma=a.gamma,
-            gae_lambda=a.gae_lambda,
-            clip_range=a.clip_coef,
-            ent_coef=a.ent_coef,
-            vf_coef=a.vf_coef,
-            max_grad_norm=a.max_grad_norm,
-            target_kl=a.target_kl,
-            seed=seed,
-            device="cpu",
-            verbose=0,
+        a = PPOArgs(
+            total_timesteps=total_timesteps, seed=seed, num_envs=num_envs, num_steps=num_steps, progress=False, checkpoint_every=10**9
         )
-        t0 = time.perf_counter()
-        model.learn(total_timesteps=total_timesteps)
-        dt = time.perf_counter() - t0
-        rets = [e["r"] for e in model.ep_info_buffer]
-        sb3_sps.append(model.num_timesteps / dt)
-        sb3_ret.append(float(np.mean(rets[-max(1, len(rets) // 4) :])) if rets else float("nan"))
-        venv.close()
-    return {
-        "ours_sps": round(float(np.mean(ours_sps)), 1),
-        "sb3_sps": round(float(np.mean(sb3_sps)), 1),
-        "ours_return": round(float(np.mean(ours_ret)), 3),
-        "sb3_return": round(float(np.mean(sb3_ret)), 3),
+        runs["ours"].append(_ours(a))
+        runs["maskable"].append(_sb3(a, masked=True))
+        runs["sb3"].append(_sb3(a, masked=False))
+    out = {}
+    for k, rs in runs.items():
+        out[f"{k}_sps"] = round(float(np.mean([r[0] for r in rs])), 1)
+    for k, rs in runs.items():
+        out[f"{k}_return"] = round(float(np.mean([r[1] for r in rs])), 3)
+    return out | {
+        "return_measure": "mean episodic return, episodes ending in the last 20% of training",
         "total_timesteps": total_timesteps,
         "seeds": list(seeds),
     }

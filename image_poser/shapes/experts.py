@@ -14,8 +14,8 @@ from dataclasses import dataclass, field, replace
 from functools import lru_cache
 
 # %% auto #0
-__all__ = ['SKILL_KINDS', 'degrade', 'ShapesT2I', 'background_rows', 'ShapesEditor', 'edit_targets', 'measure_skills',
-           'skills_markdown']
+__all__ = ['NOISE_BANK_SIZE', 'SKILL_KINDS', 'noise_bank', 'degrade', 'ShapesT2I', 'background_rows', 'ShapesEditor',
+           'edit_targets', 'measure_skills', 'skills_markdown']
 
 # %% ../../nbs/17_shapes_experts.ipynb #seimp002
 import numpy as np
@@ -60,14 +60,30 @@ def _rng(name: str, command: str, seed: int, image: Image.Image | None = None) -
     return np.random.default_rng(int.from_bytes(h.digest()[:8], "little"))
 
 
+NOISE_BANK_SIZE = 1 << 20  # standard normal draws shared by every noisy picture (4 MiB)
+
+
+@lru_cache(maxsize=1)
+def noise_bank() -> np.ndarray:
+    "A fixed bank of standard normal float32 draws (seeded: the same on every machine and in every process)."
+    return np.random.default_rng(0x1A6E).standard_normal(NOISE_BANK_SIZE, dtype=np.float32)
+
+
 def degrade(img: Image.Image, rng: np.random.Generator, blur: float = 0.0, noise: float = 0.0) -> Image.Image:
     "Blur (radius in pixels) and add Gaussian pixel noise (std in 0-255 units); the picture keeps the scene it shows."
     scene = scene_of(img)
     if blur > 0:
         img = img.filter(ImageFilter.GaussianBlur(blur))
     if noise > 0:
-        a = np.asarray(img, np.float32) + noise * rng.standard_normal((img.height, img.width, 3), dtype=np.float32)
-        img = Image.fromarray(np.clip(a + 0.5, 0, 255).astype(np.uint8))
+        a = np.asarray(img, np.float32)  # a new array
+        bank = noise_bank()
+        if a.size <= bank.size:  # a window of the bank at a random offset: i.i.d. normals within the picture
+            start = int(rng.integers(bank.size - a.size + 1))
+            a += noise * bank[start : start + a.size].reshape(a.shape)
+        else:
+            a += noise * rng.standard_normal(a.shape, dtype=np.float32)
+        a += 0.5
+        img = Image.fromarray(np.clip(a, 0, 255, out=a).astype(np.uint8))
     return with_scene(img, scene) if scene is not None else img
 
 # %% ../../nbs/17_shapes_experts.ipynb #49cc3f7d
@@ -214,11 +230,14 @@ def _place(
 ) -> SceneObject:
     "A position for `o` clear of `others` that satisfies `rel` towards the `anchor` objects (best effort)."
     lo, hi = MARGIN + o.r, size - MARGIN - o.r
+    boxes = [p.bbox for p in others]  # `box_gap` against each, written out: this loop runs up to `tries` times per object
     best = None
     for _ in range(tries):
-        c = SceneObject(o.shape, o.color, o.size, o.texture, float(rng.uniform(lo, hi)), float(rng.uniform(lo, hi)), o.r, o.group)
-        if any(box_gap(c, p) < MIN_GAP for p in others):
+        x, y = float(rng.uniform(lo, hi)), float(rng.uniform(lo, hi))
+        x0, y0, x1, y1 = x - o.r, y - o.r, x + o.r, y + o.r
+        if any(max(bx0 - x1, x0 - bx1, by0 - y1, y0 - by1) < MIN_GAP for bx0, by0, bx1, by1 in boxes):
             continue
+        c = SceneObject(o.shape, o.color, o.size, o.texture, x, y, o.r, o.group)
         if rel is None or all(_holds_strict(rel.rel, c, q, REL_MARGIN) for q in anchor):
             return c
         best = best or c
@@ -265,7 +284,7 @@ class ShapesEditor:
     def __call__(self, command: str, image: Image.Image | None = None, *, seed: int = 0) -> Image.Image:
         if image is None:
             raise ExpertError(self.name, "an editor needs an input image")
-        image = image.convert("RGB")
+        image = image if image.mode == "RGB" else image.convert("RGB")
         rng = _rng(self.name, command, seed, image)
         st, ctx = self._see(image)
         text = truncate_tokens(command, self.max_tokens)
@@ -292,7 +311,7 @@ def _see(self: ShapesEditor, image: Image.Image) -> tuple[_Edit, SceneSpec]:
     ctx = spec_from_scene(seen)
     key = {(g.shape, g.color, g.size, g.texture): g.id for g in ctx.groups}
     group_of = {id(o): key[(o.shape, o.color, o.size, o.texture)] for o in seen.objects}
-    st = _Edit(np.asarray(image, np.float32).copy(), list(seen.objects), group_of, rows, seen.background)
+    st = _Edit(np.asarray(image, np.float32), list(seen.objects), group_of, rows, seen.background)  # asarray to float32: a copy
     return st, ctx
 
 # %% ../../nbs/17_shapes_experts.ipynb #edapp001
@@ -385,7 +404,8 @@ def _repaint(self: ShapesEditor, st: _Edit, size: int) -> Image.Image:
     if st.full:
         return render(scene)
     out = paint(st.canvas, st.touched)
-    return with_scene(Image.fromarray(np.clip(out + 0.5, 0, 255).astype(np.uint8)), scene)
+    out += 0.5
+    return with_scene(Image.fromarray(np.clip(out, 0, 255, out=out).astype(np.uint8)), scene)
 
 # %% ../../nbs/17_shapes_experts.ipynb #setarg02
 def edit_targets(command: str, image: Image.Image) -> list[tuple[float, float, float, float]]:

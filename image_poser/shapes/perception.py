@@ -12,10 +12,10 @@ from dataclasses import dataclass, field
 from functools import lru_cache
 
 # %% auto #0
-__all__ = ['BG_TOL', 'COLOR_TOL', 'MIN_AREA', 'SOLID_MIN', 'INK_MIN', 'ANISO_MIN', 'CHECKS', 'Background', 'estimate_background',
-           'background_mask', 'closing', 'fill_holes', 'template', 'classify_shape', 'shape_mask', 'size_name',
-           'texture_of', 'Percept', 'perceive', 'overlay', 'CheckResult', 'assign', 'check', 'composition_score',
-           'perception_scores']
+__all__ = ['BG_TOL', 'COLOR_TOL', 'MIN_AREA', 'SOLID_MIN', 'INK_MIN', 'ANISO_MIN', 'NUMBA_ENV', 'CHECKS', 'Background',
+           'estimate_background', 'background_mask', 'closing', 'fill_holes', 'template', 'classify_shape',
+           'shape_mask', 'size_name', 'texture_of', 'Percept', 'compiled_perception', 'compiled', 'perceive', 'overlay',
+           'CheckResult', 'assign', 'check', 'composition_score', 'perception_scores']
 
 # %% ../../nbs/16_shapes_perception.ipynb #77b3e424
 import numpy as np
@@ -322,12 +322,551 @@ def _main_colors(sub: np.ndarray, comp: np.ndarray, scale: float) -> list[int]:
             main.append(int(c))
     return main
 
+# %% ../../nbs/16_shapes_perception.ipynb #pcfast01
+import os
+
+# %% ../../nbs/16_shapes_perception.ipynb #pcfast02
+try:
+    import numba
+except ImportError:  # the NumPy path above is used instead
+    numba = None
+
+# %% ../../nbs/16_shapes_perception.ipynb #pcfast03
+NUMBA_ENV = "IMAGE_POSER_NUMBA"  # set to 0 to force the NumPy path
+
+
+def compiled_perception() -> bool:
+    "Does `perceive` use the compiled kernels? (numba importable and `IMAGE_POSER_NUMBA` not 0)"
+    return numba is not None and os.environ.get(NUMBA_ENV, "1") != "0"
+
+
+def compiled(fn):
+    "Decorator: `fn` compiled by numba, cached on disk where its source file allows (not in a notebook cell); without numba, `fn`."
+    if numba is None:
+        return fn
+    try:
+        return numba.njit(cache=True, nogil=True)(fn)
+    except RuntimeError:  # "no locator available": nowhere to cache
+        return numba.njit(nogil=True)(fn)
+
+# %% ../../nbs/16_shapes_perception.ipynb #pcfast05
+@compiled
+def _sum32(a, lo, n):
+    "NumPy's float32 sum of a[lo:lo+n] for n <= 128: eight accumulators, then the rest in order."
+    if n < 8:
+        res = np.float32(0.0)
+        for i in range(n):
+            res += a[lo + i]
+        return res
+    r0, r1, r2, r3 = a[lo], a[lo + 1], a[lo + 2], a[lo + 3]
+    r4, r5, r6, r7 = a[lo + 4], a[lo + 5], a[lo + 6], a[lo + 7]
+    i = 8
+    while i < n - n % 8:
+        r0 += a[lo + i]
+        r1 += a[lo + i + 1]
+        r2 += a[lo + i + 2]
+        r3 += a[lo + i + 3]
+        r4 += a[lo + i + 4]
+        r5 += a[lo + i + 5]
+        r6 += a[lo + i + 6]
+        r7 += a[lo + i + 7]
+        i += 8
+    res = ((r0 + r1) + (r2 + r3)) + ((r4 + r5) + (r6 + r7))
+    while i < n:
+        res += a[lo + i]
+        i += 1
+    return res
+
+
+@compiled
+def _mean32(a):
+    "`a.mean()` of a 1-D float32 array, as NumPy computes it (its pairwise summation tree, walked with a stack)."
+    lo_ = np.empty(64, np.int64)
+    n_ = np.empty(64, np.int64)
+    vals = np.empty(64, np.float32)
+    lo_[0] = 0
+    n_[0] = a.shape[0]
+    t = 1
+    v = 0
+    while t:
+        t -= 1
+        lo = lo_[t]
+        n = n_[t]
+        if n < 0:  # both halves are summed: add them
+            vals[v - 2] = vals[v - 2] + vals[v - 1]
+            v -= 1
+        elif n <= 128:
+            vals[v] = _sum32(a, lo, n)
+            v += 1
+        else:
+            n2 = n // 2 - (n // 2) % 8
+            n_[t] = -1
+            lo_[t + 1] = lo + n2
+            n_[t + 1] = n - n2
+            lo_[t + 2] = lo
+            n_[t + 2] = n2
+            t += 3
+    return np.float32(vals[0] / np.float64(a.shape[0]))
+
+# %% ../../nbs/16_shapes_perception.ipynb #pcfast08
+@compiled
+def _border_nb(a):
+    "(per-row median of the 4 border pixels (H, 3) float32, the border pixels (n, 3) int64 in `estimate_background`'s order)."
+    H, W = a.shape[0], a.shape[1]
+    rows = np.empty((H, 3), np.float32)
+    for y in range(H):
+        for c in range(3):  # the middle two of four values: the larger of the pairs' minima and the smaller of their maxima
+            p, q, r, s = a[y, 0, c], a[y, 1, c], a[y, W - 2, c], a[y, W - 1, c]
+            rows[y, c] = (np.float32(max(min(p, q), min(r, s))) + np.float32(min(max(p, q), max(r, s)))) / np.float32(2)
+    n = 4 * W + 4 * H
+    b = np.empty((n, 3), np.int64)
+    for i in range(n):  # two rows at the top, two at the bottom, then the two left and the two right columns
+        if i < 4 * W:
+            y = i // W if i < 2 * W else H - 4 + i // W
+            x = i % W
+        else:
+            j = i - 4 * W
+            y = (j % (2 * H)) // 2
+            x = j % 2 + (j // (2 * H)) * (W - 2)
+        for c in range(3):
+            b[i, c] = a[y, x, c]
+    return rows, b
+
+
+@compiled
+def _border_colors_nb(b):
+    "`_border_colors` compiled: the mean color of each 8-level bin holding at least 4 % of the border pixels, bins in key order."
+    n = b.shape[0]
+    key = (b[:, 0] // 8) << 10 | (b[:, 1] // 8) << 5 | (b[:, 2] // 8)
+    counts = np.zeros(32768, np.int64)
+    for i in range(n):
+        counts[key[i]] += 1
+    big = np.flatnonzero(counts >= 0.04 * n)
+    colors = np.empty((len(big), 3), np.float32)
+    for j in range(len(big)):
+        for c in range(3):
+            s = 0.0
+            for i in range(n):
+                if key[i] == big[j]:
+                    s += b[i, c]
+            colors[j, c] = s / counts[big[j]]
+    return colors
+
+# %% ../../nbs/16_shapes_perception.ipynb #pcfast09
+@compiled
+def _sqdist_nb(b, i, color):
+    "sqrt of the (exact, integer) squared distance of border pixel `i` to `color`, in float32 as `_sqdist` then `np.sqrt` give it."
+    e0 = b[i, 0] - np.int64(color[0])
+    e1 = b[i, 1] - np.int64(color[1])
+    e2 = b[i, 2] - np.int64(color[2])
+    return np.sqrt(np.float32(e0 * e0 + e1 * e1 + e2 * e2))
+
+
+@compiled
+def _background_distances_nb(b, rows, sky, plain, grid):
+    "`_background_distances` compiled: the distance to each plain background, then the sky, then grid paper."
+    n = b.shape[0]
+    k = plain.shape[0]
+    cands = np.empty(k + 2)
+    for j in range(k):  # a mean over the first axis accumulates pixel after pixel
+        acc = _sqdist_nb(b, 0, plain[j])
+        for i in range(1, n):
+            acc += _sqdist_nb(b, i, plain[j])
+        cands[j] = np.float32(acc / np.float64(n))
+    ds = np.empty(len(rows), np.float32)
+    for y in range(len(rows)):
+        e0 = rows[y, 0] - sky[y, 0]
+        e1 = rows[y, 1] - sky[y, 1]
+        e2 = rows[y, 2] - sky[y, 2]
+        ds[y] = np.sqrt(e0 * e0 + e1 * e1 + e2 * e2)
+    cands[k] = _mean32(ds)
+    dmin = np.empty(n, np.float32)
+    on = 0
+    for i in range(n):
+        d_line = _sqdist_nb(b, i, grid[0])
+        d_paper = _sqdist_nb(b, i, grid[1])
+        on += d_line < d_paper and d_line < 45
+        dmin[i] = min(d_paper, d_line)
+    cands[k + 1] = _mean32(dmin) if on / n > 0.03 else 1e9
+    return cands
+
+# %% ../../nbs/16_shapes_perception.ipynb #pcfast9b
+@compiled
+def _estimate_nb(a, sky, plain, grid):
+    """`estimate_background` compiled: (index of the background in plain + [sky, grid], -1 if none is close; its distance;
+    the per-row estimate; the dominant colors)."""
+    rows, b = _border_nb(a)
+    colors = _border_colors_nb(b)
+    cands = _background_distances_nb(b, rows, sky, plain, grid)
+    k = plain.shape[0]
+    best = 0
+    for j in range(1, k + 2):
+        if cands[j] < cands[best]:
+            best = j
+    if cands[best] >= 30:
+        return -1, cands[best], rows, colors
+    if best == k:  # the sky: its known gradient
+        rows = sky.copy()
+    elif best < k:
+        colors = plain[best : best + 1].copy()
+    else:  # grid paper: the paper, then the lines
+        colors = grid[::-1].copy()
+    return best, cands[best], rows, colors
+
+
+def _background_of(code: int, dist: float, rows: np.ndarray, colors: np.ndarray) -> Background:
+    return Background((_PLAIN_NAMES + ["sky", "grid"])[code] if code >= 0 else None, rows, colors, float(dist))
+
+# %% ../../nbs/16_shapes_perception.ipynb #pcfast13
+@compiled
+def _classes_nb(a, rows, colors, pal, tol2):
+    "(`~background_mask`, `_classify_colors`) in one pass: the foreground, and each foreground pixel's palette index (-1: none close)."
+    H, W = a.shape[0], a.shape[1]
+    tol = np.float32(BG_TOL**2)
+    per_row = False  # one color for a plain background, else the per-row estimate
+    for c in range(3):
+        per_row = per_row or rows[:, c].max() - rows[:, c].min() >= 1
+    use = np.zeros(len(colors), np.bool_)  # dominant colors other than the first row's
+    for j in range(len(colors)):
+        e0, e1, e2 = colors[j, 0] - rows[0, 0], colors[j, 1] - rows[0, 1], colors[j, 2] - rows[0, 2]
+        use[j] = e0 * e0 + e1 * e1 + e2 * e2 >= 4
+    fg = np.zeros((H, W), np.bool_)
+    cls = np.full((H, W), -1, np.int16)
+    for y in range(H):
+        r = rows[y] if per_row else rows[0]
+        last = np.array([-1, -1, -1])
+        best = -1
+        for x in range(W):
+            a0, a1, a2 = np.float32(a[y, x, 0]), np.float32(a[y, x, 1]), np.float32(a[y, x, 2])
+            d0, d1, d2 = a0 - r[0], a1 - r[1], a2 - r[2]
+            bg = d0 * d0 + d1 * d1 + d2 * d2 < tol
+            for j in range(len(colors)):
+                if use[j] and not bg:
+                    d0, d1, d2 = a0 - colors[j, 0], a1 - colors[j, 1], a2 - colors[j, 2]
+                    bg = d0 * d0 + d1 * d1 + d2 * d2 < tol
+            if bg:
+                continue
+            fg[y, x] = True
+            if a[y, x, 0] != last[0] or a[y, x, 1] != last[1] or a[y, x, 2] != last[2]:
+                last[:] = a[y, x]
+                best = _nearest_nb(last, pal, tol2)
+            cls[y, x] = best
+    return fg, cls
+
+
+@compiled
+def _nearest_nb(p, pal, tol2):
+    "Index of the palette color nearest to pixel `p` (the first of equals), -1 if it is farther than sqrt(tol2)."
+    best, bd = 0, np.int64(1) << 40
+    for j in range(len(pal)):
+        e0, e1, e2 = p[0] - pal[j, 0], p[1] - pal[j, 1], p[2] - pal[j, 2]
+        d = e0 * e0 + e1 * e1 + e2 * e2
+        if d < bd:
+            best, bd = j, d
+    return best if bd <= tol2 else -1
+
+
+_PAL_INT = _PALETTE.astype(np.int64)
+
+# %% ../../nbs/16_shapes_perception.ipynb #pcfast16
+@compiled
+def _grow(m, ry, rx):
+    "Dilation of `m` by a (2ry+1) x (2rx+1) rectangle (outside the image: False)."
+    H, W = m.shape
+    t = m.copy()
+    for d in range(1, ry + 1):
+        for y in range(d, H):
+            for x in range(W):
+                t[y, x] |= m[y - d, x]
+                t[y - d, x] |= m[y, x]
+    out = t.copy()
+    for y in range(H):
+        for d in range(1, rx + 1):
+            for x in range(d, W):
+                out[y, x] |= t[y, x - d]
+                out[y, x - d] |= t[y, x]
+    return out
+
+
+@compiled
+def _closing_nb(m):
+    "`closing` compiled: dilate by the disc, then erode (NOT of the dilated NOT); the disc reaches 2 px, so a 2-px frame erodes."
+    H, W = m.shape
+    inv = ~(_grow(m, 2, 1) | _grow(m, 1, 2))
+    out = np.zeros((H, W), np.bool_)
+    out[2 : H - 2, 2 : W - 2] = ~(_grow(inv, 2, 1) | _grow(inv, 1, 2))[2 : H - 2, 2 : W - 2]
+    return out
+
+# %% ../../nbs/16_shapes_perception.ipynb #pcfast18
+@compiled
+def _runs(m, want):
+    """Runs of pixels equal to `want` row by row, as (row, start, stop) arrays, and each run's root: the first run, in raster
+    order, of its 4-connected component (union-find over the runs of neighbouring rows)."""
+    H, W = m.shape
+    cap = H * ((W + 1) // 2 + 1)
+    ry = np.empty(cap, np.int64)
+    r0 = np.empty(cap, np.int64)
+    r1 = np.empty(cap, np.int64)
+    root = np.empty(cap, np.int64)
+    n = 0
+    prev = 0  # where the previous row's runs start
+    for y in range(H):
+        here = n
+        x = 0
+        while x < W:
+            if m[y, x] != want:
+                x += 1
+                continue
+            s = x
+            while x < W and m[y, x] == want:
+                x += 1
+            ry[n], r0[n], r1[n], root[n] = y, s, x, n
+            for p in range(prev, here):  # join the runs above that touch [s, x)
+                if r0[p] < x and r1[p] > s:
+                    u, w = p, n
+                    while root[u] != u:
+                        u = root[u]
+                    while root[w] != w:
+                        w = root[w]
+                    root[max(u, w)] = min(u, w)
+            n += 1
+        prev = here
+    for i in range(n):  # roots point down, so one pass in order flattens every chain
+        root[i] = root[root[i]]
+    return ry[:n], r0[:n], r1[:n], root[:n]
+
+
+@compiled
+def _fill_holes_nb(m):
+    "`fill_holes` compiled: every 4-connected region of False that does not touch the border becomes True."
+    H, W = m.shape
+    ry, r0, r1, root = _runs(m, False)
+    open_ = np.zeros(len(ry), np.bool_)
+    for i in range(len(ry)):
+        if ry[i] == 0 or ry[i] == H - 1 or r0[i] == 0 or r1[i] == W:
+            open_[root[i]] = True
+    out = m.copy()
+    for i in range(len(ry)):
+        if not open_[root[i]]:
+            out[ry[i], r0[i] : r1[i]] = True
+    return out
+
+# %% ../../nbs/16_shapes_perception.ipynb #pcfas18b
+@compiled
+def _label_nb(m):
+    "`scipy.ndimage.label(m, _CROSS)` compiled (the same numbering), and each label's (area, y0, x0, y1, x1)."
+    H, W = m.shape
+    ry, r0, r1, root = _runs(m, True)
+    lab_of = np.zeros(len(ry), np.int64)
+    k = 0
+    for i in range(len(ry)):
+        if root[i] == i:
+            k += 1
+            lab_of[i] = k
+    stats = np.zeros((k, 5), np.int64)
+    stats[:, 1] = H
+    stats[:, 2] = W
+    lab = np.zeros((H, W), np.int32)
+    for i in range(len(ry)):
+        j = lab_of[root[i]]
+        lab[ry[i], r0[i] : r1[i]] = j
+        s = stats[j - 1]
+        s[0] += r1[i] - r0[i]
+        s[1] = min(s[1], ry[i])
+        s[2] = min(s[2], r0[i])
+        s[3] = max(s[3], ry[i] + 1)
+        s[4] = max(s[4], r1[i])
+    return lab, stats
+
+# %% ../../nbs/16_shapes_perception.ipynb #pcfast21
+@compiled
+def _color_mask(sub, comp, c):
+    "(sub == c) & comp"
+    return (sub == c) & comp
+
+
+@compiled
+def _main_colors_nb(sub, comp, ncolors, min_blob):
+    "`_main_colors` compiled: the commonest color of a component, then any other forming a solid blob of `min_blob` pixels."
+    counts = np.zeros(ncolors, np.int64)
+    h, w = comp.shape
+    for y in range(h):
+        for x in range(w):
+            if comp[y, x] and sub[y, x] >= 0:
+                counts[sub[y, x]] += 1
+    main = np.empty(ncolors, np.int64)
+    nm = 0
+    for t in range(ncolors):  # by decreasing count, equals in index order (a stable sort)
+        c = np.argmax(counts)
+        if counts[c] == 0 or (t > 0 and counts[c] < min_blob):
+            break
+        counts[c] = -counts[c]  # done (its count is kept, negated)
+        if t == 0:
+            main[nm] = c
+            nm += 1
+            continue
+        lab, st = _label_nb(_fill_holes_nb(_closing_nb(_color_mask(sub, comp, c))))
+        if len(st) == 0:
+            continue
+        k = np.argmax(st[:, 0])  # the largest blob (the first of equals)
+        own = 0
+        for y in range(h):
+            for x in range(w):
+                own += lab[y, x] == k + 1 and sub[y, x] == c
+        if st[k, 0] >= min_blob and own / st[k, 0] >= SOLID_MIN:
+            main[nm] = c
+            nm += 1
+    return main[:nm]
+
+
+@compiled
+def _room(buf, need):
+    "`buf`, or a copy at least twice as large when it holds fewer than `need` items."
+    if need <= len(buf):
+        return buf
+    out = np.empty(max(need, 2 * len(buf)), buf.dtype)
+    out[: len(buf)] = buf
+    return out
+
+# %% ../../nbs/16_shapes_perception.ipynb #pcfast23
+@compiled
+def _put(table, flat, k, o, c, y0, x0, f):
+    "Append part `f` (its filled mask) of color `c` at (y0, x0): row `k` of the table, from item `o` of the flat masks."
+    h, w = f.shape
+    table[k, 0] = c
+    table[k, 1] = y0
+    table[k, 2] = x0
+    table[k, 3] = y0 + h
+    table[k, 4] = x0 + w
+    flat[o : o + h * w] = f.ravel()
+    return k + 1, o + h * w
+
+
+@compiled
+def _parts_nb(cls, lab, stats, min_area, ncolors):
+    """Every object part of a labelled picture, as `perceive` finds them: a table of (color, y0, x0, y1, x1) and the parts'
+    filled masks, flattened one after the other."""
+    H, W = lab.shape
+    table = np.empty((len(stats) + ncolors * int(H * W / min_area), 5), np.int64)  # a part has min_area pixels of its own
+    flat = np.empty(4 * H * W, np.bool_)  # grows if ever needed
+    k = o = 0
+    for i in range(len(stats)):
+        area, y0, x0, y1, x1 = stats[i, 0], stats[i, 1], stats[i, 2], stats[i, 3], stats[i, 4]
+        if area < min_area or min(y1 - y0, x1 - x0) <= 3 or area < 2.5 * max(y1 - y0, x1 - x0):
+            continue  # noise, or a line (an edge fringe)
+        comp = lab[y0:y1, x0:x1] == i + 1
+        sub = cls[y0:y1, x0:x1].copy()
+        main = _main_colors_nb(sub, comp, ncolors, 2 * min_area)
+        if len(main) == 1:  # one object: the component itself
+            flat = _room(flat, o + comp.size)
+            k, o = _put(table, flat, k, o, main[0], y0, x0, comp)
+            continue
+        for c in main:  # touching objects: each color's closed parts, filled
+            plab, pst = _label_nb(_closing_nb(_color_mask(sub, comp, c)))
+            for j in range(len(pst)):
+                v0, u0, v1, u1 = pst[j, 1], pst[j, 2], pst[j, 3], pst[j, 4]
+                f = _fill_holes_nb(plab[v0:v1, u0:u1] == j + 1)
+                if pst[j, 0] < min_area or min(v1 - v0, u1 - u0) <= 3 or f.sum() < 2.5 * max(v1 - v0, u1 - u0):
+                    continue
+                flat = _room(flat, o + f.size)
+                k, o = _put(table, flat, k, o, c, y0 + v0, x0 + u0, f)
+    return table[:k], flat[:o]
+
+# %% ../../nbs/16_shapes_perception.ipynb #pcfast24
+@compiled
+def _iou_at(T, tsum, i, sq, ssum, dy, dx):
+    "IoU of template `i` with the square mask `sq` rolled by (dy, dx): `_iou` of `np.roll(sq, (dy, dx), (0, 1))`."
+    S = sq.shape[0]
+    inter = 0
+    for y in range(S):
+        for x in range(S):
+            inter += T[i, y, x] and sq[(y - dy) % S, (x - dx) % S]
+    return inter / (ssum + tsum[i] - inter + 1e-9)
+
+
+@compiled
+def _shape_nb(f, T, tsum):
+    "`classify_shape` compiled: (index of the best shape, its IoU) for the filled part `f` and the templates of its frame."
+    h, w = f.shape
+    S = max(h, w) + 2
+    y0, x0 = (S - h) // 2, (S - w) // 2
+    sq = np.zeros((S, S), np.bool_)
+    sq[y0 : y0 + h, x0 : x0 + w] = f
+    ssum = f.sum()
+    iou = np.empty(len(T))
+    for i in range(len(T)):
+        iou[i] = _iou_at(T, tsum, i, sq, ssum, 0, 0)
+    i0 = np.argmax(iou)  # the best two; equals in index order, as the stable sort of `classify_shape`
+    s0 = iou[i0]
+    iou[i0] = -1.0
+    i1 = np.argmax(iou)
+    s1 = iou[i1]
+    if s0 - s1 < 0.06:  # close call: also try one-pixel shifts
+        for dy in range(-1, 2):
+            for dx in range(-1, 2):
+                s0 = max(s0, _iou_at(T, tsum, i0, sq, ssum, dy, dx))
+                s1 = max(s1, _iou_at(T, tsum, i1, sq, ssum, dy, dx))
+    return (i1, s1) if s1 > s0 else (i0, s0)
+
+
+@compiled
+def _texture_nb(f, cls, c, v0, u0, shape):
+    "`texture_of` compiled (0 solid, 1 dotted, 2 striped): the ink inside `f` and the `shape` template, at (v0, u0) in `cls`."
+    h, w = f.shape
+    fil = f & shape
+    inner = fil.copy()
+    if min(h, w) > 6:  # erode by one pixel (4-neighbourhood)
+        inner[1:-1, 1:-1] &= fil[:-2, 1:-1] & fil[2:, 1:-1] & fil[1:-1, :-2] & fil[1:-1, 2:]
+        inner[0] = False
+        inner[-1] = False
+        inner[:, 0] = False
+        inner[:, -1] = False
+    nm = (cls[v0 : v0 + h, u0 : u0 + w] != c) & inner
+    n = nm.sum()
+    if n < INK_MIN * max(inner.sum(), 1):
+        return 0
+    aniso = ((nm[:-1, :-1] & nm[1:, 1:]).sum() - (nm[:-1, 1:] & nm[1:, :-1]).sum()) / n
+    return 2 if aniso >= ANISO_MIN else 1
+
+# %% ../../nbs/16_shapes_perception.ipynb #pcfast26
+@compiled
+def _segment_nb(a, sky, plain, grid, pal, tol2, min_area):
+    "The compiled path of `perceive` up to the parts: the background model, the palette classes, and the parts' table and masks."
+    code, dist, rows, colors = _estimate_nb(a, sky, plain, grid)
+    fg, cls = _classes_nb(a, rows, colors, pal, tol2)
+    lab, stats = _label_nb(_fill_holes_nb(_closing_nb(fg)))
+    table, flat = _parts_nb(cls, lab, stats, min_area, len(pal))
+    return code, dist, rows, colors, cls, table, flat
+
+
+_TEXTURE_CODES = ("solid", "dotted", "striped")
+
+
+def _perceive_compiled(a: np.ndarray) -> Percept:
+    "`perceive` with the compiled kernels: the same percept as the NumPy path."
+    H, W = a.shape[:2]
+    scale = W / 128
+    a = np.ascontiguousarray(a)
+    code, dist, rows, colors, cls, table, flat = _segment_nb(a, _sky(H), _PLAIN, _GRID, _PAL_INT, int(COLOR_TOL**2), MIN_AREA * scale**2)
+    objs, ious = [], []
+    o = 0
+    for c, v0, u0, v1, u1 in table.tolist():
+        h, w = v1 - v0, u1 - u0
+        f = flat[o : o + h * w].reshape(h, w)
+        o += h * w
+        T, tsum = _templates(max(h, w) + 2, max(h, w))
+        k, iou = _shape_nb(f, T, tsum)
+        y0, x0 = (max(h, w) + 2 - h) // 2, (max(h, w) + 2 - w) // 2
+        tex = _TEXTURE_CODES[_texture_nb(f, cls, c, v0, u0, T[k, y0 : y0 + h, x0 : x0 + w])]
+        r = max(h, w) / 2 / scale
+        objs.append(SceneObject(SHAPES[k], _NAMES[c], size_name(r), tex, ((u0 + u1) / 2) / scale, ((v0 + v1) / 2) / scale, r))
+        ious.append(float(iou))
+    bg = _background_of(code, dist, rows, colors)
+    return Percept(objs, bg.name, ious, W, bg)
+
 # %% ../../nbs/16_shapes_perception.ipynb #f9171d52
-def perceive(img: Image.Image | np.ndarray) -> Percept:
-    "Objects and background of an RGB image, from its pixels alone."
-    a = np.asarray(img.convert("RGB") if isinstance(img, Image.Image) else img)
-    if a.ndim != 3 or a.shape[2] != 3:
-        raise ValueError(f"expected an RGB image, got array of shape {a.shape}")
+def _perceive_numpy(a: np.ndarray) -> Percept:
+    "`perceive` with NumPy and SciPy only: the reference (and the fallback without numba)."
     W = a.shape[1]
     scale = W / 128
     bg = estimate_background(a)
@@ -351,6 +890,16 @@ def perceive(img: Image.Image | np.ndarray) -> Percept:
             objs.append(SceneObject(shape, _NAMES[c], size_name(r), tex, ((u0 + u1) / 2) / scale, ((v0 + v1) / 2) / scale, r))
             ious.append(iou)
     return Percept(objs, bg.name, ious, W, bg)
+
+
+def perceive(img: Image.Image | np.ndarray) -> Percept:
+    "Objects and background of an RGB image, from its pixels alone."
+    if isinstance(img, Image.Image) and img.mode != "RGB":
+        img = img.convert("RGB")
+    a = np.asarray(img)
+    if a.ndim != 3 or a.shape[2] != 3:
+        raise ValueError(f"expected an RGB image, got array of shape {a.shape}")
+    return _perceive_compiled(a) if compiled_perception() else _perceive_numpy(a)
 
 # %% ../../nbs/16_shapes_perception.ipynb #b1376e1e
 def overlay(img: Image.Image, pc: Percept, ax=None, scale: int = 3):

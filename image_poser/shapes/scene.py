@@ -955,7 +955,8 @@ def scene_of(img: Image.Image) -> Scene | None:
 def render(scene: Scene, ss: int = 3) -> Image.Image:
     "Draw `scene` as an RGB image of `scene.size`² pixels, anti-aliased by `ss`× supersampling; the scene travels with it."
     out = paint(_background_1x(scene.background, scene.size, ss).copy(), scene.objects, ss)
-    return with_scene(Image.fromarray(np.clip(out + 0.5, 0, 255).astype(np.uint8)), scene)
+    out += 0.5  # round to nearest, in place
+    return with_scene(Image.fromarray(np.clip(out, 0, 255, out=out).astype(np.uint8)), scene)
 
 # %% ../../nbs/10_shapes_scene.ipynb #75fc3c8b
 def render_spec(spec: SceneSpec, seed: int = 0, size: int = 128, final: bool = True) -> tuple[Image.Image, Scene]:
