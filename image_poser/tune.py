@@ -190,7 +190,7 @@ def run_jobs(jobs: list[tuple[str, dict]], workers: int = 2, desc: str | None = 
     return [res[i] for i in range(len(jobs))]
 
 # %% ../nbs/57_tune.ipynb #tun00019
-PPO_SPACE = {"env.quality_weight": [0.0, 0.5, 1.0], "ent_coef": [0.01, 0.02]}  # the settings the report's PPO is chosen among
+PPO_SPACE = {"env.cost_weight": [0.003, 0.01], "env.quality_weight": [0.5, 1.0]}  # the settings the report's PPO is chosen among
 
 
 def ppo_kwargs(overrides: dict, base: dict) -> dict:

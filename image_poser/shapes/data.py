@@ -596,17 +596,17 @@ def freeform_records(path=None) -> list[dict]:
 def freeform_scores(path=None) -> dict:
     "Recall and precision of the requirements `task_from_prompt` reads from the hand-written prompts, tuning and held-out parts apart."
     out = {}
-    for part, held in (("tuning", False), ("heldout", True)):
+    for part, held in (("", None), ("_tuning", False), ("_heldout", True)):  # the whole set, then its two parts
         hit = exp = got = exact = n = 0
         for r in freeform_records(path):
-            if bool(r.get("heldout")) != held:
+            if held is not None and bool(r.get("heldout")) != held:
                 continue
             want, have = expected_keys(r["expect"]), task_keys(task_from_prompt(r["prompt"]))
             common = sum((want & have).values())
             hit, exp, got, n = hit + common, exp + sum(want.values()), got + sum(have.values()), n + 1
             exact += want == have
-        out[f"freeform_recall_{part}"] = round(hit / exp, 4) if exp else None
-        out[f"freeform_precision_{part}"] = round(hit / got, 4) if got else None
-        out[f"freeform_exact_{part}"] = round(exact / n, 4) if n else None
-        out[f"freeform_prompts_{part}"] = n
+        out[f"freeform_recall{part}"] = round(hit / exp, 4) if exp else None
+        out[f"freeform_precision{part}"] = round(hit / got, 4) if got else None
+        out[f"freeform_exact{part}"] = round(exact / n, 4) if n else None
+        out[f"freeform_prompts{part}"] = n
     return out
