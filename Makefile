@@ -27,7 +27,7 @@ install: $(STAMP)
 demo: $(STAMP)
 	$(BIN)/image-poser reproduce --quick
 
-# The full report in paper/ (~1 hour on 2 cores).
+# The full report in paper/ (~1.5 hours on 2 cores).
 reproduce: $(STAMP)
 	$(BIN)/image-poser reproduce
 

@@ -16,9 +16,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 # %% auto #0
-__all__ = ['GENEVAL_POSITIONS', 'DPG_COLUMNS', 'PROMPT_FORMATS', 'PromptSet', 'record_task', 'geneval_problem', 'geneval_task',
-           'load_geneval', 't2i_category', 'load_t2i_compbench', 'dpg_kind', 'dpg_task', 'load_dpg', 'load_longbench',
-           'load_shapes_split', 'drawable_in_shapes', 'parse_prompt_spec', 'load_prompts']
+__all__ = ['GENEVAL_POSITIONS', 'DPG_COLUMNS', 'PROMPT_FORMATS', 'PromptSet', 'record_task', 'needs_vqa', 'geneval_problem',
+           'geneval_task', 'load_geneval', 't2i_category', 'load_t2i_compbench', 'dpg_kind', 'dpg_task', 'load_dpg',
+           'load_longbench', 'load_shapes_split', 'drawable_in_shapes', 'parse_prompt_spec', 'load_prompts']
 
 # %% ../nbs/06_benchmarks.ipynb #bm000005
 from .core import Command, Requirement, Task, find_path
@@ -62,6 +62,11 @@ def record_task(record: dict) -> Task | None:
     "The checklist a record carries (`record['task']` as a `Task`), or None when the format has none."
     t = record.get("task")
     return Task.from_dict(t) if t is not None else None
+
+
+def needs_vqa(task: Task) -> bool:
+    "Whether `task` holds questions only a VQA judge can answer (DPG-Bench's), which the shapes critic and Evaluator cannot check."
+    return any((q.spec or {}).get("check") == "vqa" for q in task.requirements)
 
 # %% ../nbs/06_benchmarks.ipynb #bm000014
 def _lines(path: Path, ps: PromptSet):

@@ -530,6 +530,8 @@ def cmd_run(
     if problems and not force:
         _fail(f"the prompt has problems: {'; '.join(problems)} (fix the prompt, or run it anyway with --force)")
     unread = env.decomposer.decompose(prompt).meta.get("unparsed") if not problems else None
+    if unread:
+        print(f"image-poser: not understood (ignored): {'; '.join(map(str, unread))}", file=sys.stderr)
     res = (
         run_prompt(prompt, policy, output, seed)
         | {"policy": policy}
@@ -605,7 +607,7 @@ def cmd_demo(
 @command("reproduce")
 def cmd_reproduce(
     quick: bool = False,  # the ~10-minute profile (writes paper/quick/); same as --profile quick
-    profile: Literal["full", "quick", "smoke"] = "full",  # full: the report (~1 h on 2 cores); smoke: every stage at toy size
+    profile: Literal["full", "quick", "smoke"] = "full",  # full: the report (~1.5 h on 2 cores); smoke: every stage at toy size
     out: Path | None = None,  # output folder (default paper/, or paper/<profile>/)
     run_dir: Path | None = None,  # training runs (default runs/reproduce-<profile>/; finished identical runs are reused)
     workers: int | None = None,  # parallel processes (default: the profile's, 2)

@@ -25,7 +25,6 @@ from gymnasium import spaces
 from PIL import Image
 
 # %% ../nbs/40_env.ipynb #c418a1d5
-from .benchmarks import record_task
 from .core import EDIT_OPS, REQUIREMENT_KINDS, Command, Feedback, Step, Task, Trajectory, edit_op, image_ref
 from .experts import Registry, call_expert, count_tokens, load_registry
 from .shapes.critic import ErrorModel, ShapesCritic
@@ -288,7 +287,7 @@ def reset(self: ImagePoserEnv, *, seed: int | None = None, options: dict | None 
         task = options["task"]
     else:
         rec = self._pick_record(options)
-        task = record_task(rec) or self.decomposer.decompose(rec["prompt"])  # a benchmark's own checklist, when it has one
+        task = self.decomposer.decompose(rec["prompt"])  # the method reads the prompt itself: a benchmark's checklist is the judge's alone
         if rec.get("tier") is not None:
             task.meta["tier"] = rec["tier"]
         task.meta["id"] = rec.get("id")

@@ -28,6 +28,7 @@ import numpy as np
 
 # %% ../nbs/55_evaluate.ipynb #ae402ca2
 from .baselines import Policy, make_policy, spec_problem
+from .benchmarks import needs_vqa, record_task
 from .core import REQUIREMENT_KINDS, Requirement, Task
 from .env import EnvConfig, ImagePoserEnv
 from .shapes.data import load_split
@@ -54,12 +55,15 @@ def episode_seed(seed: int, record: dict) -> int:
     return zlib.crc32(f"{seed}\x00{record.get('id')}\x00{record.get('prompt', '')}".encode())
 
 
-def evaluation_task(record: dict, task: Task) -> Task:
-    "The checklist the Evaluator scores: the record's own requirements when it has them (written from its scene spec), else `task`."
+def evaluation_task(record: dict, task: Task, evaluator=None) -> Task:
+    "The checklist the Evaluator scores: the record's own requirements (written from its scene spec), else a benchmark's checklist the evaluator can check, else `task`."
     reqs = record.get("requirements")
-    if not reqs:
-        return task
-    return Task(prompt=record["prompt"], requirements=[Requirement.model_validate(q) for q in reqs])
+    if reqs:
+        return Task(prompt=record["prompt"], requirements=[Requirement.model_validate(q) for q in reqs])
+    own = record_task(record)
+    if own is not None and not (needs_vqa(own) and (evaluator is None or isinstance(evaluator, ShapesEvaluator))):
+        return own
+    return task
 
 # %% ../nbs/55_evaluate.ipynb #evepi002
 def run_episode(env: ImagePoserEnv, policy: Policy, record: dict, seed: int, keep_images: bool = False, evaluator=None) -> dict:
@@ -74,7 +78,7 @@ def run_episode(env: ImagePoserEnv, policy: Policy, record: dict, seed: int, kee
         done = term or trunc
         if keep_images:
             images.append(info["image"])
-    etask = evaluation_task(record, env.task)
+    etask = evaluation_task(record, env.task, evaluator)
     ev = (evaluator or ShapesEvaluator()).evaluate(env.image, etask)
     tr = env.trajectory(policy.name)
     tr.seed, tr.evaluation = seed, ev.scores()
@@ -94,6 +98,7 @@ def run_episode(env: ImagePoserEnv, policy: Policy, record: dict, seed: int, kee
         "wall_time_s": time.perf_counter() - t0,
         "return": ret,
         "critic_alignment": env.feedback.alignment if env.feedback else 0.0,
+        "coverage": env.task.meta.get("coverage"),  # share of the prompt's content words the decomposer read (None: not measured)
         "experts": [s.expert for s in tr.steps],
         "by_kind": {k: float(np.mean(v)) for k, v in by_kind.items()},
     }
@@ -267,6 +272,8 @@ def summarize(rows: list[dict], seed: int = 0) -> dict:
     out["by_kind"] = {
         k: round(float(np.mean(v)), 4) for k in REQUIREMENT_KINDS if (v := [r["by_kind"][k] for r in rows if k in r["by_kind"]])
     }
+    if cov := [r["coverage"] for r in rows if r.get("coverage") is not None]:  # a score is never shown without what was read
+        out["coverage"] = {"mean": round(float(np.mean(cov)), 4), "min": round(float(np.min(cov)), 4)}
     usage: dict = {}
     for r in rows:
         for e in r["experts"]:
@@ -371,7 +378,7 @@ def write_results(name: str, rows: list[dict], summary: dict, out_dir: str | Pat
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     safe = name.replace(":", "_").replace("/", "_")
-    cols = ["id", "tier", "seed", "train_seed", *METRICS]
+    cols = ["id", "tier", "seed", "train_seed", *METRICS, "coverage"]
     with open(out / f"{safe}.csv", "w", newline="") as f:
         w = csv.writer(f)
         w.writerow(cols + ["experts"])
@@ -477,4 +484,4 @@ def run_prompt(
         env.image.save(out / "final.png")
     row["_trajectory"].save(out / "trajectory.json")
     _strip(row["_images"], row["_trajectory"].steps, out / "strip.png")
-    return {k: row[k] for k in METRICS} | {"experts": row["experts"], "out_dir": str(out)}
+    return {k: row[k] for k in METRICS} | {"coverage": row["coverage"], "experts": row["experts"], "out_dir": str(out)}

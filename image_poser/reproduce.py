@@ -375,12 +375,9 @@ def training_jobs(p: Profile, ppo_overrides: dict, runs: Path) -> tuple[list, li
 
 def methods_to_evaluate(p: Profile, heur: dict, jobs: list, runs: list[dict]) -> dict[str, tuple[list[str], int]]:
     "name -> (specs, prompts): single experts, random, every heuristic with default and tuned knobs, the oracle, the trained policies."
-    out = {b: ([b], p.test_n) for b in baseline_names(load_registry()) if b not in ("greedy", "oracle")}
+    out = {b: ([b], p.greedy_n if b == "greedy" else p.test_n) for b in baseline_names(load_registry()) if b != "oracle"}
     for fam, spec in heur["chosen"].items():
-        n = p.greedy_n if fam == "greedy" else p.test_n
-        out[f"{fam} (tuned)"] = ([spec], n)
-        if fam == "greedy":
-            out["greedy"] = (["greedy"], n)
+        out[f"{fam} (tuned)"] = ([spec], p.greedy_n if fam == "greedy" else p.test_n)
     out["oracle"] = (["oracle"], p.oracle_n)
     for name, exp in (("ppo", "ppo"), ("dqn", "dqn"), ("dqn:paper-state", "dqn-paper")):
         out[name] = ([r["run"] for j, r in zip(jobs, runs) if j[1]["exp_name"] == exp], p.test_n)

@@ -33,3 +33,14 @@ def test_training_code_does_not_import_the_evaluator():
     assert out.returncode == 0, out.stderr
     n, imported = out.stdout.split()
     assert int(n) == len(TRAINING_MODULES) and imported == "False", out.stdout
+
+
+def test_backends_import_nothing_from_the_shapes_world():
+    "The real-model adapters stand alone: importing every backend module loads no image_poser.shapes module."
+    code = (
+        "import sys, image_poser.backends.llm, image_poser.backends.diffusers, image_poser.backends.vqa\n"
+        "print(sorted(m for m in sys.modules if m.startswith('image_poser.shapes')))\n"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=300)
+    assert out.returncode == 0, out.stderr
+    assert out.stdout.strip() == "[]", out.stdout

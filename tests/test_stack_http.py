@@ -210,7 +210,8 @@ def test_full_success_when_everything_holds(stand_in, record_and_picture):
     _, task, img = record_and_picture
     s = stand_in(default_judge=(0.7, 0.2))
     ev = build_evaluator(f"vqa:http:{s.url}#j").evaluate(img, task)
-    assert ev.scores() == pytest.approx({"alignment": 1.0, "full_success": 1.0, "fidelity": _p(0.7, 0.2), "aesthetics": _p(0.7, 0.2)})
+    want = {"alignment": 1.0, "full_success": 1.0, "all_met": 1.0, "fidelity": _p(0.7, 0.2), "aesthetics": _p(0.7, 0.2)}
+    assert ev.scores() == pytest.approx(want)
 
 
 def test_dpg_parents_over_http(stand_in):
@@ -240,7 +241,7 @@ def test_server_failures_are_recorded_not_raised(stand_in, record_and_picture):
     rec, task, img = record_and_picture
     down = stand_in(status=503)
     ev = http_vqa_evaluator(down.url, "j", max_retries=1, backoff_s=0.0).evaluate(img, task)
-    assert ev.scores() == {"alignment": 0.0, "full_success": 0.0, "fidelity": 1.0, "aesthetics": 1.0}
+    assert ev.scores() == {"alignment": 0.0, "full_success": 0.0, "all_met": 0.0, "fidelity": 1.0, "aesthetics": 1.0}
     assert all(v.reason.startswith("judge error: judge unavailable: ChatError: gave up after 2 attempts: HTTP 503") for v in ev.verdicts)
     assert len(down.requests) == 5 * 2 and len(ev.issues) == 5
     bad = stand_in(status=400)

@@ -11,6 +11,7 @@ import json
 import math
 import re
 import socket
+import time
 import urllib.error
 import urllib.request
 from dataclasses import dataclass, field
@@ -26,7 +27,7 @@ __all__ = ['YES_SPELLINGS', 'NO_SPELLINGS', 'ANSWER_YES_NO', 'FIDELITY_QUESTION'
 from PIL import Image
 
 # %% ../../nbs/22_backends_vqa.ipynb #vq000006
-from .llm import RETRY_STATUS, ChatError, ChatModel, OpenAIChat, TransformersVLM, user_message
+from .llm import RETRY_STATUS, ChatError, ChatModel, OpenAIChat, TransformersVLM, retry_after_s, user_message
 from ..core import Requirement, Task, Verdict
 from ..evaluator import Evaluation
 
@@ -110,7 +111,8 @@ class OpenAICompletions(OpenAIChat):
             if out is not None:
                 return out
             if k < self.max_retries:
-                self._sleep(k, retry_after)
+                wait = retry_after_s(retry_after)
+                time.sleep(min(self.backoff_s * 2**k if wait is None else wait, self.max_backoff_s))
         raise ChatError(f"gave up after {self.max_retries + 1} attempts: {last}")
 
 # %% ../../nbs/22_backends_vqa.ipynb #vq000022
