@@ -19,9 +19,9 @@ from pathlib import Path
 # %% auto #0
 __all__ = ['PROFILES', 'ABLATIONS', 'TOGGLES', 'COMPARED', 'PAPER_CLAIMS', 'Profile', 'ablation_variants', 'code_version',
            'read_rows', 'evaluate_methods', 'comparisons', 'check_targets', 'stage_tune', 'training_jobs',
-           'methods_to_evaluate', 'best_tuned', 'comparisons_table', 'tuning_table', 'tier_table', 'write_report',
-           'plot_learning_curves', 'plot_expert_usage', 'plot_ablations', 'stage_train', 'stage_ablations',
-           'stage_agreement', 'agreement_table', 'stage_figures', 'reproduce', 'stage_compare']
+           'methods_to_evaluate', 'best_tuned', 'comparisons_table', 'tuning_table', 'tier_table', 'targets_table',
+           'write_report', 'plot_learning_curves', 'plot_expert_usage', 'plot_ablations', 'stage_train',
+           'stage_ablations', 'stage_agreement', 'agreement_table', 'stage_figures', 'reproduce', 'stage_compare']
 
 # %% ../nbs/75_reproduce.ipynb #0389c886
 import numpy as np
@@ -454,7 +454,8 @@ def tier_table(main: dict[str, dict], names: list[str]) -> str:
     return "\n".join(out)
 
 # %% ../nbs/75_reproduce.ipynb #57092fd5
-def _targets_md(targets: list[dict]) -> list[str]:
+def targets_table(targets: list[dict]) -> list[str]:
+    "Markdown lines of the targets (`targets.json`): each with met or not, its value, interval and cost difference."
     out = ["| target | met | measured |", "|---|---|---|"]
     for t in targets:
         ci = f" [{t['ci'][0]:+.3f}, {t['ci'][1]:+.3f}]" if "ci" in t else ""
@@ -490,7 +491,7 @@ def _report_head(p: Profile, r: dict) -> list[str]:
         "",
         f"## Targets (the bar: {r['best_heuristic']})",
         "",
-    ] + _targets_md(r["targets"])
+    ] + targets_table(r["targets"])
 
 # %% ../nbs/75_reproduce.ipynb #rprep002
 def _report_tail(p: Profile, r: dict) -> list[str]:
@@ -678,6 +679,7 @@ def stage_ablations(p: Profile, variants: list, abl_runs: list[dict], res_dir: P
     abl, _ = evaluate_methods(methods, ab, out_dir=res_dir / "ablations", log=log)
     rows = [{"group": g, "label": lab, "overrides": kw} for g, lab, kw in variants]
     (res_dir / "ablations.json").write_text(json.dumps({"variants": rows, "summaries": abl}, indent=1))
+    (res_dir / "ablations.md").write_text(results_table(abl) + "\n")
     return abl
 
 # %% ../nbs/75_reproduce.ipynb #rpmain02
