@@ -107,7 +107,9 @@ def test_reproduce_smoke_end_to_end(tmp_path):
     report = (out / "README.md").read_text()
     assert "## Main table" in report and "## Ablations" in report and "| ppo |" in report
     again = cli("reproduce", "--profile", "smoke", "--out", str(out), "--run-dir", str(runs), timeout=900)
-    assert again.stdout.count(": reused") == 3 and ": trained" not in again.stdout  # the PPO, DQN and paper-state DQN runs reused
+    # every training run reused: PPO, DQN, the paper-state DQN and the smoke profile's two ablation runs (reference, reorder)
+    assert again.stdout.count(": reused") == 5 and ": trained" not in again.stdout
+    assert "reused baseline_tuning.json" in again.stdout and "reused ppo_tuning.json" in again.stdout
 
 
 def test_reproduce_rejects_bad_workers():
