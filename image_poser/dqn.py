@@ -17,9 +17,8 @@ from pathlib import Path
 
 # %% auto #0
 __all__ = ['REPLAY_FIELDS', 'CHECKPOINT_FORMAT', 'Args', 'check_args', 'QNetwork', 'linear_schedule', 'ReplayBuffer',
-           'checkpoint_seed', 'restart_episodes', 'rng_state', 'set_rng_state', 'save_replay', 'load_replay',
-           'save_checkpoint', 'load_checkpoint', 'check_resume', 'load_agent', 'MetricsLog', 'select_actions', 'store',
-           'td_update', 'soft_update', 'train']
+           'save_replay', 'load_replay', 'save_checkpoint', 'load_checkpoint', 'check_resume', 'load_agent',
+           'MetricsLog', 'select_actions', 'store', 'td_update', 'soft_update', 'train']
 
 # %% ../nbs/65_dqn.ipynb #1a1e92a9
 import numpy as np
@@ -33,6 +32,7 @@ from .env import EnvConfig, check_env_config, make_vector_env
 from .env import is_int as _is_int
 from .env import is_num as _is_num
 from .env import require as _require
+from .ppo import restart_episodes, rng_state, set_rng_state  # PPO's seeding and random states
 
 # %% ../nbs/65_dqn.ipynb #5ffec869
 @dataclass
@@ -143,47 +143,6 @@ class ReplayBuffer:
             return torch.as_tensor(x[idx])
 
         return t(self.obs), t(self.actions), t(self.rewards), t(self.next_obs), t(self.next_mask), t(self.dones)
-
-# %% ../nbs/65_dqn.ipynb #dqnck001
-def checkpoint_seed(seed: int, step: int) -> int:
-    "The seed every environment restarts from at the checkpoint of `step` (the same for an uninterrupted and a resumed run)."
-    return int(np.random.SeedSequence([seed, step]).generate_state(1)[0])
-
-
-def restart_episodes(envs, seed: int, step: int) -> tuple:
-    "Cut the episodes in progress and start new ones from `checkpoint_seed(seed, step)`: (observations, info)."
-    return envs.reset(seed=checkpoint_seed(seed, step))
-
-
-def rng_state(envs) -> dict:
-    "Every random state of the process and the environments: torch's, numpy's global, Python's, each environment's and action space's."
-    name, keys, pos, has_gauss, gauss = np.random.get_state()
-    return {
-        "torch": torch.get_rng_state(),
-        "numpy": json.dumps([name, keys.tolist(), int(pos), int(has_gauss), float(gauss)]),
-        "python": json.dumps(random.getstate()),
-        "envs": json.dumps([g.bit_generator.state for g in envs.get_attr("np_random")]),
-        "action_spaces": json.dumps([sp.np_random.bit_generator.state for sp in envs.get_attr("action_space")]),
-        "vector_action_space": json.dumps(envs.action_space.np_random.bit_generator.state),
-    }
-
-
-def set_rng_state(envs, state: dict):
-    "Restore what `rng_state` saved (through `get_attr`/`set_attr`, so asynchronous environments too)."
-    torch.set_rng_state(state["torch"])
-    name, keys, pos, has_gauss, gauss = json.loads(state["numpy"])
-    np.random.set_state((name, np.array(keys, dtype=np.uint32), pos, has_gauss, gauss))
-    version, internal, gauss_next = json.loads(state["python"])
-    random.setstate((version, tuple(internal), gauss_next))
-    gens = list(envs.get_attr("np_random"))
-    for g, st in zip(gens, json.loads(state["envs"])):
-        g.bit_generator.state = st
-    envs.set_attr("np_random", gens)
-    action_spaces = list(envs.get_attr("action_space"))
-    for sp, st in zip(action_spaces, json.loads(state["action_spaces"])):
-        sp.np_random.bit_generator.state = st
-    envs.set_attr("action_space", action_spaces)
-    envs.action_space.np_random.bit_generator.state = json.loads(state["vector_action_space"])
 
 # %% ../nbs/65_dqn.ipynb #dqnck002
 REPLAY_FIELDS = ("obs", "actions", "rewards", "next_obs", "next_mask", "dones")
