@@ -8,14 +8,16 @@ Docs: https://image-poser.github.io/image_poser/shapes_parse.html.md"""
 from __future__ import annotations
 
 import bisect
+import copy
 import re
 import unicodedata
 from dataclasses import dataclass, field
+from functools import lru_cache
 
 # %% auto #0
 __all__ = ['MASTER', 'KINDS', 'EDIT_START_VERBS', 'MAX_GROUPS', 'MAX_COUNT', 'REF_KINDS', 'MODIFIER_KINDS', 'MAX_PROMPT_CHARS',
-           'Item', 'Mention', 'scan', 'ParseResult', 'split_group', 'parse', 'spec_problems', 'parse_edits',
-           'canonical', 'same_spec']
+           'PARSE_CACHE_SIZE', 'Item', 'Mention', 'scan', 'ParseResult', 'split_group', 'parse', 'spec_problems',
+           'parse_edits', 'canonical', 'same_spec']
 
 # %% ../../nbs/12_shapes_parse.ipynb #psimp002
 from image_poser.shapes.scene import (
@@ -1201,12 +1203,8 @@ def _edits_of(st: _State, its: list[Item], refs: dict, counts: dict, verb: str |
 MAX_PROMPT_CHARS = 100_000  # longer prompts are cut (and the cut is reported as unparsed)
 
 
-def parse(text: str) -> ParseResult:
-    "Parse a shapes-world prompt into a `SceneSpec`; never raises on content, only on an empty prompt."
-    if not isinstance(text, str):
-        raise TypeError(f"prompt must be a string, got {type(text).__name__}")
-    if not text.strip():
-        raise ValueError("empty prompt: nothing to parse")
+def _parse(text: str) -> ParseResult:
+    "The grammar's reading of a non-empty prompt (`parse` without its checks and its cache)."
     text = unicodedata.normalize("NFC", text)
     tail = None
     if len(text) > MAX_PROMPT_CHARS:
@@ -1250,6 +1248,23 @@ def parse(text: str) -> ParseResult:
         list(dict.fromkeys(st.notes)),
         _coverage(text, covered),
     )
+
+# %% ../../nbs/12_shapes_parse.ipynb #pscach02
+PARSE_CACHE_SIZE = 4096  # texts whose readings are kept (least recently used dropped first)
+
+
+@lru_cache(maxsize=PARSE_CACHE_SIZE)
+def _parse_cached(text: str) -> ParseResult:
+    return _parse(text)
+
+
+def parse(text: str) -> ParseResult:
+    "Parse a shapes-world prompt into a `SceneSpec`; never raises on content, only on an empty prompt."
+    if not isinstance(text, str):
+        raise TypeError(f"prompt must be a string, got {type(text).__name__}")
+    if not text.strip():
+        raise ValueError("empty prompt: nothing to parse")
+    return copy.deepcopy(_parse_cached(text))
 
 # %% ../../nbs/12_shapes_parse.ipynb #psfin001
 def _finish(st: _State, edits: list[Edit]) -> SceneSpec:

@@ -677,15 +677,20 @@ def _reserve(a: Arrangement, groups: dict[str, Group], slots: list, rels: list[R
     return out | {gid: pool for gid in a.groups if gid not in out}
 
 # %% ../../nbs/10_shapes_scene.ipynb #lay00004
+def _bounds(g: Group, r: float, size: int, scale: float) -> tuple[float, ...]:
+    "(lo, hi, x0, x1, y0, y1): the canvas range of a center of radius `r`, and the part of it inside `g`'s region."
+    lo, hi = MARGIN * scale + r, size - MARGIN * scale - r
+    x0, x1, y0, y1 = region_box(g.region, size) if g.region else (lo, hi, lo, hi)
+    m = REGION_MARGIN * scale if g.region else 0.0
+    return lo, hi, max(lo, x0 + m), min(hi, x1 - m), max(lo, y0 + m), min(hi, y1 - m)
+
+
 def _propose(g: Group, r: float, ctx: dict, rng, size: int, scale: float) -> tuple[float, float]:
     "A candidate center for a member of `g`: a free slot of its line, a point between its anchors, near an anchor, or anywhere in its region."
     slots = ctx["slots"].get(g.id)
     if slots:
         return slots[int(rng.integers(len(slots)))]
-    lo, hi = MARGIN * scale + r, size - MARGIN * scale - r
-    x0, x1, y0, y1 = region_box(g.region, size) if g.region else (lo, hi, lo, hi)
-    m = REGION_MARGIN * scale if g.region else 0.0
-    x0, x1, y0, y1 = max(lo, x0 + m), min(hi, x1 - m), max(lo, y0 + m), min(hi, y1 - m)
+    lo, hi, x0, x1, y0, y1 = ctx.get("bounds") or _bounds(g, r, size, scale)
     ends = ctx["between"]
     if ends is not None and rng.random() < 0.8:
         (ax, ay), (bx, by) = ends
@@ -752,15 +757,25 @@ def _context(g: Group, spec: SceneSpec, rels: list[Relation], placed: dict, slot
     return {"mine": mine, "between": between, "middle": others, "near": near, "apart": apart}
 
 # %% ../../nbs/10_shapes_scene.ipynb #lay00007
+def _collides(x: float, y: float, r: float, objs: list, gap: float, allow_overlap: bool) -> bool:
+    "Would a center (x, y) of radius `r` come closer than `gap` (box to box) to a placed object (or, with `allow_overlap`, sit on one)?"
+    if allow_overlap:
+        return any(math.hypot(x - p.x, y - p.y) < 0.8 * max(r, p.r) for p in objs)
+    ax0, ay0, ax1, ay1 = x - r, y - r, x + r, y + r  # `box_gap` < gap, unrolled: this runs ~100 times per picture
+    for p in objs:
+        bx0, by0, bx1, by1 = p.x - p.r, p.y - p.r, p.x + p.r, p.y + p.r
+        if bx0 - ax1 < gap and ax0 - bx1 < gap and by0 - ay1 < gap and ay0 - by1 < gap:
+            return True
+    return False
+
+
 def _place_one(g: Group, r: float, ctx: dict, objs: list, rng, size: int, scale: float, candidates: int, allow_overlap: bool):
     "One member of `g` placed by rejection sampling (None if no candidate fits); a slot it takes is no longer free."
     for _c in range(candidates):
         x, y = _propose(g, r, ctx, rng, size, scale)
+        if _collides(float(x), float(y), r, objs, MIN_GAP * scale, allow_overlap):
+            continue
         o = SceneObject(g.shape, g.color, g.size, g.texture, float(x), float(y), r, g.id)
-        if not allow_overlap and any(box_gap(o, p) < MIN_GAP * scale for p in objs):
-            continue
-        if allow_overlap and any(math.hypot(o.x - p.x, o.y - p.y) < 0.8 * max(o.r, p.r) for p in objs):
-            continue
         if _fits(o, g, ctx, scale, size):
             slots = ctx["slots"].get(g.id)
             if slots:
@@ -801,7 +816,11 @@ def layout(
             slots.update(_reserve(a, by_id, s, rels) if s else {})
         for g in groups:
             r = RADIUS[g.size] * scale
-            ctx = _context(g, spec, rels, placed, slots, cluster_of) | {"placed": placed, "slots": slots}
+            ctx = _context(g, spec, rels, placed, slots, cluster_of) | {
+                "placed": placed,
+                "slots": slots,
+                "bounds": _bounds(g, r, size, scale),
+            }
             placed[g.id] = []
             for _ in range(g.count):
                 o = _place_one(g, r, ctx, objs, rng, size, scale, candidates, allow_overlap)
