@@ -560,8 +560,9 @@ def _obs_parts(self: ImagePoserEnv) -> dict[str, list | np.ndarray]:
     op = edit_op(cmd.text) if cmd.kind == "edit" else None
     parts["command_meta"] = [cmd.kind == "generate", cmd.kind == "edit", cmd.origin == "decomposer", cmd.origin == "critic"]
     parts["command_op"] = [op == o for o in EDIT_OPS] + [cmd.kind == "edit" and op is None]
-    parts["command_unmet"] = self._command_unmet(cmd)
-    parts["feedback_by_kind"] = self._feedback_by_kind()
+    sat = self._satisfied()
+    parts["command_unmet"] = self._command_unmet(cmd, sat)
+    parts["feedback_by_kind"] = self._feedback_by_kind(sat)
     parts["scores"] = [fb.alignment, fb.fidelity, fb.aesthetics] if fb is not None else [0.0, 0.0, 0.0]
     parts["progress"] = [
         self.image is not None,
@@ -582,27 +583,31 @@ def _obs_parts(self: ImagePoserEnv) -> dict[str, list | np.ndarray]:
 
 # %% ../nbs/40_env.ipynb #envobs02
 @patch
-def _satisfied(self: ImagePoserEnv, rid: str) -> bool:
-    "Does the current feedback judge requirement `rid` satisfied?"
-    v = self.feedback.verdict(rid) if self.feedback is not None else None
-    return v is not None and v.satisfied
+def _satisfied(self: ImagePoserEnv) -> dict[str, bool]:
+    "Requirement id -> judged satisfied by the current feedback (its first verdict on it; empty before the first picture)."
+    out: dict[str, bool] = {}
+    for v in self.feedback.verdicts if self.feedback is not None else []:
+        out.setdefault(v.requirement, v.satisfied)
+    return out
 
 
 @patch
-def _command_unmet(self: ImagePoserEnv, cmd: Command) -> list[float]:
+def _command_unmet(self: ImagePoserEnv, cmd: Command, sat: dict[str, bool] | None = None) -> list[float]:
     "Per requirement kind: does `cmd` target a requirement of that kind that is not judged satisfied?"
+    sat = self._satisfied() if sat is None else sat
     by_id = {q.id: q for q in self.task.requirements}
     mine = [by_id[r] for r in cmd.requirements if r in by_id]
-    return [float(any(q.kind == k and not self._satisfied(q.id) for q in mine)) for k in REQUIREMENT_KINDS]
+    return [float(any(q.kind == k and not sat.get(q.id, False) for q in mine)) for k in REQUIREMENT_KINDS]
 
 
 @patch
-def _feedback_by_kind(self: ImagePoserEnv) -> list[float]:
+def _feedback_by_kind(self: ImagePoserEnv, sat: dict[str, bool] | None = None) -> list[float]:
     "Per requirement kind: present in the task?, share judged satisfied."
+    sat = self._satisfied() if sat is None else sat
     out = []
     for k in REQUIREMENT_KINDS:
         ids = [q.id for q in self.task.requirements if q.kind == k]
-        out += [1.0, float(np.mean([self._satisfied(i) for i in ids]))] if ids else [0.0, 0.0]
+        out += [1.0, sum(sat.get(i, False) for i in ids) / len(ids)] if ids else [0.0, 0.0]
     return out
 
 

@@ -1378,10 +1378,8 @@ def spec_problems(spec: SceneSpec) -> list[str]:
     return out
 
 # %% ../../nbs/12_shapes_parse.ipynb #4e929198
-def parse_edits(text: str, context: SceneSpec) -> tuple[list[Edit], list[str]]:
-    "Read `text` as edit instructions on the scene `context`; returns (edits, problems). Raises only on an empty text."
-    if not isinstance(text, str) or not text.strip():
-        raise ValueError("empty command: nothing to edit")
+def _parse_edits(text: str, context: SceneSpec) -> tuple[list[Edit], list[str]]:
+    "The grammar's reading of `text` as edits on `context` (`parse_edits` without its checks and its cache)."
     st = _State()
     st.spec = context.model_copy(update={"edits": []})
     st.n = 1 + max([int(g.id[1:]) for g in context.groups if g.id[1:].isdigit()] or [-1])
@@ -1395,6 +1393,31 @@ def parse_edits(text: str, context: SceneSpec) -> tuple[list[Edit], list[str]]:
     if not edits and not st.problems:
         st.problems.append("no edit found in " + repr(text[:80]))
     return edits, st.problems
+
+
+class _ByContent:
+    "A spec as a cache key: equal when their JSON is (pydantic models are not hashable)."
+
+    def __init__(self, spec: SceneSpec):
+        self.spec, self.key = spec, spec.model_dump_json()
+
+    def __hash__(self):
+        return hash(self.key)
+
+    def __eq__(self, other):
+        return isinstance(other, _ByContent) and self.key == other.key
+
+
+@lru_cache(maxsize=PARSE_CACHE_SIZE)
+def _parse_edits_cached(text: str, context: _ByContent) -> tuple[list[Edit], list[str]]:
+    return _parse_edits(text, context.spec)
+
+
+def parse_edits(text: str, context: SceneSpec) -> tuple[list[Edit], list[str]]:
+    "Read `text` as edit instructions on the scene `context`; returns (edits, problems). Raises only on an empty text."
+    if not isinstance(text, str) or not text.strip():
+        raise ValueError("empty command: nothing to edit")
+    return copy.deepcopy(_parse_edits_cached(text, _ByContent(context)))
 
 # %% ../../nbs/12_shapes_parse.ipynb #d11c885e
 def _gkey(g: Group):
