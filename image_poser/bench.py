@@ -8,16 +8,18 @@ Docs: https://image-poser.github.io/image_poser/bench.html.md"""
 from __future__ import annotations
 
 import cProfile
+import importlib
 import json
 import os
 import pstats
 import time
 from collections import Counter
 from dataclasses import replace
+from functools import partial
 from pathlib import Path
 
 # %% auto #0
-__all__ = ['perturb', 'bench_world', 'bench_critic', 'bench_diffusers', 'bench_env', 'bench_experts', 'bench_trainer']
+__all__ = ['TRAINERS', 'perturb', 'bench_world', 'bench_critic', 'bench_diffusers', 'bench_env', 'bench_experts', 'bench_trainer']
 
 # %% ../nbs/70_bench.ipynb #465a36a2
 import numpy as np
@@ -26,7 +28,7 @@ import numpy as np
 from .backends.diffusers import RESIDENCY, DiffusersExpert, make_tiny_pipeline
 from .core import Task, find_path
 from .decompose import decomposer_exact
-from .env import EnvConfig, ImagePoserEnv, valid_actions
+from .env import EnvConfig, ImagePoserEnv, KeepInfo, valid_actions
 from .experts import load_registry
 from .feedback import mutate_reply, parse_feedback
 from .ppo import Args as PPOArgs
@@ -332,28 +334,42 @@ def _late_return(ends: list[tuple[int, float]], total: int, share: float = 0.2) 
 
 
 def _ours(a: PPOArgs) -> tuple[float, float]:
-    "(steps per second, late return) of our PPO."
+    "(steps per second of the training loop, late return) of our PPO (`a.async_envs`: environments in worker processes)."
     import tempfile
 
     with tempfile.TemporaryDirectory() as d:
-        a = replace(a, run_dir=d)
-        t0 = time.perf_counter()
-        run = ppo_train(a)
-        dt = time.perf_counter() - t0
+        run = ppo_train(replace(a, run_dir=d))
         rows = [json.loads(line) for line in (run / "metrics.jsonl").read_text().splitlines()]
     ends = [(r["global_step"], r["charts/episodic_return"]) for r in rows if "charts/episodic_return" in r]
-    return a.num_iterations * a.batch_size / dt, _late_return(ends, a.num_iterations * a.batch_size)
+    sps = [r["charts/SPS"] for r in rows if "charts/SPS" in r][
+        -1
+    ]  # steps / seconds since the loop started (setup excluded, as for SB3's learn)
+    return float(sps), _late_return(ends, a.num_iterations * a.batch_size)
+
+
+def _warm_torch():
+    "Pay torch's one-time optimizer import (~3 s: Adam pulls in torch._dynamo) before anything is timed."
+    import torch
+
+    torch.optim.Adam(torch.nn.Linear(1, 1).parameters())
 
 # %% ../nbs/70_bench.ipynb #bntrn002
-def _sb3(a: PPOArgs, masked: bool) -> tuple[float, float]:
-    "(steps per second, late return) of sb3-contrib's MaskablePPO (`masked`) or SB3's PPO with our hyper-parameters."
+def _monitored(config: EnvConfig):
+    "The environment our PPO trains on (info cut to the action mask), under SB3's Monitor (a module-level factory: SubprocVecEnv pickles it)."
+    from stable_baselines3.common.monitor import Monitor
+
+    return Monitor(KeepInfo(ImagePoserEnv(config), ("action_mask",)))
+
+
+def _sb3(a: PPOArgs, masked: bool, subproc: bool = False) -> tuple[float, float]:
+    "(steps per second, late return) of sb3-contrib's MaskablePPO (`masked`) or SB3's PPO with our hyper-parameters (`subproc`: SubprocVecEnv)."
     import torch
     from sb3_contrib import MaskablePPO
     from stable_baselines3 import PPO as SB3PPO
-    from stable_baselines3.common.monitor import Monitor
-    from stable_baselines3.common.vec_env import DummyVecEnv
+    from stable_baselines3.common.vec_env import DummyVecEnv, SubprocVecEnv
 
-    venv = DummyVecEnv([lambda: Monitor(ImagePoserEnv(a.env)) for _ in range(a.num_envs)])
+    make = importlib.import_module("image_poser.bench")._monitored  # the module's own function: worker processes import it by name
+    venv = (SubprocVecEnv if subproc else DummyVecEnv)([partial(make, a.env) for _ in range(a.num_envs)])
     model = (MaskablePPO if masked else SB3PPO)(
         "MlpPolicy",
         venv,
@@ -379,29 +395,54 @@ def _sb3(a: PPOArgs, masked: bool) -> tuple[float, float]:
     model.learn(total_timesteps=a.total_timesteps)
     dt = time.perf_counter() - t0
     ends = []
-    for m in venv.envs:  # each environment steps once per vector step: its own step count times num_envs is the global step
-        ends += [(int(t) * a.num_envs, float(r)) for t, r in zip(np.cumsum(m.get_episode_lengths()), m.get_episode_rewards())]
+    for lengths, rets in zip(venv.env_method("get_episode_lengths"), venv.env_method("get_episode_rewards")):
+        ends += [(int(t) * a.num_envs, float(r)) for t, r in zip(np.cumsum(lengths), rets)]  # one env step per vector step
     venv.close()
     return model.num_timesteps / dt, _late_return(sorted(ends), model.num_timesteps)
 
 # %% ../nbs/70_bench.ipynb #d2ee8f9c
-def bench_trainer(total_timesteps: int = 4096, seeds: tuple[int, ...] = (1, 2), num_envs: int = 4, num_steps: int = 64) -> dict:
-    "Steps per second and late return (episodes ending in the last 20 % of training) of our PPO, MaskablePPO and SB3's PPO."
-    runs: dict[str, list[tuple[float, float]]] = {"ours": [], "maskable": [], "sb3": []}
+TRAINERS = {  # name -> (trainer, environments): what `bench_trainer` runs
+    "ours": ("our PPO", "AsyncVectorEnv: one process per environment, on every core"),
+    "ours_sync": ("our PPO", "SyncVectorEnv: one process"),
+    "maskable": ("sb3-contrib MaskablePPO", "DummyVecEnv: one process (its default)"),
+    "maskable_subproc": ("sb3-contrib MaskablePPO", "SubprocVecEnv: one process per environment, on every core"),
+    "sb3": ("Stable-Baselines3 PPO (no masks)", "DummyVecEnv: one process"),
+}
+
+
+def _trainer_run(name: str, a: PPOArgs) -> tuple[float, float]:
+    "(steps per second, late return) of trainer `name` of `TRAINERS`."
+    if name.startswith("ours"):
+        return _ours(replace(a, async_envs=name == "ours"))
+    return _sb3(a, masked=name.startswith("maskable"), subproc=name.endswith("subproc"))
+
+
+def bench_trainer(
+    total_timesteps: int = 4096,
+    seeds: tuple[int, ...] = (1, 2),
+    num_envs: int = 4,
+    num_steps: int = 64,
+    trainers: tuple[str, ...] = tuple(TRAINERS),
+) -> dict:
+    "Steps per second and late return (episodes ending in the last 20 % of training) of each of `trainers` (see `TRAINERS`)."
+    _warm_torch()
+    runs: dict[str, list[tuple[float, float]]] = {k: [] for k in trainers}
     for seed in seeds:
         a = PPOArgs(
             total_timesteps=total_timesteps, seed=seed, num_envs=num_envs, num_steps=num_steps, progress=False, checkpoint_every=10**9
         )
-        runs["ours"].append(_ours(a))
-        runs["maskable"].append(_sb3(a, masked=True))
-        runs["sb3"].append(_sb3(a, masked=False))
-    out = {}
-    for k, rs in runs.items():
-        out[f"{k}_sps"] = round(float(np.mean([r[0] for r in rs])), 1)
-    for k, rs in runs.items():
-        out[f"{k}_return"] = round(float(np.mean([r[1] for r in rs])), 3)
+        for k in trainers:
+            runs[k].append(_trainer_run(k, a))
+    out = {f"{k}_sps": round(float(np.mean([r[0] for r in rs])), 1) for k, rs in runs.items()}
+    out |= {f"{k}_return": round(float(np.mean([r[1] for r in rs])), 3) for k, rs in runs.items()}
+    out |= {f"{k}_return_per_seed": [round(r[1], 3) for r in rs] for k, rs in runs.items()}
+    for x, y in (("ours", "maskable"), ("ours", "maskable_subproc"), ("ours_sync", "maskable")):
+        if x in runs and y in runs:
+            out[f"{x}_vs_{y}"] = round(out[f"{x}_sps"] / out[f"{y}_sps"], 2)
     return out | {
+        "trainers": {k: " / ".join(TRAINERS[k]) for k in trainers},
         "return_measure": "mean episodic return, episodes ending in the last 20% of training",
         "total_timesteps": total_timesteps,
+        "cores": os.cpu_count(),
         "seeds": list(seeds),
     }

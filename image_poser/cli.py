@@ -634,27 +634,33 @@ def cmd_reproduce(
 # %% ../nbs/90_cli.ipynb #clitun01
 @command("tune")
 def cmd_tune(
-    what: tyro.conf.Positional[Literal["heuristics", "ppo"]] = "heuristics",  # heuristic knobs, or PPO's settings
+    what: tyro.conf.Positional[
+        Literal["heuristics", "ppo", "steps"]
+    ] = "heuristics",  # heuristic knobs, PPO's settings, or its training length
     families: tuple[str, ...] = ("fixed", "router", "threshold", "greedy"),  # heuristic families to tune
     stage1_n: int = 60,  # validation prompts every candidate is evaluated on
     stage2_n: int = 150,  # further validation prompts for the finalists
     max_candidates: int = 24,  # candidates per family (a seeded sample of a larger grid)
     finalists: int = 4,  # candidates that reach stage 2
     steps: int = 50_000,  # ppo: training steps per candidate
-    out: Path = Path("paper/results"),  # baseline_tuning.json / ppo_tuning.json go here
-    run_dir: Path = Path("runs/tune-ppo"),  # ppo: the candidates' training runs
+    out: Path = Path("paper/results"),  # baseline_tuning.json / ppo_tuning.json / ppo_steps.json go here
+    run_dir: Path = Path("runs/tune-ppo"),  # ppo: the candidates' training runs; steps: a run trained with --keep-checkpoints
+    grid: int = 4,  # steps: kept checkpoints compared (spread evenly up to the last)
     workers: int = 2,  # parallel processes
 ) -> None:
-    "Tune heuristics or PPO on the validation split; prints each candidate's scores and the choice."
-    from image_poser.tune import PPO_SPACE, TuneBudget, tune_heuristics, tune_ppo
+    "Tune heuristics, PPO's settings or its training length on the validation split; prints each candidate's scores and the choice."
+    from image_poser.tune import PPO_SPACE, TuneBudget, choose_steps, kept_checkpoints, tune_heuristics, tune_ppo
 
     for flag, v in (("--stage1-n", stage1_n), ("--stage2-n", stage2_n), ("--max-candidates", max_candidates), ("--finalists", finalists)):
         _in_range(flag, v, 1)
     _in_range("--steps", steps, 1)
+    _in_range("--grid", grid, 1)
     _in_range("--workers", workers, 1, MAX_WORKERS)
     _writable_dir("--out", out)
     if what == "ppo":
         _writable_dir("--run-dir", run_dir)
+    if what == "steps" and not kept_checkpoints(run_dir):
+        _fail(f"--run-dir {run_dir} holds no kept checkpoints: train it with `image-poser train --keep-checkpoints`")
     unknown = set(families) - {"fixed", "router", "threshold", "greedy"}
     if unknown:
         _fail(f"unknown heuristic families {sorted(unknown)}; choose among fixed, router, threshold, greedy")
@@ -662,9 +668,14 @@ def cmd_tune(
     log = lambda *a: print(*a, file=sys.stderr, flush=True)  # noqa: E731 (stdout keeps only the JSON)
     if what == "heuristics":
         res = tune_heuristics(tuple(families), budget, out=out / "baseline_tuning.json", workers=workers, log=log)
-    else:
+    elif what == "ppo":
         res = tune_ppo(PPO_SPACE, budget, steps, run_dir, out=out / "ppo_tuning.json", workers=workers, log=log)
-    print(json.dumps(res.get("chosen") if what == "heuristics" else res["chosen_overrides"], indent=1))
+    else:
+        res = choose_steps(run_dir, budget, grid, workers=workers, log=log)
+        (out / "ppo_steps.json").write_text(json.dumps(res, indent=1))
+    print(
+        json.dumps({"heuristics": res.get("chosen"), "ppo": res.get("chosen_overrides"), "steps": res.get("chosen_steps")}[what], indent=1)
+    )
 
 # %% ../nbs/90_cli.ipynb #d6181463
 def _dispatch(argv: list[str]):

@@ -303,7 +303,7 @@ def _setup(args: Args):
     np.random.seed(args.seed)
     torch.manual_seed(args.seed)
     torch.set_num_threads(1)
-    envs = make_vector_env(args.num_envs, args.env, seed=args.seed)
+    envs = make_vector_env(args.num_envs, args.env, seed=args.seed, info_keys=("action_mask",))
     envs.action_space.seed(args.seed)
     obs_dim = envs.single_observation_space.shape[0]
     n_actions = int(envs.single_action_space.n)

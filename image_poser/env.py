@@ -15,7 +15,7 @@ from typing import Literal
 
 # %% auto #0
 __all__ = ['STOP', 'HashingEncoder', 'require', 'is_int', 'is_num', 'EnvConfig', 'check_env_config', 'ObsPart', 'obs_layout',
-           'obs_table', 'ImagePoserEnv', 'valid_actions', 'make_env', 'make_vector_env']
+           'obs_table', 'ImagePoserEnv', 'valid_actions', 'KeepInfo', 'make_env', 'make_vector_env']
 
 # %% ../nbs/40_env.ipynb #4f75f6e3
 import gymnasium as gym
@@ -686,12 +686,32 @@ def valid_actions(info: dict) -> np.ndarray:
 if "ImagePoser/Shapes-v0" not in gym.registry:
     gym.register("ImagePoser/Shapes-v0", entry_point="image_poser.env:ImagePoserEnv", max_episode_steps=None)
 
+# %% ../nbs/40_env.ipynb #envlean2
+class KeepInfo(gym.Wrapper):
+    "Keep only the `keys` of each reset's and step's `info` (what a trainer reads), so vector environments do not copy the rest."
+
+    def __init__(self, env: gym.Env, keys: tuple[str, ...]):
+        super().__init__(env)
+        self.keys = tuple(keys)
+
+    def _lean(self, info: dict) -> dict:
+        return {k: info[k] for k in self.keys if k in info}
+
+    def reset(self, **kw):
+        obs, info = self.env.reset(**kw)
+        return obs, self._lean(info)
+
+    def step(self, action):
+        obs, reward, term, trunc, info = self.env.step(action)
+        return obs, reward, term, trunc, self._lean(info)
+
 # %% ../nbs/40_env.ipynb #ec4ccd01
-def make_env(config: EnvConfig | None = None, seed: int | None = None, **kw):
+def make_env(config: EnvConfig | None = None, seed: int | None = None, info_keys: tuple[str, ...] | None = None, **kw):
     "A thunk that builds one environment with episode statistics (its action space seeded when `seed` is given)."
 
     def thunk():
-        env = gym.wrappers.RecordEpisodeStatistics(ImagePoserEnv(config, **kw))
+        env = ImagePoserEnv(config, **kw)
+        env = gym.wrappers.RecordEpisodeStatistics(KeepInfo(env, info_keys) if info_keys is not None else env)
         if seed is not None:
             env.action_space.seed(seed)
         return env
@@ -700,9 +720,14 @@ def make_env(config: EnvConfig | None = None, seed: int | None = None, **kw):
 
 
 def make_vector_env(
-    n: int, config: EnvConfig | None = None, asynchronous: bool = False, seed: int | None = None, **kw
+    n: int,
+    config: EnvConfig | None = None,
+    asynchronous: bool = False,
+    seed: int | None = None,
+    info_keys: tuple[str, ...] | None = None,  # keep only these entries of each env's info (`KeepInfo`)
+    **kw,
 ) -> gym.vector.VectorEnv:
     "`n` environments with same-step autoreset (final observations in info['final_obs']); the one factory trainers use."
     cls = gym.vector.AsyncVectorEnv if asynchronous else gym.vector.SyncVectorEnv
-    thunks = [make_env(config, None if seed is None else seed + i, **kw) for i in range(n)]
+    thunks = [make_env(config, None if seed is None else seed + i, info_keys, **kw) for i in range(n)]
     return cls(thunks, autoreset_mode=gym.vector.AutoresetMode.SAME_STEP)

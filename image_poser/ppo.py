@@ -11,6 +11,7 @@ import json
 import os
 import random
 import re
+import shutil
 import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -66,6 +67,7 @@ class Args:
     async_envs: bool = False  # AsyncVectorEnv (processes) instead of SyncVectorEnv
     run_dir: str = "runs"  # where run folders go
     checkpoint_every: int = 10  # write a checkpoint every this many updates (and at the end)
+    keep_checkpoints: bool = False  # also keep each one as checkpoints/step_<global step>.pt (to choose the training length on validation)
     resume: bool = False  # continue from runs/<run>/checkpoint.pt
     progress: bool = True  # show a progress bar
 
@@ -498,7 +500,7 @@ def _setup(args: Args):
     torch.manual_seed(args.seed)
     torch.backends.cudnn.deterministic = args.torch_deterministic
     torch.set_num_threads(1)
-    envs = make_vector_env(args.num_envs, args.env, asynchronous=args.async_envs, seed=args.seed)
+    envs = make_vector_env(args.num_envs, args.env, asynchronous=args.async_envs, seed=args.seed, info_keys=("action_mask",))
     envs.action_space.seed(args.seed)
     obs_dim = envs.single_observation_space.shape[0]
     n_actions = int(envs.single_action_space.n)
@@ -541,6 +543,9 @@ def _checkpoint(run: Path, envs, agent, optimizer, iteration: int, state: dict, 
         state.update(next_obs=_as_obs(next_obs), next_mask=_as_mask(info), next_done=torch.zeros(args.num_envs))
     ck_args = (iteration, state["global_step"], args, obs_dim, n_actions)
     save_checkpoint(run / "checkpoint.pt", agent, optimizer, *ck_args, rng=rng_state(envs), metrics_rows=metrics.rows)
+    if args.keep_checkpoints:
+        (run / "checkpoints").mkdir(exist_ok=True)
+        shutil.copy(run / "checkpoint.pt", run / "checkpoints" / f"step_{state['global_step']:09d}.pt")
 
 
 def _tracker(args: Args, run: Path):

@@ -18,10 +18,11 @@ from pathlib import Path
 
 # %% auto #0
 __all__ = ['PROFILES', 'ABLATIONS', 'TOGGLES', 'COMPARED', 'PAPER_CLAIMS', 'Profile', 'ablation_variants', 'code_version',
-           'read_rows', 'evaluate_methods', 'comparisons', 'check_targets', 'stage_tune', 'training_jobs',
-           'methods_to_evaluate', 'best_tuned', 'comparisons_table', 'tuning_table', 'tier_table', 'targets_table',
-           'write_report', 'plot_learning_curves', 'plot_expert_usage', 'plot_ablations', 'stage_train',
-           'stage_ablations', 'stage_agreement', 'agreement_table', 'stage_figures', 'reproduce', 'stage_compare']
+           'read_rows', 'run_folder', 'evaluate_methods', 'comparisons', 'check_targets', 'stage_tune', 'training_jobs',
+           'methods_to_evaluate', 'best_tuned', 'stage_steps', 'comparisons_table', 'tuning_table', 'tier_table',
+           'targets_table', 'write_report', 'plot_learning_curves', 'plot_expert_usage', 'plot_ablations',
+           'stage_train', 'stage_ablations', 'stage_agreement', 'agreement_table', 'stage_figures', 'reproduce',
+           'stage_compare']
 
 # %% ../nbs/75_reproduce.ipynb #0389c886
 import numpy as np
@@ -33,7 +34,7 @@ from .env import EnvConfig
 from .evaluate import METRICS, evaluate_many, gallery, paired_ci, results_table, summarize, write_results
 from .experts import load_registry
 from .shapes.data import load_split
-from .tune import PPO_SPACE, TuneBudget, ppo_kwargs, run_jobs, tune_heuristics, tune_ppo
+from .tune import PPO_SPACE, TuneBudget, choose_steps, ppo_kwargs, run_jobs, tune_heuristics, tune_ppo
 
 # %% ../nbs/75_reproduce.ipynb #d01c7c9e
 @dataclass(frozen=True)
@@ -55,6 +56,8 @@ class Profile:
     tune_families: tuple[str, ...] = ("fixed", "router", "threshold", "greedy")
     ppo_space: dict = field(default_factory=lambda: dict(PPO_SPACE))  # PPO candidates (empty: no PPO tuning, defaults)
     ppo_tune_steps: int = 50_000  # training steps of each PPO candidate
+    ppo_choose_steps: bool = False  # keep PPO's checkpoints and choose its training length (up to ppo_steps) on validation
+    ppo_steps_grid: int = 4  # checkpoints compared when choosing it (spread evenly up to ppo_steps)
     gallery_n: int = 3  # prompts per trajectory gallery
     ablation_groups: tuple[str, ...] = ()  # the ablation groups to run (empty: all)
     workers: int = 2  # parallel processes (one core each)
@@ -83,7 +86,7 @@ PROFILES = {
     ),
     "full": Profile(
         "full",
-        ppo_steps=100_000,
+        ppo_steps=125_000,  # 100k before the environment got ~1.25x faster (parse cache, lean info): the same wall time
         ppo_seeds=(1, 2, 3),
         dqn_steps=15_000,
         dqn_seeds=(1, 2, 3),
@@ -96,6 +99,7 @@ PROFILES = {
         gallery_n=4,
         tune=TuneBudget(stage1_n=60, stage2_n=150, max_candidates=24, finalists=4),
         ppo_tune_steps=20_000,
+        ppo_choose_steps=True,
         ablation_groups=("reference", "critic", "state", "reflection", "reorder"),
     ),
     "smoke": Profile(
@@ -116,6 +120,7 @@ PROFILES = {
         tune_families=("fixed", "router"),
         ppo_space={"ent_coef": [0.02]},
         ppo_tune_steps=64,
+        ppo_choose_steps=True,
         ablation_groups=("reference", "reorder"),
     ),
 }
@@ -176,10 +181,20 @@ def read_rows(path: str | Path) -> list[dict]:
     return rows
 
 # %% ../nbs/75_reproduce.ipynb #5d386057
+def run_folder(spec: str | Path) -> Path:
+    "The run folder of a trained policy's spec: the folder itself, its checkpoint.pt, or one of its kept checkpoints."
+    p = Path(spec)
+    if p.suffix != ".pt":
+        return p
+    return p.parent.parent if p.parent.name == "checkpoints" else p.parent
+
+
 def _run_stamp(spec: str) -> dict | None:
-    "What identifies a trained policy's run: its done.json (arguments and training time); None for baselines."
-    done = Path(spec) / "done.json"
-    return json.loads(done.read_text()) if done.exists() else None
+    "What identifies a trained policy: its run's done.json (arguments, training time) and its checkpoint file; None for baselines."
+    done = run_folder(spec) / "done.json"
+    if not done.exists():
+        return None
+    return json.loads(done.read_text()) | ({"checkpoint": Path(spec).name} if Path(spec).suffix == ".pt" else {})
 
 
 def _files(name: str, out_dir) -> list[Path]:
@@ -352,7 +367,8 @@ def training_jobs(p: Profile, ppo_overrides: dict, runs: Path) -> tuple[list, li
     base = {"run_dir": str(runs), "progress": False}
     ppo_base = ppo_kwargs(ppo_overrides, base)
     env = asdict(ppo_base["env"])
-    jobs = [("ppo", ppo_base | {"exp_name": "ppo", "seed": s, "total_timesteps": p.ppo_steps}) for s in p.ppo_seeds]
+    main = {"exp_name": "ppo", "total_timesteps": p.ppo_steps, "keep_checkpoints": p.ppo_choose_steps}
+    jobs = [("ppo", ppo_base | main | {"seed": s}) for s in p.ppo_seeds]
     jobs += [("dqn", base | {"exp_name": "dqn", "seed": s, "total_timesteps": p.dqn_steps, "env": EnvConfig(**env)}) for s in p.dqn_seeds]
     jobs += [
         (
@@ -373,7 +389,9 @@ def training_jobs(p: Profile, ppo_overrides: dict, runs: Path) -> tuple[list, li
     return jobs, abl, variants
 
 
-def methods_to_evaluate(p: Profile, heur: dict, jobs: list, runs: list[dict]) -> dict[str, tuple[list[str], int]]:
+def methods_to_evaluate(
+    p: Profile, heur: dict, jobs: list, runs: list[dict], ppo_step: int | None = None
+) -> dict[str, tuple[list[str], int]]:
     "name -> (specs, prompts): single experts, random, every heuristic with default and tuned knobs, the oracle, the trained policies."
     out = {b: ([b], p.greedy_n if b == "greedy" else p.test_n) for b in baseline_names(load_registry()) if b != "oracle"}
     for fam, spec in heur["chosen"].items():
@@ -381,6 +399,8 @@ def methods_to_evaluate(p: Profile, heur: dict, jobs: list, runs: list[dict]) ->
     out["oracle"] = (["oracle"], p.oracle_n)
     for name, exp in (("ppo", "ppo"), ("dqn", "dqn"), ("dqn:paper-state", "dqn-paper")):
         out[name] = ([r["run"] for j, r in zip(jobs, runs) if j[1]["exp_name"] == exp], p.test_n)
+    if ppo_step is not None:  # every seed's checkpoint at the training length chosen on validation
+        out["ppo"] = ([f"{r}/checkpoints/step_{ppo_step:09d}.pt" for r in out["ppo"][0]], p.test_n)
     return out
 
 
@@ -389,6 +409,24 @@ def best_tuned(heur: dict) -> str:
     fams = heur["families"]
     best = max(fams, key=lambda f: (fams[f]["chosen_scores"]["full_success"], -fams[f]["chosen_scores"]["cost"]))
     return f"{best} (tuned)"
+
+# %% ../nbs/75_reproduce.ipynb #rpstep01
+def stage_steps(p: Profile, jobs: list, runs: list[dict], res_dir: Path, log=print) -> dict:
+    "PPO's training length chosen on validation among the first seed's kept checkpoints (reused when unchanged); {} if not chosen."
+    if not p.ppo_choose_steps:
+        return {}
+    first = next(r["run"] for j, r in zip(jobs, runs) if j[1]["exp_name"] == "ppo")
+    out = res_dir / "ppo_steps.json"
+    stamp = {"run": first, "budget": asdict(p.tune), "grid": p.ppo_steps_grid, "steps": p.ppo_steps, "code": code_version()}
+
+    def make():
+        res = choose_steps(first, p.tune, p.ppo_steps_grid, workers=p.workers, log=log)
+        out.write_text(json.dumps(res, indent=1))
+        return res
+
+    res = _stamped(out, stamp, make, log)
+    log(f"  PPO's training length: {res['chosen_steps']:,} of {p.ppo_steps:,} steps (validation)")
+    return res
 
 # %% ../nbs/75_reproduce.ipynb #34e84665
 PAPER_CLAIMS = [
@@ -494,26 +532,44 @@ def _report_head(p: Profile, r: dict) -> list[str]:
     ] + targets_table(r["targets"])
 
 # %% ../nbs/75_reproduce.ipynb #rprep002
+def _steps_lines(p: Profile, st: dict) -> list[str]:
+    "The training length chosen on validation, with each candidate's validation scores (nothing when the profile did not choose it)."
+    if not st:
+        return []
+    rows = [
+        f"{n:,} steps: full success {st['stage1'][s]['full_success']:.3f} (stage 1)"
+        + (f", {st['stage2'][s]['full_success']:.3f} (stage 2)" if s in st["stage2"] else "")
+        for s, n in sorted(st["steps"].items(), key=lambda x: x[1])
+    ]
+    return [f"PPO's training length chosen on validation: **{st['chosen_steps']:,}** of {p.ppo_steps:,} steps ({'; '.join(rows)}).", ""]
+
+
 def _report_tail(p: Profile, r: dict) -> list[str]:
     "Tuning, tiers, the paper's claims, critic agreement, ablations and figures."
     main = r["main"]
-    L = [
-        "",
-        "## Tuning (validation split)",
-        "",
-        tuning_table(r["heuristics"]),
-        "",
-        f"PPO settings chosen: `{json.dumps(r['ppo_tuning'].get('chosen_overrides', {}))}`.",
-        "",
-        "## By tier (full success)",
-        "",
-        tier_table(main, ["ppo", r["best_heuristic"], "oracle", "dqn"]),
-        "",
-        "## Against the paper",
-        "",
-        "| | the paper | here |",
-        "|---|---|---|",
-    ] + [f"| {a} | {b} | {c} |" for a, b, c in PAPER_CLAIMS]
+    L = (
+        [
+            "",
+            "## Tuning (validation split)",
+            "",
+            tuning_table(r["heuristics"]),
+            "",
+            f"PPO settings chosen: `{json.dumps(r['ppo_tuning'].get('chosen_overrides', {}))}`.",
+            "",
+        ]
+        + _steps_lines(p, r.get("ppo_steps") or {})
+        + [
+            "## By tier (full success)",
+            "",
+            tier_table(main, ["ppo", r["best_heuristic"], "oracle", "dqn"]),
+            "",
+            "## Against the paper",
+            "",
+            "| | the paper | here |",
+            "|---|---|---|",
+        ]
+        + [f"| {a} | {b} | {c} |" for a, b, c in PAPER_CLAIMS]
+    )
     L += [
         "",
         "## The training critic against the Evaluator",
@@ -706,7 +762,7 @@ def agreement_table(agree: dict) -> str:
 def stage_figures(p: Profile, out: Path, main: dict, abl: dict, methods: dict, best: str) -> dict[str, str]:
     "Learning curves, expert usage, ablations and trajectory galleries; returns name -> path relative to `out`."
     figs = {"curves": "results/learning_curves.png", "usage": "results/expert_usage.png", "ablations": "results/ablations.png"}
-    trained = {k: methods[k][0] for k in ("ppo", "dqn", "dqn:paper-state")}
+    trained = {k: [str(run_folder(x)) for x in methods[k][0]] for k in ("ppo", "dqn", "dqn:paper-state")}
     plot_learning_curves(trained, {b: main[b] for b in ("fixed", best) if b in main}, out / figs["curves"])
     shown = [m for m in ("ppo", "dqn", "dqn:paper-state", "fixed", best, "greedy", "oracle") if m in main]
     plot_expert_usage(out / "results", list(dict.fromkeys(shown)), out / figs["usage"])
@@ -761,7 +817,8 @@ def reproduce(
     jobs, main_runs, variants, abl_runs = stage_train(p, ppo_t, runs, log)
     lap("train_s")
     log("[3/6] evaluating on the test split")
-    methods = methods_to_evaluate(p, heur, jobs, main_runs)
+    steps_t = stage_steps(p, jobs, main_runs, res_dir, log)
+    methods = methods_to_evaluate(p, heur, jobs, main_runs, steps_t.get("chosen_steps"))
     main, rows = evaluate_methods(methods, p, out_dir=res_dir, log=log)
     (res_dir / "main.json").write_text(json.dumps({"profile": asdict(p), "methods": main}, indent=1))
     lap("eval_s")
@@ -775,7 +832,7 @@ def reproduce(
     _copy_checkpoints(out, methods)
     tm["total_s"] = round(time.perf_counter() - T0, 1)
     tm["runs"] = {Path(d["run"]).name: d["train_s"] for d in main_runs + abl_runs}
-    r = dict(main=main, comparisons=comp, targets=targets, best_heuristic=best, heuristics=heur, ppo_tuning=ppo_t)
+    r = dict(main=main, comparisons=comp, targets=targets, best_heuristic=best, heuristics=heur, ppo_tuning=ppo_t, ppo_steps=steps_t)
     r |= dict(agreement=agree, ablations=abl, figures=figs, timings=tm, code=code_version())
     (res_dir / "report.json").write_text(json.dumps(r, indent=1))
     log("[6/6] report")
@@ -794,11 +851,12 @@ def stage_compare(rows: dict[str, list[dict]], heur: dict, res_dir: Path) -> tup
 
 
 def _copy_checkpoints(out: Path, methods: dict):
-    "The first training seed's PPO and DQN checkpoints, for `image-poser run --policy paper/checkpoints/ppo.pt`."
+    "The first training seed's PPO and DQN checkpoints (the ones evaluated), for `image-poser run --policy paper/checkpoints/ppo.pt`."
     ck = out / "checkpoints"
     ck.mkdir(exist_ok=True)
     for name in ("ppo", "dqn"):
-        shutil.copy(Path(methods[name][0][0]) / "checkpoint.pt", ck / f"{name}.pt")
+        spec = Path(methods[name][0][0])
+        shutil.copy(spec if spec.suffix == ".pt" else spec / "checkpoint.pt", ck / f"{name}.pt")
 
 
 def _log_summary(r: dict, report: Path, log=print):

@@ -13,13 +13,14 @@ import json
 import multiprocessing
 import shutil
 import time
+from collections.abc import Callable
 from concurrent.futures import ProcessPoolExecutor, as_completed
 from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 
 # %% auto #0
 __all__ = ['PPO_SPACE', 'TuneBudget', 'heuristic_space', 'spec_of', 'candidates', 'tune_specs', 'tune_heuristics', 'train_job',
-           'run_jobs', 'ppo_kwargs', 'tune_ppo']
+           'run_jobs', 'ppo_kwargs', 'tune_ppo', 'kept_checkpoints', 'step_grid', 'choose_steps']
 
 # %% ../nbs/57_tune.ipynb #tun00005
 import numpy as np
@@ -93,16 +94,23 @@ def _score(summary: dict) -> dict:
     return {k: summary[k]["mean"] for k in keys if k in summary} | {"n_episodes": summary["n_episodes"]}
 
 
-def _rank(scores: dict[str, dict], tie: float) -> list[str]:
-    "Specs from best to worst: full success first; within `tie` of the best, the cheaper first."
-    order = sorted(scores, key=lambda s: (-scores[s]["full_success"], scores[s]["cost"]))
+def _rank(scores: dict[str, dict], tie: float, prefer: Callable[[str], float] | None = None) -> list[str]:
+    "Specs from best to worst: full success first; within `tie` of the best, the lowest `prefer` first (default: the cheaper)."
+    prefer = prefer or (lambda s: scores[s]["cost"])
+    order = sorted(scores, key=lambda s: (-scores[s]["full_success"], prefer(s)))
     best = scores[order[0]]["full_success"]
-    near = sorted([s for s in order if best - scores[s]["full_success"] < tie], key=lambda s: scores[s]["cost"])
+    near = sorted([s for s in order if best - scores[s]["full_success"] < tie], key=prefer)
     return near + [s for s in order if s not in near]
 
 
 def tune_specs(
-    specs: list[str], budget: TuneBudget, config: EnvConfig | None = None, records: list[dict] | None = None, workers: int = 1, log=print
+    specs: list[str],
+    budget: TuneBudget,
+    config: EnvConfig | None = None,
+    records: list[dict] | None = None,
+    workers: int = 1,
+    log=print,
+    prefer: Callable[[str], float] | None = None,  # the tie-break (default: cost)
 ) -> dict:
     "Stage 1 on every spec, stage 2 on the finalists; returns every score and the choice."
     recs = records if records is not None else load_split("val", (config or EnvConfig()).data_dir)
@@ -112,10 +120,10 @@ def tune_specs(
     stage1 = {s: _score(res[s][1]) for s in specs}
     for s in specs:
         log(f"    {s:<70} full success {stage1[s]['full_success']:.3f}  cost {stage1[s]['cost']:.2f}")
-    finalists = _rank(stage1, budget.tie)[: budget.finalists]
+    finalists = _rank(stage1, budget.tie, prefer)[: budget.finalists]
     res = evaluate_many(finalists, second, (0,), cfg, workers, desc=f"stage 2 ({len(finalists)} finalists)")
     stage2 = {s: _score(res[s][1]) for s in finalists}
-    chosen = _rank(stage2, budget.tie)[0]
+    chosen = _rank(stage2, budget.tie, prefer)[0]
     return {"stage1": stage1, "finalists": finalists, "stage2": stage2, "chosen": chosen, "chosen_scores": stage2[chosen]}
 
 # %% ../nbs/57_tune.ipynb #tun00016
@@ -233,3 +241,27 @@ def tune_ppo(
         Path(out).parent.mkdir(parents=True, exist_ok=True)
         Path(out).write_text(json.dumps(res, indent=1))
     return res
+
+# %% ../nbs/57_tune.ipynb #tunstp02
+def kept_checkpoints(run: str | Path) -> dict[int, Path]:
+    "The checkpoints a run kept (`keep_checkpoints`), by global step."
+    return {int(p.stem.split("_")[1]): p for p in sorted(Path(run, "checkpoints").glob("step_*.pt"))}
+
+
+def step_grid(steps: list[int], n: int) -> list[int]:
+    "At most `n` of `steps`, spread evenly up to the last (always included): the first at or past each k/n of it."
+    last = max(steps)
+    return sorted({min(s for s in steps if s >= k * last / n) for k in range(1, n + 1)})
+
+
+def choose_steps(
+    run: str | Path, budget: TuneBudget = TuneBudget(), grid: int = 4, config: EnvConfig | None = None, workers: int = 1, log=print
+) -> dict:
+    "The training length of `run` chosen on validation among `grid` of its kept checkpoints (ties: fewer steps)."
+    kept = kept_checkpoints(run)
+    if not kept:
+        raise ValueError(f"{run} kept no checkpoints: train it with keep_checkpoints=True (--keep-checkpoints)")
+    steps = {str(kept[s]): s for s in step_grid(list(kept), grid)}
+    small = replace(budget, max_candidates=len(steps), finalists=min(budget.finalists, len(steps)))
+    res = tune_specs(list(steps), small, config, workers=workers, log=log, prefer=steps.get)
+    return res | {"steps": steps, "chosen_steps": steps[res["chosen"]]}

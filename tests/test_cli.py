@@ -92,6 +92,7 @@ def test_reproduce_smoke_end_to_end(tmp_path):
         "README.md",
         "results/ablations.json",
         "results/targets.json",
+        "results/ppo_steps.json",
         "results/learning_curves.png",
         "results/expert_usage.png",
         "results/ablations.png",
@@ -106,10 +107,13 @@ def test_reproduce_smoke_end_to_end(tmp_path):
     assert all(isinstance(t["met"], bool) and "value" in t for t in targets)
     report = (out / "README.md").read_text()
     assert "## Main table" in report and "## Ablations" in report and "| ppo |" in report
+    steps = json.loads((out / "results" / "ppo_steps.json").read_text())
+    assert steps["chosen_steps"] in steps["steps"].values() and "training length chosen on validation" in report
     again = cli("reproduce", "--profile", "smoke", "--out", str(out), "--run-dir", str(runs), timeout=900)
     # every training run reused: PPO, DQN, the paper-state DQN and the smoke profile's two ablation runs (reference, reorder)
     assert again.stdout.count(": reused") == 5 and ": trained" not in again.stdout
     assert "reused baseline_tuning.json" in again.stdout and "reused ppo_tuning.json" in again.stdout
+    assert "reused ppo_steps.json" in again.stdout
 
 
 def test_reproduce_rejects_bad_workers():

@@ -155,6 +155,8 @@ CASES = [
     ["tune", "--steps", "0", "ppo", "--out", "{out}/tune"],
     ["tune", "--out", "{file}"],
     ["tune", "nosuch"],
+    ["tune", "steps", "--run-dir", "{out}", "--out", "{out}/tune"],
+    ["tune", "steps", "--grid", "0", "--run-dir", "{out}", "--out", "{out}/tune"],
 ]
 # the same checks, in real processes (one per command family)
 SUBPROCESS = [

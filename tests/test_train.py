@@ -60,3 +60,18 @@ def test_checkpoints_evaluate_and_fail_clearly(tmp_path):
     bad.write_bytes(b"\x00garbage")
     out = subprocess.run([EXE, "eval", "--policy", str(bad), "--n", "1"], capture_output=True, text=True, timeout=120, cwd=ROOT)
     assert out.returncode == 2 and "not a readable checkpoint" in out.stderr and "Traceback" not in out.stderr
+
+
+def test_training_length_chosen_on_validation(tmp_path):
+    "`train --keep-checkpoints` keeps one checkpoint per save; `tune steps` chooses among them on validation and writes ppo_steps.json."
+    run = [EXE, "train", "--algo", "ppo", "--total-timesteps", "128", "--checkpoint-every", "1", "--keep-checkpoints"]
+    subprocess.run([*run, "--run-dir", str(tmp_path), *SMALL], check=True, capture_output=True, timeout=600, cwd=ROOT)
+    kept = sorted(p.name for p in (tmp_path / "ppo-1" / "checkpoints").glob("*.pt"))
+    assert kept == [f"step_{n:09d}.pt" for n in (32, 64, 96, 128)]
+    tune = [EXE, "tune", "steps", "--run-dir", str(tmp_path / "ppo-1"), "--grid", "2", "--stage1-n", "2", "--stage2-n", "2"]
+    out = subprocess.run(
+        [*tune, "--finalists", "1", "--workers", "1", "--out", str(tmp_path)], capture_output=True, text=True, timeout=600, cwd=ROOT
+    )
+    assert out.returncode == 0, out.stderr[-2000:]
+    res = json.loads((tmp_path / "ppo_steps.json").read_text())
+    assert json.loads(out.stdout) == res["chosen_steps"] and sorted(res["steps"].values()) == [64, 128]
