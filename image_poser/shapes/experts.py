@@ -230,17 +230,20 @@ def _place(
 ) -> SceneObject:
     "A position for `o` clear of `others` that satisfies `rel` towards the `anchor` objects (best effort)."
     lo, hi = MARGIN + o.r, size - MARGIN - o.r
-    boxes = [p.bbox for p in others]  # `box_gap` against each, written out: this loop runs up to `tries` times per object
-    best = None
-    for _ in range(tries):
-        x, y = float(rng.uniform(lo, hi)), float(rng.uniform(lo, hi))
-        x0, y0, x1, y1 = x - o.r, y - o.r, x + o.r, y + o.r
-        if any(max(bx0 - x1, x0 - bx1, by0 - y1, y0 - by1) < MIN_GAP for bx0, by0, bx1, by1 in boxes):
-            continue
-        c = SceneObject(o.shape, o.color, o.size, o.texture, x, y, o.r, o.group)
+    start = rng.bit_generator.state
+    xy = rng.uniform(lo, hi, (tries, 2))  # every try's (x, y) at once: the same numbers, in the same order, as one draw per call
+    boxes = np.array([p.bbox for p in others], np.float64).reshape(-1, 4)
+    x0, y0, x1, y1 = xy[:, :1] - o.r, xy[:, 1:] - o.r, xy[:, :1] + o.r, xy[:, 1:] + o.r
+    gap = np.maximum.reduce([boxes[:, 0] - x1, x0 - boxes[:, 2], boxes[:, 1] - y1, y0 - boxes[:, 3]])  # `box_gap`, tries x others
+    best, used = None, tries
+    for i in np.flatnonzero(~(gap < MIN_GAP).any(axis=1)):
+        c = SceneObject(o.shape, o.color, o.size, o.texture, float(xy[i, 0]), float(xy[i, 1]), o.r, o.group)
         if rel is None or all(_holds_strict(rel.rel, c, q, REL_MARGIN) for q in anchor):
-            return c
+            best, used = c, i + 1
+            break
         best = best or c
+    rng.bit_generator.state = start
+    rng.uniform(lo, hi, (used, 2))  # consume only the tries used, as the loop one draw at a time did
     return best or o
 
 

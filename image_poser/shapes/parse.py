@@ -8,7 +8,7 @@ Docs: https://image-poser.github.io/image_poser/shapes_parse.html.md"""
 from __future__ import annotations
 
 import bisect
-import copy
+import pickle
 import re
 import unicodedata
 from dataclasses import dataclass, field
@@ -1254,8 +1254,8 @@ PARSE_CACHE_SIZE = 4096  # texts whose readings are kept (least recently used dr
 
 
 @lru_cache(maxsize=PARSE_CACHE_SIZE)
-def _parse_cached(text: str) -> ParseResult:
-    return _parse(text)
+def _parse_cached(text: str) -> bytes:
+    return pickle.dumps(_parse(text), pickle.HIGHEST_PROTOCOL)  # a pickle: unpickling is ~3x faster than a deep copy
 
 
 def parse(text: str) -> ParseResult:
@@ -1264,7 +1264,7 @@ def parse(text: str) -> ParseResult:
         raise TypeError(f"prompt must be a string, got {type(text).__name__}")
     if not text.strip():
         raise ValueError("empty prompt: nothing to parse")
-    return copy.deepcopy(_parse_cached(text))
+    return pickle.loads(_parse_cached(text))
 
 # %% ../../nbs/12_shapes_parse.ipynb #psfin001
 def _finish(st: _State, edits: list[Edit]) -> SceneSpec:
@@ -1409,15 +1409,15 @@ class _ByContent:
 
 
 @lru_cache(maxsize=PARSE_CACHE_SIZE)
-def _parse_edits_cached(text: str, context: _ByContent) -> tuple[list[Edit], list[str]]:
-    return _parse_edits(text, context.spec)
+def _parse_edits_cached(text: str, context: _ByContent) -> bytes:
+    return pickle.dumps(_parse_edits(text, context.spec), pickle.HIGHEST_PROTOCOL)
 
 
 def parse_edits(text: str, context: SceneSpec) -> tuple[list[Edit], list[str]]:
     "Read `text` as edit instructions on the scene `context`; returns (edits, problems). Raises only on an empty text."
     if not isinstance(text, str) or not text.strip():
         raise ValueError("empty command: nothing to edit")
-    return copy.deepcopy(_parse_edits_cached(text, _ByContent(context)))
+    return pickle.loads(_parse_edits_cached(text, _ByContent(context)))
 
 # %% ../../nbs/12_shapes_parse.ipynb #d11c885e
 def _gkey(g: Group):
