@@ -423,7 +423,7 @@ def cmd_eval(
     n: int = 300,  # prompts (the first n of the split)
     seeds: tuple[int, ...] = (0, 1, 2),  # one episode per prompt and seed
     as_json: JsonFlag = False,  # print the summary JSON (for 'baselines': all summaries); the same bytes for the same arguments
-    out_dir: Path = Path("paper/results"),  # where CSV, JSON, markdown and galleries go
+    out_dir: Path = Path("runs/eval"),  # where CSV, JSON, markdown and galleries go (paper/results/ is the report's: `reproduce` writes it)
     workers: int = 1,  # worker processes (results do not depend on it)
     oracle_n: int | None = None,  # with 'baselines': prompts for the (slow) oracle; default n
     registry: Path | None = None,  # expert registry (default configs/experts/shapes.toml)
@@ -436,7 +436,7 @@ def cmd_eval(
     backend: Literal["local", "ray"] = "local",  # worker processes here, or Ray tasks (pip install 'image_poser[ray]')
     address: str | None = None,  # with --backend ray: 'auto', 'ray://HEAD:10001' (default: a local Ray)
 ) -> None:
-    "Evaluate a policy on a split (or a benchmark's prompts) with the independent Evaluator; writes results under paper/results/."
+    "Evaluate a policy on a split (or a benchmark's prompts) with the independent Evaluator; writes results under runs/eval/."
     from image_poser.baselines import baseline_names
     from image_poser.env import EnvConfig
     from image_poser.evaluate import CheckpointPolicy, evaluate, gallery, results_table, write_results
@@ -643,7 +643,7 @@ def cmd_tune(
     max_candidates: int = 24,  # candidates per family (a seeded sample of a larger grid)
     finalists: int = 4,  # candidates that reach stage 2
     steps: int = 50_000,  # ppo: training steps per candidate
-    out: Path = Path("paper/results"),  # baseline_tuning.json / ppo_tuning.json / ppo_steps.json go here
+    out: Path = Path("runs/tune"),  # baseline_tuning.json / ppo_tuning.json / ppo_steps.json go here (not the report's paper/results/)
     run_dir: Path = Path("runs/tune-ppo"),  # ppo: the candidates' training runs; steps: a run trained with --keep-checkpoints
     grid: int = 4,  # steps: kept checkpoints compared (spread evenly up to the last)
     workers: int = 2,  # parallel processes
