@@ -14,7 +14,7 @@ import os
 import time
 from dataclasses import dataclass, field, replace
 from pathlib import Path
-from typing import Any, Callable
+from typing import Callable
 
 # %% auto #0
 __all__ = ['LATENCY_S', 'DEFAULT_LATENCY_S', 'HOST_KEYS', 'require_ray', 'init_ray', 'WirePicture', 'encode_image',
@@ -41,7 +41,7 @@ from PIL import Image
 from .core import Feedback
 from .env import EnvConfig, ImagePoserEnv, make_env
 from .evaluate import load_policy, run_episode, run_jobs
-from .experts import ExpertError, Registry, default_registry_path, load_registry, resolve_class
+from .experts import ExpertError, ExpertWrapper, Registry, default_registry_path, load_registry, resolve_class
 from .shapes.data import load_split
 
 # %% ../nbs/72_distributed.ipynb #dst00011
@@ -120,17 +120,10 @@ DEFAULT_LATENCY_S = {"t2i": 2.0, "i2i": 1.2}  # experts not in the profile
 
 
 @dataclass
-class SlowExpert:
+class SlowExpert(ExpertWrapper):
     "An expert that sleeps `latency_s` before each call (a stand-in for a big model); same pictures."
 
-    expert: Any
     latency_s: float
-
-    name = property(lambda self: self.expert.name)
-    kind = property(lambda self: self.expert.kind)
-    cost = property(lambda self: self.expert.cost)
-    max_tokens = property(lambda self: self.expert.max_tokens)
-    good_at = property(lambda self: self.expert.good_at)
 
     def __call__(self, command: str, image: Image.Image | None = None, *, seed: int = 0):
         time.sleep(self.latency_s)
@@ -547,18 +540,11 @@ def comparable(rows: list[dict]) -> list[dict]:
 
 # %% ../nbs/72_distributed.ipynb #dst00051
 @dataclass
-class CrashingExpert:
+class CrashingExpert(ExpertWrapper):
     "An expert whose process exits on its `after`-th call unless `marker` exists (it writes the marker first)."
 
-    expert: Any
     after: int
     marker: str
-
-    name = property(lambda self: self.expert.name)
-    kind = property(lambda self: self.expert.kind)
-    cost = property(lambda self: self.expert.cost)
-    max_tokens = property(lambda self: self.expert.max_tokens)
-    good_at = property(lambda self: self.expert.good_at)
 
     def __post_init__(self):
         self.calls = 0

@@ -19,7 +19,7 @@ from typing import Annotated, Any, Literal, Protocol, runtime_checkable
 
 # %% auto #0
 __all__ = ['ExpertKind', 'Prob', 'Cost', 'NAME_MAX_LEN', 'PLACEMENT_KEYS', 'CLASS_ALIASES', 'SAFE_LOAD_KWARGS',
-           'MAX_REGISTRY_BYTES', 'MAX_NESTING', 'MAX_EXPERTS', 'Expert', 'ExpertError', 'ExpertResult',
+           'MAX_REGISTRY_BYTES', 'MAX_NESTING', 'MAX_EXPERTS', 'Expert', 'ExpertWrapper', 'ExpertError', 'ExpertResult',
            'validate_output', 'call_expert', 'count_tokens', 'truncate_tokens', 'ExpertEntry', 'code_loading',
            'resolve_class', 'describe_errors', 'build_expert', 'Registry', 'nesting_depth', 'read_toml', 'load_entry',
            'load_registry', 'default_registry_path']
@@ -55,6 +55,22 @@ class Expert(Protocol):
     good_at: str  # one line for people: what it is good at
 
     def __call__(self, command: str, image: Image.Image | None = None, *, seed: int) -> Image.Image: ...
+
+# %% ../nbs/01_experts.ipynb #expwrp02
+@dataclass
+class ExpertWrapper:
+    "An expert around another: the wrapped expert's name, kind, cost, token limit and strengths; calling it calls the wrapped one."
+
+    expert: Any
+
+    name = property(lambda self: self.expert.name)
+    kind = property(lambda self: self.expert.kind)
+    cost = property(lambda self: self.expert.cost)
+    max_tokens = property(lambda self: self.expert.max_tokens)
+    good_at = property(lambda self: self.expert.good_at)
+
+    def __call__(self, command: str, image: Image.Image | None = None, *, seed: int = 0) -> Image.Image:
+        return self.expert(command, image, seed=seed)
 
 # %% ../nbs/01_experts.ipynb #0b18d126
 class ExpertError(Exception):

@@ -1,8 +1,8 @@
 """The Evaluator is never imported by training code paths (critic, experts, decomposers, and later env and trainers)."""
 
-import subprocess
-import sys
+from fresh_import import modules_after_import
 
+EVALUATORS = {"image_poser.evaluator", "image_poser.shapes.evaluator"}
 TRAINING_MODULES = [
     "image_poser.critic",
     "image_poser.experts",
@@ -22,25 +22,11 @@ TRAINING_MODULES = [
 
 
 def test_training_code_does_not_import_the_evaluator():
-    code = (
-        "import importlib, importlib.util, sys\n"
-        f"mods = {TRAINING_MODULES!r}\n"
-        "loaded = [m for m in mods if importlib.util.find_spec(m) is not None]\n"
-        "for m in loaded: importlib.import_module(m)\n"
-        "print(len(loaded), any(m in sys.modules for m in ('image_poser.evaluator', 'image_poser.shapes.evaluator')))\n"
-    )
-    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=300)
-    assert out.returncode == 0, out.stderr
-    n, imported = out.stdout.split()
-    assert int(n) == len(TRAINING_MODULES) and imported == "False", out.stdout
+    loaded = modules_after_import(*TRAINING_MODULES)
+    assert set(TRAINING_MODULES) <= loaded and not EVALUATORS & loaded, sorted(EVALUATORS & loaded)
 
 
 def test_backends_import_nothing_from_the_shapes_world():
     "The real-model adapters stand alone: importing every backend module loads no image_poser.shapes module."
-    code = (
-        "import sys, image_poser.backends.llm, image_poser.backends.diffusers, image_poser.backends.vqa\n"
-        "print(sorted(m for m in sys.modules if m.startswith('image_poser.shapes')))\n"
-    )
-    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=300)
-    assert out.returncode == 0, out.stderr
-    assert out.stdout.strip() == "[]", out.stdout
+    loaded = modules_after_import("image_poser.backends.llm", "image_poser.backends.diffusers", "image_poser.backends.vqa")
+    assert not [m for m in loaded if m.startswith("image_poser.shapes")], sorted(loaded)
