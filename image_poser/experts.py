@@ -61,7 +61,7 @@ class Expert(Protocol):
 class ExpertWrapper:
     "An expert around another: the wrapped expert's name, kind, cost, token limit and strengths; calling it calls the wrapped one."
 
-    expert: Any
+    expert: object  # the wrapped expert (`object`, not `Any`: a subclass's generated __init__ resolves this name in its own module)
 
     name = property(lambda self: self.expert.name)
     kind = property(lambda self: self.expert.kind)
