@@ -685,12 +685,12 @@ def _bounds(g: Group, r: float, size: int, scale: float) -> tuple[float, ...]:
     return lo, hi, max(lo, x0 + m), min(hi, x1 - m), max(lo, y0 + m), min(hi, y1 - m)
 
 
-def _propose(g: Group, r: float, ctx: dict, rng, size: int, scale: float) -> tuple[float, float]:
+def _propose(g: Group, r: float, ctx: dict, rng, scale: float) -> tuple[float, float]:
     "A candidate center for a member of `g`: a free slot of its line, a point between its anchors, near an anchor, or anywhere in its region."
     slots = ctx["slots"].get(g.id)
     if slots:
         return slots[int(rng.integers(len(slots)))]
-    lo, hi, x0, x1, y0, y1 = ctx.get("bounds") or _bounds(g, r, size, scale)
+    lo, hi, x0, x1, y0, y1 = ctx["bounds"]  # `_bounds`, computed once per group by `layout`
     ends = ctx["between"]
     if ends is not None and rng.random() < 0.8:
         (ax, ay), (bx, by) = ends
@@ -772,7 +772,7 @@ def _collides(x: float, y: float, r: float, objs: list, gap: float, allow_overla
 def _place_one(g: Group, r: float, ctx: dict, objs: list, rng, size: int, scale: float, candidates: int, allow_overlap: bool):
     "One member of `g` placed by rejection sampling (None if no candidate fits); a slot it takes is no longer free."
     for _c in range(candidates):
-        x, y = _propose(g, r, ctx, rng, size, scale)
+        x, y = _propose(g, r, ctx, rng, scale)
         if _collides(float(x), float(y), r, objs, MIN_GAP * scale, allow_overlap):
             continue
         o = SceneObject(g.shape, g.color, g.size, g.texture, float(x), float(y), r, g.id)
@@ -825,7 +825,7 @@ def layout(
             for _ in range(g.count):
                 o = _place_one(g, r, ctx, objs, rng, size, scale, candidates, allow_overlap)
                 if o is None:  # best effort: a proposal, kept on the canvas
-                    xy = np.clip(_propose(g, r, ctx, rng, size, scale), MARGIN * scale + r, size - MARGIN * scale - r)
+                    xy = np.clip(_propose(g, r, ctx, rng, scale), MARGIN * scale + r, size - MARGIN * scale - r)
                     o = SceneObject(g.shape, g.color, g.size, g.texture, float(xy[0]), float(xy[1]), r, g.id)
                 placed[g.id].append(o)
                 objs.append(o)
