@@ -1250,12 +1250,16 @@ def _parse(text: str) -> ParseResult:
     )
 
 # %% ../../nbs/12_shapes_parse.ipynb #pscach02
-PARSE_CACHE_SIZE = 4096  # texts whose readings are kept (least recently used dropped first)
+PARSE_CACHE_SIZE = 4096  # readings kept (least recently used dropped first)
 
 
-@lru_cache(maxsize=PARSE_CACHE_SIZE)
-def _parse_cached(text: str) -> bytes:
-    return pickle.dumps(_parse(text), pickle.HIGHEST_PROTOCOL)  # a pickle: unpickling is ~3x faster than a deep copy
+def _copying_cache(fn):
+    "`fn` (of hashable arguments) with an LRU cache of its results; every caller gets its own copy (unpickled: ~3x faster than a deep copy)."
+    cached = lru_cache(maxsize=PARSE_CACHE_SIZE)(lambda *a: pickle.dumps(fn(*a), pickle.HIGHEST_PROTOCOL))
+    return lambda *a: pickle.loads(cached(*a))
+
+
+_parse_cached = _copying_cache(_parse)
 
 
 def parse(text: str) -> ParseResult:
@@ -1264,7 +1268,7 @@ def parse(text: str) -> ParseResult:
         raise TypeError(f"prompt must be a string, got {type(text).__name__}")
     if not text.strip():
         raise ValueError("empty prompt: nothing to parse")
-    return pickle.loads(_parse_cached(text))
+    return _parse_cached(text)
 
 # %% ../../nbs/12_shapes_parse.ipynb #psfin001
 def _finish(st: _State, edits: list[Edit]) -> SceneSpec:
@@ -1408,16 +1412,14 @@ class _ByContent:
         return isinstance(other, _ByContent) and self.key == other.key
 
 
-@lru_cache(maxsize=PARSE_CACHE_SIZE)
-def _parse_edits_cached(text: str, context: _ByContent) -> bytes:
-    return pickle.dumps(_parse_edits(text, context.spec), pickle.HIGHEST_PROTOCOL)
+_parse_edits_cached = _copying_cache(lambda text, context: _parse_edits(text, context.spec))  # context: a `_ByContent`
 
 
 def parse_edits(text: str, context: SceneSpec) -> tuple[list[Edit], list[str]]:
     "Read `text` as edit instructions on the scene `context`; returns (edits, problems). Raises only on an empty text."
     if not isinstance(text, str) or not text.strip():
         raise ValueError("empty command: nothing to edit")
-    return pickle.loads(_parse_edits_cached(text, _ByContent(context)))
+    return _parse_edits_cached(text, _ByContent(context))
 
 # %% ../../nbs/12_shapes_parse.ipynb #d11c885e
 def _gkey(g: Group):
