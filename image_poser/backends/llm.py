@@ -279,6 +279,10 @@ class OpenAIChat:
             body["response_format"] = response_format
         return json.dumps(body).encode()
 
+    def _wait_s(self, retry: int, server_wait_s: float | None) -> float:
+        "Seconds before retry number `retry` (from 0): the server's Retry-After if it sent one, else exponential backoff; capped."
+        return min(self.backoff_s * 2**retry if server_wait_s is None else server_wait_s, self.max_backoff_s)
+
 # %% ../../nbs/20_backends_llm.ipynb #oc0att01
 class _Retry(Exception):
     "One attempt failed in a way another attempt may not."
@@ -362,11 +366,11 @@ def chat(self: OpenAIChat, messages: list[dict], response_format: dict | None = 
             continue
         except _Retry as e:
             last = e.reason
-            wait = e.wait_s if e.wait_s is not None else self.backoff_s * 2 ** (tries - 1)
+            wait = self._wait_s(tries - 1, e.wait_s)
         logger.debug("chat attempt %d to %s failed: %s", tries, url, last)
         if tries > self.max_retries:
             raise ChatError(f"gave up after {tries} attempts: {last}")
-        time.sleep(max(0.0, min(wait, self.max_backoff_s, deadline - time.monotonic())))
+        time.sleep(max(0.0, min(wait, deadline - time.monotonic())))
     raise ChatError(f"deadline of {self.deadline_s:g} s reached after {tries} attempts: {last}")
 
 # %% ../../nbs/20_backends_llm.ipynb #e458e474

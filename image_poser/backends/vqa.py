@@ -111,8 +111,7 @@ class OpenAICompletions(OpenAIChat):
             if out is not None:
                 return out
             if k < self.max_retries:
-                wait = retry_after_s(retry_after)
-                time.sleep(min(self.backoff_s * 2**k if wait is None else wait, self.max_backoff_s))
+                time.sleep(self._wait_s(k, retry_after_s(retry_after)))
         raise ChatError(f"gave up after {self.max_retries + 1} attempts: {last}")
 
 # %% ../../nbs/22_backends_vqa.ipynb #vq000022
