@@ -20,8 +20,8 @@ from typing import Literal
 
 # %% auto #0
 __all__ = ['METRICS', 'episode_seed', 'evaluation_task', 'run_episode', 'bootstrap_ci', 'cell_means', 'cluster_ci', 'paired_ci',
-           'CheckpointPolicy', 'load_policy', 'judge_for', 'run_jobs', 'summarize', 'evaluate', 'evaluate_many',
-           'write_results', 'results_table', 'gallery', 'run_prompt']
+           'checkpoint_file', 'CheckpointPolicy', 'load_policy', 'judge_for', 'run_jobs', 'summarize', 'evaluate',
+           'evaluate_many', 'write_results', 'results_table', 'gallery', 'run_prompt']
 
 # %% ../nbs/55_evaluate.ipynb #bc7207f5
 import numpy as np
@@ -169,13 +169,18 @@ def paired_ci(rows_a: list[dict], rows_b: list[dict], metric: str, n_boot: int =
 _LEGACY_ENV_ARGS = ("obs_mode", "horizon", "max_attempts", "cost_weight", "critic_error_scale", "success_bonus")
 
 
+def checkpoint_file(spec: str | Path) -> Path:
+    "The checkpoint a trained policy's spec names: a file, or a run folder's checkpoint.pt."
+    return Path(spec) / "checkpoint.pt" if Path(spec).is_dir() else Path(spec)
+
+
 class CheckpointPolicy(Policy):
     "A trained PPO or DQN agent from a checkpoint (greedy over valid actions)."
 
     def __init__(self, path: str | Path):
         import torch
 
-        self.path = Path(path) / "checkpoint.pt" if Path(path).is_dir() else Path(path)
+        self.path = checkpoint_file(path)
         if not self.path.is_file():
             raise FileNotFoundError(f"no checkpoint at {self.path}")
         try:

@@ -19,7 +19,7 @@ from pathlib import Path
 # %% auto #0
 __all__ = ['CHECKPOINT_FORMAT', 'Args', 'check_args', 'layer_init', 'Agent', 'checkpoint_seed', 'restart_episodes', 'rng_state',
            'set_rng_state', 'save_checkpoint', 'load_checkpoint', 'check_resume', 'load_agent', 'MetricsLog', 'Rollout',
-           'collect_rollout', 'compute_gae', 'ppo_loss', 'update_policy', 'train']
+           'collect_rollout', 'compute_gae', 'ppo_loss', 'update_policy', 'kept_checkpoint', 'train']
 
 # %% ../nbs/60_ppo.ipynb #e5235143
 import numpy as np
@@ -536,6 +536,11 @@ def _start(envs, args: Args, ck: dict | None, run: Path) -> tuple[dict, int]:
     return state, start
 
 # %% ../nbs/60_ppo.ipynb #ppotrn03
+def kept_checkpoint(run: str | Path, step: int) -> Path:
+    "Where `keep_checkpoints` keeps the checkpoint `run` saved at global step `step`."
+    return Path(run) / "checkpoints" / f"step_{step:09d}.pt"
+
+
 def _checkpoint(run: Path, envs, agent, optimizer, iteration: int, state: dict, args: Args, obs_dim: int, n_actions: int, metrics):
     "At a checkpoint iteration: restart the episodes (not after the last iteration), then save everything a resumed run needs."
     if iteration < args.num_iterations:
@@ -544,8 +549,9 @@ def _checkpoint(run: Path, envs, agent, optimizer, iteration: int, state: dict, 
     ck_args = (iteration, state["global_step"], args, obs_dim, n_actions)
     save_checkpoint(run / "checkpoint.pt", agent, optimizer, *ck_args, rng=rng_state(envs), metrics_rows=metrics.rows)
     if args.keep_checkpoints:
-        (run / "checkpoints").mkdir(exist_ok=True)
-        shutil.copy(run / "checkpoint.pt", run / "checkpoints" / f"step_{state['global_step']:09d}.pt")
+        kept = kept_checkpoint(run, state["global_step"])
+        kept.parent.mkdir(exist_ok=True)
+        shutil.copy(run / "checkpoint.pt", kept)
 
 
 def _tracker(args: Args, run: Path):

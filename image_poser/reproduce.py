@@ -19,8 +19,8 @@ from pathlib import Path
 # %% auto #0
 __all__ = ['PROFILES', 'ABLATIONS', 'TOGGLES', 'COMPARED', 'PAPER_CLAIMS', 'Profile', 'ablation_variants', 'code_version',
            'read_rows', 'run_folder', 'evaluate_methods', 'comparisons', 'check_targets', 'stage_tune', 'training_jobs',
-           'methods_to_evaluate', 'best_tuned', 'stage_steps', 'comparisons_table', 'tuning_table', 'tier_table',
-           'targets_table', 'write_report', 'plot_learning_curves', 'plot_expert_usage', 'plot_ablations',
+           'runs_of', 'methods_to_evaluate', 'best_tuned', 'stage_steps', 'comparisons_table', 'tuning_table',
+           'tier_table', 'targets_table', 'write_report', 'plot_learning_curves', 'plot_expert_usage', 'plot_ablations',
            'stage_train', 'stage_ablations', 'stage_agreement', 'agreement_table', 'stage_figures', 'reproduce',
            'stage_compare']
 
@@ -31,7 +31,7 @@ import numpy as np
 from .baselines import baseline_names
 from .core import find_path
 from .env import EnvConfig
-from .evaluate import METRICS, evaluate_many, gallery, paired_ci, results_table, summarize, write_results
+from .evaluate import METRICS, checkpoint_file, evaluate_many, gallery, paired_ci, results_table, summarize, write_results
 from .experts import load_registry
 from .shapes.data import load_split
 from .tune import PPO_SPACE, TuneBudget, choose_steps, ppo_kwargs, run_jobs, tune_heuristics, tune_ppo
@@ -389,6 +389,11 @@ def training_jobs(p: Profile, ppo_overrides: dict, runs: Path) -> tuple[list, li
     return jobs, abl, variants
 
 
+def runs_of(jobs: list, runs: list[dict], exp: str) -> list[str]:
+    "The run folders of the training jobs named `exp` (one per seed, in seed order)."
+    return [r["run"] for j, r in zip(jobs, runs) if j[1]["exp_name"] == exp]
+
+
 def methods_to_evaluate(
     p: Profile, heur: dict, jobs: list, runs: list[dict], ppo_step: int | None = None
 ) -> dict[str, tuple[list[str], int]]:
@@ -398,9 +403,11 @@ def methods_to_evaluate(
         out[f"{fam} (tuned)"] = ([spec], p.greedy_n if fam == "greedy" else p.test_n)
     out["oracle"] = (["oracle"], p.oracle_n)
     for name, exp in (("ppo", "ppo"), ("dqn", "dqn"), ("dqn:paper-state", "dqn-paper")):
-        out[name] = ([r["run"] for j, r in zip(jobs, runs) if j[1]["exp_name"] == exp], p.test_n)
+        out[name] = (runs_of(jobs, runs, exp), p.test_n)
     if ppo_step is not None:  # every seed's checkpoint at the training length chosen on validation
-        out["ppo"] = ([f"{r}/checkpoints/step_{ppo_step:09d}.pt" for r in out["ppo"][0]], p.test_n)
+        from image_poser.ppo import kept_checkpoint  # here, not at the top: importing reproduce should not load torch
+
+        out["ppo"] = ([str(kept_checkpoint(r, ppo_step)) for r in out["ppo"][0]], p.test_n)
     return out
 
 
@@ -415,7 +422,7 @@ def stage_steps(p: Profile, jobs: list, runs: list[dict], res_dir: Path, log=pri
     "PPO's training length chosen on validation among the first seed's kept checkpoints (reused when unchanged); {} if not chosen."
     if not p.ppo_choose_steps:
         return {}
-    first = next(r["run"] for j, r in zip(jobs, runs) if j[1]["exp_name"] == "ppo")
+    first = runs_of(jobs, runs, "ppo")[0]
     out = res_dir / "ppo_steps.json"
     stamp = {"run": first, "budget": asdict(p.tune), "grid": p.ppo_steps_grid, "steps": p.ppo_steps, "code": code_version()}
 
@@ -547,29 +554,26 @@ def _steps_lines(p: Profile, st: dict) -> list[str]:
 def _report_tail(p: Profile, r: dict) -> list[str]:
     "Tuning, tiers, the paper's claims, critic agreement, ablations and figures."
     main = r["main"]
-    L = (
-        [
-            "",
-            "## Tuning (validation split)",
-            "",
-            tuning_table(r["heuristics"]),
-            "",
-            f"PPO settings chosen: `{json.dumps(r['ppo_tuning'].get('chosen_overrides', {}))}`.",
-            "",
-        ]
-        + _steps_lines(p, r.get("ppo_steps") or {})
-        + [
-            "## By tier (full success)",
-            "",
-            tier_table(main, ["ppo", r["best_heuristic"], "oracle", "dqn"]),
-            "",
-            "## Against the paper",
-            "",
-            "| | the paper | here |",
-            "|---|---|---|",
-        ]
-        + [f"| {a} | {b} | {c} |" for a, b, c in PAPER_CLAIMS]
-    )
+    L = [
+        "",
+        "## Tuning (validation split)",
+        "",
+        tuning_table(r["heuristics"]),
+        "",
+        f"PPO settings chosen: `{json.dumps(r['ppo_tuning'].get('chosen_overrides', {}))}`.",
+        "",
+    ]
+    L += _steps_lines(p, r.get("ppo_steps") or {})
+    L += [
+        "## By tier (full success)",
+        "",
+        tier_table(main, ["ppo", r["best_heuristic"], "oracle", "dqn"]),
+        "",
+        "## Against the paper",
+        "",
+        "| | the paper | here |",
+        "|---|---|---|",
+    ] + [f"| {a} | {b} | {c} |" for a, b, c in PAPER_CLAIMS]
     L += [
         "",
         "## The training critic against the Evaluator",
@@ -855,8 +859,7 @@ def _copy_checkpoints(out: Path, methods: dict):
     ck = out / "checkpoints"
     ck.mkdir(exist_ok=True)
     for name in ("ppo", "dqn"):
-        spec = Path(methods[name][0][0])
-        shutil.copy(spec if spec.suffix == ".pt" else spec / "checkpoint.pt", ck / f"{name}.pt")
+        shutil.copy(checkpoint_file(methods[name][0][0]), ck / f"{name}.pt")
 
 
 def _log_summary(r: dict, report: Path, log=print):
