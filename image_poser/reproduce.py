@@ -21,8 +21,8 @@ __all__ = ['PROFILES', 'ABLATIONS', 'TOGGLES', 'COMPARED', 'PAPER_CLAIMS', 'Prof
            'read_rows', 'run_folder', 'evaluate_methods', 'comparisons', 'check_targets', 'stage_tune', 'training_jobs',
            'runs_of', 'methods_to_evaluate', 'best_tuned', 'stage_steps', 'comparisons_table', 'tuning_table',
            'tier_table', 'targets_table', 'write_report', 'plot_learning_curves', 'plot_expert_usage', 'plot_ablations',
-           'stage_train', 'stage_ablations', 'stage_agreement', 'agreement_table', 'stage_figures', 'reproduce',
-           'stage_compare']
+           'stage_train', 'stage_ablations', 'stage_agreement', 'agreement_table', 'stage_figures', 'profile_from_dict',
+           'reproduce', 'stage_compare']
 
 # %% ../nbs/75_reproduce.ipynb #0389c886
 import numpy as np
@@ -778,12 +778,21 @@ def stage_figures(p: Profile, out: Path, main: dict, abl: dict, methods: dict, b
     return figs
 
 # %% ../nbs/75_reproduce.ipynb #02be46d9
+def profile_from_dict(d: dict) -> Profile:
+    "A `Profile` as `main.json` stores it (`asdict`): JSON lists back to tuples, the tuning budget back to a `TuneBudget`."
+    d = {k: tuple(v) if isinstance(v, list) else v for k, v in d.items()}
+    return Profile(**d | {"tune": TuneBudget(**d["tune"])})
+
+
 def _report_only(p: Profile, out: Path, log=print) -> dict:
     "Rewrite README.md from `results/report.json` of a finished run (after a change to the report's layout)."
     f = out / "results" / "report.json"
     if not f.exists():
         raise FileNotFoundError(f"{f} does not exist: run the reproduction first")
     r = json.loads(f.read_text())
+    main = out / "results" / "main.json"
+    if main.exists():  # the sizes the results were made with, not the profile as it reads today
+        p = profile_from_dict(json.loads(main.read_text())["profile"])
     log(f"report: {write_report(out, p, r)}")
     return r
 
