@@ -341,9 +341,8 @@ def _ours(a: PPOArgs) -> tuple[float, float]:
         run = ppo_train(replace(a, run_dir=d))
         rows = [json.loads(line) for line in (run / "metrics.jsonl").read_text().splitlines()]
     ends = [(r["global_step"], r["charts/episodic_return"]) for r in rows if "charts/episodic_return" in r]
-    sps = [r["charts/SPS"] for r in rows if "charts/SPS" in r][
-        -1
-    ]  # steps / seconds since the loop started (setup excluded, as for SB3's learn)
+    # the last update's steps per second since the training loop started (setup excluded, as SB3's `learn` excludes its own)
+    sps = next(r["charts/SPS"] for r in reversed(rows) if "charts/SPS" in r)
     return float(sps), _late_return(ends, a.num_iterations * a.batch_size)
 
 
